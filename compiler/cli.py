@@ -1,0 +1,308 @@
+"""The `pipec` command line. Heavy modules load inside the commands, so `pipec --help` stays instant."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+EPILOG = """\
+exit status:
+  0  success (check: no errors; run: every row answered; test: every case passed)
+  1  the .pipe file has errors, a test failed, or a run had failed or skipped rows
+  2  usage error: bad arguments, missing files, unknown pipeline
+
+environment:
+  PIPEC_CACHE_DIR   LM cache directory (default: $XDG_CACHE_HOME/pipec or ~/.cache/pipec)
+  NO_COLOR          disable colored diagnostics
+
+examples:
+  pipec check examples/intent.pipe
+  pipec run examples/intent.pipe --input utterance="Table for two at 8 tonight"
+  pipec run examples/intent.pipe --inputs rows.jsonl --output out.jsonl --concurrency 4
+  pipec graph examples/multihop.pipe --format mermaid
+  pipec inspect examples/intent.pipe
+  pipec test examples/intent.pipe
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+def _color(stream) -> bool:
+    return stream.isatty() and "NO_COLOR" not in os.environ
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pipec", description="Compile and run declarative prompt pipelines (.pipe files).",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sp, pipeline=True):
+        sp.add_argument("file", help="a .pipe file")
+        if pipeline:
+            sp.add_argument("--pipeline", "-p", help="which pipeline to use when the file declares several")
+
+    def lm_opts(sp):
+        sp.add_argument("--lm", help="run every module on this LM id instead (e.g. openai/gpt-4o-mini, local/smollm2)")
+        sp.add_argument("--no-cache", action="store_true", help="do not read or write the LM cache")
+        sp.add_argument("--cache-dir", help="LM cache directory (default: $PIPEC_CACHE_DIR or ~/.cache/pipec)")
+
+    c = sub.add_parser("check", help="parse and check .pipe files; print every diagnostic",
+                       description="Parse and check .pipe files. Exit 0 when clean (warnings allowed), "
+                                   "1 on errors, 2 on usage errors.")
+    c.add_argument("files", nargs="+", metavar="file", help=".pipe files")
+    c.add_argument("--werror", action="store_true", help="treat warnings as errors")
+    c.add_argument("--format", choices=("text", "json"), default="text", help="diagnostic format")
+
+    r = sub.add_parser("run", help="run a pipeline on one input or a JSONL batch",
+                       description="Run a pipeline on one input (--input name=value ...) or on every row of a JSONL "
+                                   "file (--inputs). Batch results are appended to --output as they finish; rerunning "
+                                   "the same command resumes, skipping rows already answered.")
+    common(r)
+    r.add_argument("--input", "-i", action="append", default=[], metavar="NAME=VALUE",
+                   help="an input value (repeatable); lists and records as JSON")
+    r.add_argument("--inputs", metavar="ROWS.jsonl", help="JSONL file of input rows")
+    r.add_argument("--output", "-o", metavar="OUT.jsonl", help="where batch results go (default: ROWS.out.jsonl)")
+    r.add_argument("--concurrency", "-c", type=int, default=4, help="rows in flight at once (default 4)")
+    r.add_argument("--retry-failed", action="store_true", help="when resuming, run failed rows again")
+    r.add_argument("--trace", action="store_true", help="include every LM call (messages, reply, timing) in the output")
+    r.add_argument("--json", action="store_true", help="print the single-input result as JSON")
+    r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress line (default: when stderr is a terminal)")
+    lm_opts(r)
+
+    g = sub.add_parser("graph", help="print the pipeline graph (mermaid, dot, text)")
+    common(g)
+    g.add_argument("--format", "-f", choices=("mermaid", "dot", "text"), default="text")
+
+    i = sub.add_parser("inspect", help="show the exact messages each module will send")
+    common(i)
+    i.add_argument("--input", "-i", action="append", default=[], metavar="NAME=VALUE",
+                   help="fill in an input instead of showing a {placeholder}")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument("--lm", help="show the prompts as they would go to this LM id")
+
+    t = sub.add_parser("test", help="run the file's test blocks")
+    t.add_argument("file", help="a .pipe file")
+    t.add_argument("-k", dest="name", help="only tests whose name contains this text")
+    lm_opts(t)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from .version import __version__
+        print(f"pipec {__version__}")
+        return EXIT_OK
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return {"check": cmd_check, "run": cmd_run, "graph": cmd_graph, "inspect": cmd_inspect,
+                "test": cmd_test}[args.command](args)
+    except UsageError as err:
+        print(f"pipec {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------- helpers
+def _load(args, **kw):
+    from .dsl.diagnostics import PipeError
+    from .program import load
+    path = args.file
+    if not os.path.isfile(path):
+        raise UsageError(f"no such file: {path}")
+    cache = True
+    if getattr(args, "no_cache", False):
+        cache = False
+    elif getattr(args, "cache_dir", None):
+        cache = args.cache_dir
+    try:
+        prog = load(path, getattr(args, "pipeline", None), lm=getattr(args, "lm", None), cache=cache, **kw)
+    except PipeError as err:
+        print(err.render(_color(sys.stderr)), file=sys.stderr)
+        raise SystemExit(EXIT_FAIL)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    for w in prog.warnings:
+        print(w.render(prog.loaded.sources.get(w.span.file), _color(sys.stderr)), file=sys.stderr)
+    return prog
+
+
+def _pairs(items: list[str]) -> dict[str, object]:
+    out = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise UsageError(f"--input expects NAME=VALUE, got '{item}'")
+        text = value.strip()
+        if text[:1] in "[{":
+            try:
+                out[name] = json.loads(text)
+                continue
+            except ValueError:
+                pass
+        out[name] = value
+    return out
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_check(args) -> int:
+    from .catalogue import catalogue
+    from .dsl.diagnostics import render_all
+    from .dsl.loader import load
+    from .program import tool_diagnostics
+    from pathlib import Path
+    all_diags, sources, missing = [], {}, False
+    for path in args.files:
+        try:
+            loaded = load(path, catalogue())
+        except (OSError, UnicodeDecodeError) as err:
+            print(f"pipec check: error: cannot read {path}: {getattr(err, 'strerror', None) or err}", file=sys.stderr)
+            missing = True
+            continue
+        diags = list(loaded.diagnostics)
+        if not loaded.errors:
+            diags += tool_diagnostics(loaded.program, Path(path))
+        all_diags += diags
+        sources.update(loaded.sources)
+    if missing:
+        return EXIT_USAGE
+    errors = [d for d in all_diags if d.severity == "error" or args.werror]
+    if args.format == "json":
+        print(json.dumps([{"file": d.span.file, "line": d.span.line, "col": d.span.col, "end_line": d.span.end_line,
+                           "end_col": d.span.end_col, "severity": d.severity, "code": d.code, "message": d.message,
+                           "hint": d.hint} for d in all_diags], indent=2))
+    elif all_diags:
+        print(render_all(all_diags, sources, _color(sys.stderr)), file=sys.stderr)
+    else:
+        print(f"{', '.join(args.files)}: ok")
+    return EXIT_FAIL if errors else EXIT_OK
+
+
+def cmd_run(args) -> int:
+    if args.inputs and args.input:
+        raise UsageError("give either --input values or an --inputs file, not both")
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    prog = _load(args)
+    try:
+        if args.inputs:
+            return _run_batch(prog, args)
+        return _run_single(prog, args)
+    finally:
+        prog.close()
+
+
+def _run_single(prog, args) -> int:
+    values = _pairs(args.input)
+    try:
+        pred = prog(**values)
+    except ValueError as err:
+        names = ", ".join(f"{n}" for n, _, _ in prog.inputs)
+        raise UsageError(f"{err} (inputs of {prog.name}: {names}; pass them as --input name=value)") from None
+    if args.json:
+        print(json.dumps(pred.to_dict(trace=args.trace), ensure_ascii=False, indent=2, default=str))
+    elif pred.ok:
+        for name, value in pred.outputs().items():
+            print(f"{name}: {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}")
+    if not pred.ok:
+        print(f"pipec run: failed: {pred.error}", file=sys.stderr)
+        if pred.raw:
+            print(f"last reply: {pred.raw[:500]}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def _run_batch(prog, args) -> int:
+    from pathlib import Path
+    from .batch import run_jsonl
+    src = Path(args.inputs)
+    if not src.is_file():
+        raise UsageError(f"no such file: {src}")
+    out = Path(args.output) if args.output else src.with_suffix(".out.jsonl")
+    if out.resolve() == src.resolve():
+        raise UsageError("--output must differ from --inputs")
+    try:
+        summary = run_jsonl(prog, src, out, args.concurrency, progress=args.progress, retry_failed=args.retry_failed,
+                            with_trace=args.trace, on_skip=lambda msg: print(f"skipped: {msg}", file=sys.stderr))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished rows are in {out}; run the same command again to resume", file=sys.stderr)
+        return 130
+    resumed = f", {summary.resumed} already done" if summary.resumed else ""
+    print(f"{summary.line}\nwrote {summary.ran} rows to {out}{resumed}; {summary.failed} failed, "
+          f"{len(summary.skipped)} skipped", file=sys.stderr)
+    return EXIT_FAIL if summary.failed or summary.skipped else EXIT_OK
+
+
+def cmd_graph(args) -> int:
+    from .render import render
+    prog = _load(args)
+    labels = {}
+    for n in prog.graph.nodes:
+        if n.op == "module":
+            labels[n.id] = f"{type(prog.modules[n.target]).kind} {n.target} · {prog.lm_of(n.target)}"
+        else:
+            labels[n.id] = f"tool {n.target}"
+    print(render(prog.graph, args.format, labels))
+    return EXIT_OK
+
+
+def cmd_inspect(args) -> int:
+    from .inspection import inspect_program, render_inspection
+    prog = _load(args)
+    values = _pairs(args.input) if args.input else None
+    report = inspect_program(prog, values)
+    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else render_inspection(report))
+    return EXIT_OK
+
+
+def cmd_test(args) -> int:
+    from pathlib import Path
+    from .testrun import run_tests
+    from .program import load
+    from .dsl.diagnostics import PipeError
+    if not os.path.isfile(args.file):
+        raise UsageError(f"no such file: {args.file}")
+    cache = False if args.no_cache else (args.cache_dir or True)
+    programs = {}
+
+    def program_for(name):
+        if name not in programs:
+            programs[name] = load(args.file, name, lm=args.lm, cache=cache)
+        return programs[name]
+
+    try:
+        from .catalogue import catalogue
+        from .dsl.loader import load as load_source
+        loaded = load_source(Path(args.file), catalogue())
+        if loaded.errors:
+            raise PipeError(loaded.errors, loaded.sources)
+        tests = loaded.program.tests
+        if not tests:
+            print(f"{args.file}: no test blocks", file=sys.stderr)
+            return EXIT_OK
+        results = run_tests(program_for, tests, args.name)
+    except PipeError as err:
+        print(err.render(_color(sys.stderr)), file=sys.stderr)
+        return EXIT_FAIL
+    passed = sum(r.passed for r in results)
+    for r in results:
+        mark = "PASS" if r.passed else "FAIL"
+        print(f"{mark} {r.test} ({r.span})" + (f": {r.detail}" if r.detail else ""))
+    print(f"{passed} passed, {len(results) - passed} failed")
+    return EXIT_OK if passed == len(results) else EXIT_FAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

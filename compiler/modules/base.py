@@ -1,0 +1,148 @@
+"""What a module kind is: options checked statically, inner predictors, and a `forward` over them.
+
+A kind is one file in this folder defining one `ModuleKind` subclass; the registry finds it by
+scanning the folder, so adding a kind touches nothing else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..dsl.catalogue import OptionSpec
+from ..dsl.types import Type
+from ..lm.base import LMRequest
+from ..prompt import assistant_message, retry_message, system_message, user_message
+from ..reply_parser import ReplyError, parse_reply
+from ..schema import object_schema
+
+Fields = list[tuple[str, Type, str]]
+
+COMMON_OPTIONS: dict[str, OptionSpec] = {
+    "lm": OptionSpec("lm", "which declared LM this module calls"),
+    "temperature": OptionSpec("number", "sampling temperature for this module", minimum=0),
+    "max_tokens": OptionSpec("int", "upper bound on reply tokens", minimum=1),
+    "instruction": OptionSpec("str", "replaces the signature's instruction for this module"),
+}
+
+
+class ModuleFailure(Exception):
+    """A module could not produce its outputs for this input (bad reply after a retry, LM error)."""
+
+    def __init__(self, message: str, raw: str = ""):
+        super().__init__(message)
+        self.raw = raw
+
+
+@dataclass(slots=True)
+class Predictor:
+    """One prompt shape sent to one LM: the unit whose instruction and demos optimizers tune.
+
+    The system message is built once; a call formats the user message, asks the LM, parses the
+    reply, and on a parse error asks once more with the error shown.
+    """
+
+    name: str
+    instruction: str
+    inputs: Fields
+    outputs: Fields
+    lm: str
+    params: dict[str, Any]
+    demos: list[dict[str, Any]] = field(default_factory=list)
+    structured: bool = True
+    _prefix: list[dict[str, str]] = field(default_factory=list, repr=False)
+    _fields: list[tuple[str, Type]] = field(default_factory=list, repr=False)
+    _schema: dict | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Recompute the cached prompt prefix after instruction or demos change."""
+        prefix = [{"role": "system", "content": system_message(self.instruction, self.inputs, self.outputs)}]
+        for demo in self.demos:
+            prefix.append({"role": "user", "content": user_message(self.inputs, demo)})
+            prefix.append({"role": "assistant", "content": assistant_message(self.outputs, demo)})
+        self._prefix = prefix
+        self._fields = [(n, t) for n, t, _ in self.outputs]
+        self._schema = object_schema(self._fields)
+
+    @property
+    def schema(self) -> dict:
+        return self._schema
+
+    def messages(self, values: dict[str, Any]) -> list[dict[str, str]]:
+        return self._prefix + [{"role": "user", "content": user_message(self.inputs, values)}]
+
+    def request(self, messages: list[dict[str, str]], ctx) -> LMRequest:
+        backend = ctx.row.runtime.lms[self.lm]
+        schema = self._schema if backend.structured != "text" else None
+        return LMRequest(messages, schema, self.params)
+
+    async def __call__(self, values: dict[str, Any], ctx) -> dict[str, Any]:
+        messages = self.messages(values)
+        reply, rec = await ctx.complete(self.name, self.lm, self.request(messages, ctx))
+        try:
+            rec.parsed = parse_reply(reply.text, self._fields)
+            return rec.parsed
+        except ReplyError as err:
+            rec.error = str(err)
+            first = str(err)
+        retry = messages + [{"role": "assistant", "content": reply.text},
+                            {"role": "user", "content": retry_message(first, self.outputs)}]
+        reply, rec = await ctx.complete(self.name, self.lm, self.request(retry, ctx), attempt=2)
+        try:
+            rec.parsed = parse_reply(reply.text, self._fields)
+            return rec.parsed
+        except ReplyError as err:
+            rec.error = str(err)
+            raise ModuleFailure(f"reply did not parse, even after a retry: {err}", raw=reply.text) from None
+
+
+@dataclass(slots=True)
+class ModuleSpec:
+    """What a kind is built from: the module's name, its signature, its options, its LM name."""
+
+    name: str
+    instruction: str
+    inputs: Fields
+    outputs: Fields
+    options: dict[str, Any]
+    lm: str
+    sampling: dict[str, Any]
+
+
+class ModuleKind:
+    """Base class of module kinds (Predict, ChainOfThought, ...)."""
+
+    kind: ClassVar[str] = ""
+    doc: ClassVar[str] = ""
+    options: ClassVar[dict[str, OptionSpec]] = COMMON_OPTIONS
+    extra_outputs: ClassVar[tuple[tuple[str, Type, str], ...]] = ()
+
+    def __init__(self, spec: ModuleSpec):
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def predictors(self) -> list[Predictor]:
+        """The predictors optimizers may tune (their instruction and demos)."""
+        raise NotImplementedError
+
+    def max_calls(self) -> int:
+        """Worst-case LM calls for one call of this module, counting the parse retry."""
+        return 2 * len(self.predictors())
+
+    async def forward(self, values: dict[str, Any], ctx) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def sampling(self) -> dict[str, Any]:
+        params = dict(self.spec.sampling)
+        for k in ("temperature", "max_tokens"):
+            if k in self.spec.options:
+                params[k] = self.spec.options[k]
+        return params
+
+    def instruction(self) -> str:
+        return self.spec.options.get("instruction") or self.spec.instruction

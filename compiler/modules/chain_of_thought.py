@@ -1,0 +1,38 @@
+"""ChainOfThought: the reply carries a step-by-step rationale before the answer fields.
+
+The rationale is generated first (it is the first key of the reply object), so the answer is
+conditioned on it. With demos (set by an optimizer), the demos carry rationales too: few-shot CoT.
+A call's result exposes the rationale as `.reasoning`.
+"""
+from __future__ import annotations
+
+from ..dsl.catalogue import OptionSpec
+from ..dsl.types import STR
+from .base import COMMON_OPTIONS, ModuleKind, Predictor
+
+DEFAULT_RATIONALE = "think step by step about the inputs before answering, in a few sentences"
+
+
+class ChainOfThought(ModuleKind):
+    """Reason first, then answer.
+
+    .pipe: `module answer = ChainOfThought(Answer, rationale: "work through the numbers")`
+    """
+
+    kind = "ChainOfThought"
+    doc = "one LM call whose reply reasons step by step before the outputs"
+    options = {**COMMON_OPTIONS,
+               "rationale": OptionSpec("str", "how the reasoning field is described to the model")}
+    extra_outputs = (("reasoning", STR, DEFAULT_RATIONALE),)
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        rationale = spec.options.get("rationale") or DEFAULT_RATIONALE
+        outputs = [("reasoning", STR, rationale)] + list(spec.outputs)
+        self.predict = Predictor(spec.name, self.instruction(), spec.inputs, outputs, spec.lm, self.sampling())
+
+    def predictors(self):
+        return [self.predict]
+
+    async def forward(self, values, ctx):
+        return await self.predict(values, ctx)

@@ -1,0 +1,24 @@
+"""Predict: one prompt, one reply, parsed into the signature's outputs."""
+from __future__ import annotations
+
+from .base import ModuleKind, Predictor
+
+
+class Predict(ModuleKind):
+    """Ask the LM for the outputs directly.
+
+    .pipe: `module classify = Predict(Classify, lm: local, temperature: 0)`
+    """
+
+    kind = "Predict"
+    doc = "one LM call from the inputs to the outputs"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.predict = Predictor(spec.name, self.instruction(), spec.inputs, spec.outputs, spec.lm, self.sampling())
+
+    def predictors(self):
+        return [self.predict]
+
+    async def forward(self, values, ctx):
+        return await self.predict(values, ctx)

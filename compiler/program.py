@@ -1,0 +1,280 @@
+"""Loading a .pipe file into a runnable Program: the public Python API's main object."""
+from __future__ import annotations
+
+import asyncio
+import inspect as pyinspect
+import json
+import threading
+from pathlib import Path
+from typing import Any, Iterable
+
+from .cache import LMCache
+from .catalogue import catalogue
+from .context import CallRecord, Runtime, Stats
+from .dsl import ast as A
+from .dsl.diagnostics import Diagnostic, PipeError
+from .dsl.loader import Loaded, load as load_source
+from .dsl.types import Type
+from .executor import Plan
+from .graph import Graph, lower
+from .lm import DEFAULT_MODEL, SAMPLING, LMBackend, backend_for
+from .modules import ModuleFailure, ModuleKind, ModuleSpec, kinds
+from .prediction import Prediction
+from .reply_parser import ReplyError, coerce
+from .tools import ToolImportError, import_target, signature_problem
+
+DEFAULT_LM = "__default__"
+
+
+def load(path: str | Path, pipeline: str | None = None, *, lm: str | LMBackend | None = None,
+         lms: dict[str, LMBackend] | None = None, cache: bool | str | Path = True) -> "Program":
+    """Load, check and lower a .pipe file; raise `PipeError` with every diagnostic if it has errors.
+
+    `lm` replaces every LM of the file (an LM id such as "openai/gpt-4o-mini", or a backend object
+    such as `ScriptedLM`); `lms` replaces LMs by their declared names. `cache` is True (the default
+    cache directory), False, or a directory.
+
+    >>> prog = load("examples/intent.pipe")                                  # doctest: +SKIP
+    >>> prog(utterance="Table for two at 8 tonight").intent                  # doctest: +SKIP
+    'book_restaurant'
+    """
+    path = Path(path)
+    try:
+        loaded = load_source(path, catalogue())
+    except (OSError, UnicodeDecodeError) as err:
+        raise FileNotFoundError(f"{path}: cannot read: {getattr(err, 'strerror', None) or err}") from None
+    return Program(loaded, path, pipeline, lm=lm, lms=lms, cache=cache)
+
+
+class Program:
+    """A checked, lowered pipeline bound to its LMs, modules and tools. Call it like a function."""
+
+    def __init__(self, loaded: Loaded, path: Path, pipeline: str | None = None, *, lm=None, lms=None,
+                 cache: bool | str | Path = True):
+        self.path = path
+        self.loaded = loaded
+        diags = list(loaded.diagnostics)
+        prog = loaded.program
+        if not loaded.errors:
+            diags += tool_diagnostics(prog, path)
+        errors = [d for d in diags if d.severity == "error"]
+        if errors:
+            raise PipeError(errors, loaded.sources)
+        self.warnings = [d for d in diags if d.severity == "warning"]
+        self.checked = prog
+        self.name = choose_pipeline(prog, path, pipeline)
+        self.graph: Graph = lower(prog, self.name)
+        self.lm_ids = self._lm_ids(lm)
+        self._backends = self._backends_for(lm, lms or {})
+        self.modules: dict[str, ModuleKind] = self._modules()
+        self._tools: dict[str, Any] = {}
+        self._tool_lock = threading.Lock()
+        runners = {}
+        for node in self.graph.nodes:
+            runners[node.target] = self.modules[node.target].forward if node.op == "module" else self._tool_runner(node.target)
+        self.plan = Plan(self.graph, runners)
+        self.cache = None if cache is False else LMCache(None if cache is True else cache)
+        self.stats = Stats()
+        self.inline = all(b.inline for b in self._used_backends())
+
+    # ------------------------------------------------------------------ construction
+    def _lm_ids(self, override) -> dict[str, str]:
+        prog = self.checked
+        ids = {name: decl.model for name, decl in prog.lms.items()}
+        ids[DEFAULT_LM] = prog.lms[prog.default_lm].model if prog.default_lm else DEFAULT_MODEL
+        if isinstance(override, str):
+            ids = {k: override for k in ids}
+        return ids
+
+    def _backends_for(self, override, by_name: dict[str, LMBackend]) -> dict[str, LMBackend]:
+        prog = self.checked
+        out: dict[str, LMBackend] = {}
+        for name, model in self.lm_ids.items():
+            decl = prog.lms.get(name if name != DEFAULT_LM else (prog.default_lm or ""))
+            opts = {o.name: o.value for o in decl.options} if decl and not isinstance(override, str) else {}
+            if isinstance(override, LMBackend):
+                out[name] = override
+            elif name in by_name:
+                out[name] = by_name[name]
+            elif name == DEFAULT_LM and prog.default_lm in by_name:
+                out[name] = by_name[prog.default_lm]
+            else:
+                out[name] = backend_for(model, opts)
+        return out
+
+    def _module_lm(self, decl: A.ModuleDecl) -> str:
+        for o in decl.options:
+            if o.name == "lm" and isinstance(o.value, A.Ref):
+                return o.value.name
+        return DEFAULT_LM
+
+    def _modules(self) -> dict[str, ModuleKind]:
+        prog = self.checked
+        used = {n.target for n in self.graph.nodes if n.op == "module"}
+        out = {}
+        for name in used:
+            decl = prog.modules[name]
+            sig = prog.signatures[decl.signature]
+            lm_name = self._module_lm(decl)
+            lm_decl = prog.lms.get(lm_name if lm_name != DEFAULT_LM else (prog.default_lm or ""))
+            sampling = {o.name: o.value for o in lm_decl.options if o.name in SAMPLING} if lm_decl else {}
+            options = {o.name: (o.value.name if isinstance(o.value, A.Ref) else o.value) for o in decl.options}
+            spec = ModuleSpec(name, sig.decl.instruction, list(sig.inputs), list(sig.outputs), options, lm_name, sampling)
+            out[name] = kinds()[decl.kind](spec)
+        return out
+
+    def _used_backends(self) -> list[LMBackend]:
+        return [self._backends[p.lm] for m in self.modules.values() for p in m.predictors()]
+
+    def _tool_runner(self, name: str):
+        decl = self.checked.tools[name]
+        ret_type = self.checked.tool_returns.get(name)
+
+        async def run(args: dict[str, Any], ctx) -> Any:
+            fn = self.tool(name)
+            pos = [v for k, v in args.items() if k.startswith("#")]
+            kw = {k: v for k, v in args.items() if not k.startswith("#")}
+            rec = CallRecord(ctx.node_id, name, name, f"tool:{decl.target}",
+                             [{"role": "tool", "content": json.dumps(args, default=str, ensure_ascii=False)}])
+            ctx.row.trace.append(rec)
+            try:
+                result = fn(*pos, **kw)
+                if pyinspect.isawaitable(result):
+                    result = await result
+            except Exception as err:
+                rec.error = f"{type(err).__name__}: {err}"
+                raise ModuleFailure(f"tool {name} raised {type(err).__name__}: {err}") from None
+            if ret_type is not None:
+                try:
+                    result = coerce(result, ret_type)
+                except ReplyError as err:
+                    rec.error = str(err)
+                    raise ModuleFailure(f"tool {name} returned a value that does not fit its declared type: {err}") from None
+            rec.raw = json.dumps(result, default=str, ensure_ascii=False)[:2000]
+            rec.parsed = {"result": result}
+            return result
+        return run
+
+    def tool(self, name: str):
+        fn = self._tools.get(name)
+        if fn is None:
+            with self._tool_lock:
+                fn = self._tools.get(name) or import_target(self.checked.tools[name].target, self.path.parent.resolve())
+                self._tools[name] = fn
+        return fn
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def inputs(self) -> list[tuple[str, Type, str]]:
+        return list(self.graph.inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [name for name, _, _ in self.graph.outputs]
+
+    def prepare(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Check and coerce one row of inputs; raise ValueError naming what is wrong."""
+        out = {}
+        problems = []
+        for name, t, _ in self.graph.inputs:
+            if name not in values or values[name] is None:
+                if t.optional:
+                    out[name] = None
+                else:
+                    problems.append(f"missing input '{name}'")
+                continue
+            try:
+                out[name] = coerce(values[name], t)
+            except ReplyError as err:
+                problems.append(f"input '{name}': {err}")
+        known = {n for n, _, _ in self.graph.inputs}
+        extra = [k for k in values if k not in known]
+        if problems:
+            raise ValueError("; ".join(problems))
+        del extra  # unknown keys (ids, labels) ride along in batch rows and are ignored
+        return out
+
+    # ------------------------------------------------------------------ running
+    def runtime(self) -> Runtime:
+        return Runtime(self._backends, self.cache, self.stats)
+
+    def __call__(self, **inputs: Any) -> Prediction:
+        """Run the pipeline on one input and return its Prediction (failures are recorded, not raised)."""
+        values = self.prepare(inputs)
+        if self.inline:
+            return self.plan.run_inline(values, self.runtime())
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.plan.run_async(values, self.runtime()))
+        # Called from inside an event loop (a notebook): run on a private loop in a worker thread.
+        box: list = []
+        t = threading.Thread(target=lambda: box.append(asyncio.run(self.plan.run_async(values, self.runtime()))))
+        t.start()
+        t.join()
+        return box[0]
+
+    async def acall(self, **inputs: Any) -> Prediction:
+        """Run one input from async code."""
+        values = self.prepare(inputs)
+        if self.inline and not any(b.blocking for b in self._used_backends()):
+            return self.plan.run_inline(values, self.runtime())
+        return await self.plan.run_async(values, self.runtime())
+
+    def run_batch(self, rows: Iterable[dict[str, Any]], concurrency: int = 4, progress: bool = False) -> list[Prediction]:
+        """Run many inputs with bounded concurrency; results come back in input order.
+
+        A row with bad inputs or a failing LM reply becomes a failed Prediction; the batch goes on.
+        """
+        from .batch import run_rows
+        return run_rows(self, list(rows), concurrency, progress)
+
+    def backend(self, lm_name: str) -> LMBackend:
+        return self._backends[lm_name]
+
+    def lm_of(self, module: str) -> str:
+        return self.lm_ids[self.modules[module].predictors()[0].lm]
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
+
+def choose_pipeline(prog, path: Path, name: str | None) -> str:
+    """The pipeline to run: the one named, the only one, or the one named like the file."""
+    main = [it.name for it in prog.main.items if isinstance(it, A.Pipeline)]
+    all_names = list(prog.pipelines)
+    if name is not None:
+        if name not in prog.pipelines:
+            from .dsl.diagnostics import did_you_mean
+            hint = did_you_mean(name, all_names)
+            raise ValueError(f"no pipeline '{name}' in {path}" + (f"; {hint}" if hint else
+                             f"; pipelines: {', '.join(all_names) or 'none'}"))
+        return name
+    if len(main) == 1:
+        return main[0]
+    if path.stem in prog.pipelines:
+        return path.stem
+    if not main:
+        raise ValueError(f"{path} declares no pipeline" + (f" (imported: {', '.join(all_names)}; pick one with --pipeline)"
+                                                           if all_names else ""))
+    raise ValueError(f"{path} declares several pipelines ({', '.join(main)}); choose one with --pipeline")
+
+
+def tool_diagnostics(prog, path: Path) -> list[Diagnostic]:
+    """Tools whose targets cannot be imported, or whose declared parameters do not fit the function."""
+    out = []
+    for tool in prog.tools.values():
+        try:
+            fn = import_target(tool.target, path.parent.resolve())
+        except ToolImportError as err:
+            out.append(Diagnostic("error", f"tool {tool.name}: {err}", tool.span,
+                                  "the target is imported like a Python module path, from the current directory "
+                                  "or the .pipe file's folder", "bad-tool"))
+            continue
+        if tool.params is not None:
+            problem = signature_problem(fn, [p.name for p in tool.params])
+            if problem:
+                out.append(Diagnostic("error", f"tool {tool.name}: declared parameters do not fit {tool.target}: {problem}",
+                                      tool.span, "make the declared names match the function's parameters", "bad-tool"))
+    return out

@@ -1,0 +1,276 @@
+"""The .pipe abstract syntax tree: plain dataclasses, every node with a source span.
+
+The AST is what the parser produces and the checker reads; it knows nothing of the runtime.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A source range, 1-based lines and columns; `end_col` is exclusive."""
+
+    file: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+# ---------------------------------------------------------------- types
+
+@dataclass(slots=True)
+class TypeRef:
+    """A type as written: `str`, `list[int]`, `Hit?`, `enum(a, b)`."""
+
+    span: Span
+    name: str                      # str int float bool list enum, or a record name
+    arg: TypeRef | None = None     # the T of list[T]
+    values: tuple[str, ...] = ()   # enum values
+    optional: bool = False
+
+
+# ---------------------------------------------------------------- declarations
+
+@dataclass(slots=True)
+class Field:
+    span: Span
+    name: str
+    type: TypeRef
+    description: str = ""
+    direction: str = ""            # "in" / "out" for signature fields, "" elsewhere
+
+
+@dataclass(slots=True)
+class Option:
+    span: Span
+    name: str
+    value: Any                     # str, int, float, bool, list, or Ref
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A bare name used as an option value (`lm: local`)."""
+
+    name: str
+
+
+@dataclass(slots=True)
+class Import:
+    span: Span
+    path: str
+
+
+@dataclass(slots=True)
+class LMDecl:
+    span: Span
+    name: str
+    model: str
+    options: list[Option]
+    name_span: Span
+
+
+@dataclass(slots=True)
+class DefaultLM:
+    span: Span
+    name: str
+    name_span: Span
+
+
+@dataclass(slots=True)
+class Signature:
+    span: Span
+    name: str
+    instruction: str
+    fields: list[Field]
+    name_span: Span
+
+    @property
+    def inputs(self) -> list[Field]:
+        return [f for f in self.fields if f.direction == "in"]
+
+    @property
+    def outputs(self) -> list[Field]:
+        return [f for f in self.fields if f.direction == "out"]
+
+
+@dataclass(slots=True)
+class Record:
+    span: Span
+    name: str
+    description: str
+    fields: list[Field]
+    name_span: Span
+
+
+@dataclass(slots=True)
+class ModuleDecl:
+    span: Span
+    name: str
+    kind: str
+    signature: str
+    options: list[Option]
+    name_span: Span
+    kind_span: Span
+    signature_span: Span
+
+
+@dataclass(slots=True)
+class ToolDecl:
+    span: Span
+    name: str
+    loader: str                    # "python"
+    target: str                    # "package.module:function"
+    params: list[Field] | None     # None when the tool's signature is not declared
+    returns: TypeRef | None
+    name_span: Span
+    loader_span: Span
+
+
+# ---------------------------------------------------------------- expressions
+
+@dataclass(slots=True)
+class Var:
+    span: Span
+    name: str
+
+
+@dataclass(slots=True)
+class Attr:
+    span: Span
+    value: Expr
+    name: str
+
+
+@dataclass(slots=True)
+class Literal:
+    span: Span
+    value: Any                     # str, int, float, bool
+
+
+@dataclass(slots=True)
+class ListLit:
+    span: Span
+    items: list[Expr]
+
+
+@dataclass(slots=True)
+class Concat:
+    span: Span
+    left: Expr
+    right: Expr
+
+
+@dataclass(slots=True)
+class Arg:
+    span: Span
+    name: str | None               # None for a positional argument
+    value: Expr
+
+
+@dataclass(slots=True)
+class Call:
+    span: Span
+    callee: str
+    args: list[Arg]
+    callee_span: Span
+
+
+Expr = Union[Var, Attr, Literal, ListLit, Concat, Call]
+
+
+# ---------------------------------------------------------------- pipelines, compile, test
+
+@dataclass(slots=True)
+class Assign:
+    span: Span
+    name: str
+    value: Expr
+    name_span: Span
+
+
+@dataclass(slots=True)
+class ReturnItem:
+    span: Span
+    name: str
+    value: Expr
+
+
+@dataclass(slots=True)
+class Return:
+    span: Span
+    items: list[ReturnItem]
+
+
+@dataclass(slots=True)
+class OutParam:
+    span: Span
+    name: str
+    type: TypeRef | None
+
+
+@dataclass(slots=True)
+class Pipeline:
+    span: Span
+    name: str
+    params: list[Field]
+    outputs: list[OutParam]
+    body: list[Assign | Return]
+    name_span: Span
+
+
+@dataclass(slots=True)
+class Setting:
+    span: Span
+    name: str
+    value: Expr
+
+
+@dataclass(slots=True)
+class CompileBlock:
+    span: Span
+    pipeline: str
+    settings: list[Setting]
+    pipeline_span: Span
+
+
+@dataclass(slots=True)
+class Assertion:
+    span: Span
+    left: Expr
+    op: str                        # == != contains in
+    right: Expr
+
+
+@dataclass(slots=True)
+class TestCase:
+    span: Span
+    call: Call
+    assertions: list[Assertion]
+
+
+@dataclass(slots=True)
+class TestBlock:
+    span: Span
+    name: str
+    cases: list[TestCase]
+
+
+Item = Union[Import, LMDecl, DefaultLM, Signature, Record, ModuleDecl, ToolDecl, Pipeline,
+             CompileBlock, TestBlock]
+
+
+@dataclass(slots=True)
+class File:
+    """One parsed .pipe file: its items in source order."""
+
+    path: str
+    source: str
+    items: list[Item] = field(default_factory=list)
+    # Names whose declarations failed to parse: the checker does not report them as unknown.
+    broken_names: set[str] = field(default_factory=set)

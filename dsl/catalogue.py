@@ -1,0 +1,86 @@
+"""What the checker needs to know about things defined outside the language.
+
+Module kinds, metrics and optimizers live in the compiler; the checker only needs their option
+specs. The compiler builds a `Catalogue` from its registries and hands it to `check`, so `dsl`
+imports nothing from the rest of pipec.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .types import Type
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSpec:
+    """One option: its value type (`str int float bool lm list number`) and a one-line doc."""
+
+    type: str
+    doc: str = ""
+    choices: tuple = ()
+    minimum: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KindSpec:
+    """A module kind as the checker sees it.
+
+    `extra_outputs` are fields the kind adds to its signature's outputs (ChainOfThought's reasoning);
+    they can be read from a call's result like any other output.
+    """
+
+    name: str
+    options: dict[str, OptionSpec]
+    extra_outputs: tuple[tuple[str, Type, str], ...] = ()
+    doc: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """A metric or optimizer usable in a compile block: `name(fields..., option: value)`."""
+
+    name: str
+    options: dict[str, OptionSpec] = field(default_factory=dict)
+    field_args: bool = False        # positional arguments name pipeline outputs
+    doc: str = ""
+
+
+# Options every `lm` declaration may carry. Keys are never written here: `api_key_env` names the
+# environment variable that holds one, so a .pipe file can be shared and committed safely.
+LM_OPTIONS: dict[str, OptionSpec] = {
+    "temperature": OptionSpec("number", "sampling temperature", minimum=0),
+    "max_tokens": OptionSpec("int", "upper bound on reply tokens", minimum=1),
+    "top_p": OptionSpec("number", "nucleus sampling", minimum=0),
+    "seed": OptionSpec("int", "sampling seed where the provider supports one"),
+    "stop": OptionSpec("list", "stop sequences"),
+    "api_base": OptionSpec("str", "base URL of an OpenAI-compatible server"),
+    "api_key_env": OptionSpec("str", "name of the environment variable holding the API key"),
+    "timeout": OptionSpec("number", "seconds before a request is abandoned and retried", minimum=0),
+    "num_retries": OptionSpec("int", "retries on timeouts, rate limits and server errors", minimum=0),
+    "structured": OptionSpec("str", "how to ask for structured output",
+                             choices=("auto", "json_schema", "json_object", "text")),
+    "cache": OptionSpec("bool", "whether replies are cached"),
+    "rpm": OptionSpec("int", "requests per minute across the process", minimum=1),
+    "n_ctx": OptionSpec("int", "context window of the embedded model", minimum=256),
+}
+
+
+@dataclass(slots=True)
+class Catalogue:
+    """Everything named from outside the language: module kinds, metrics, optimizers, tool loaders."""
+
+    kinds: dict[str, KindSpec] = field(default_factory=dict)
+    metrics: dict[str, FunctionSpec] = field(default_factory=dict)
+    optimizers: dict[str, FunctionSpec] = field(default_factory=dict)
+    tool_loaders: tuple[str, ...] = ("python",)
+    compile_settings: dict[str, OptionSpec] = field(default_factory=lambda: {
+        "trainset": OptionSpec("str", "JSONL or CSV file of training rows"),
+        "valset": OptionSpec("str", "JSONL or CSV file of validation rows"),
+        "metric": OptionSpec("metric", "how a prediction is scored"),
+        "optimizer": OptionSpec("optimizer", "the search strategy"),
+        "seed": OptionSpec("int", "seed for every random choice"),
+        "budget": OptionSpec("int", "maximum LM calls", minimum=1),
+        "teacher": OptionSpec("lm", "LM that runs the program while bootstrapping demos"),
+        "proposer": OptionSpec("lm", "LM that proposes instructions"),
+        "concurrency": OptionSpec("int", "parallel evaluations", minimum=1),
+    })
