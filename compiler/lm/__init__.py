@@ -16,12 +16,18 @@ def backend_for(model: str, options: dict | None = None) -> LMBackend:
     options = options or {}
     if model.startswith("local/"):
         from .local import LocalLM
-        return LocalLM(model.split("/", 1)[1], n_ctx=int(options.get("n_ctx", 2048)),
-                       seed=int(options.get("seed", 0)))
-    from .hosted import HostedLM
-    return HostedLM(model, api_base=options.get("api_base"), api_key_env=options.get("api_key_env"),
-                    timeout=float(options.get("timeout", 60.0)), num_retries=int(options.get("num_retries", 3)),
-                    structured=str(options.get("structured", "auto")))
+        backend: LMBackend = LocalLM(model.split("/", 1)[1], n_ctx=int(options.get("n_ctx", 2048)),
+                                     seed=int(options.get("seed", 0)))
+        if options.get("structured") == "text":
+            backend.structured = "text"
+    else:
+        from .hosted import HostedLM
+        backend = HostedLM(model, api_base=options.get("api_base"), api_key_env=options.get("api_key_env"),
+                           timeout=float(options.get("timeout", 60.0)), num_retries=int(options.get("num_retries", 3)),
+                           structured=str(options.get("structured", "auto")), rpm=options.get("rpm"))
+    if options.get("cache") is False:
+        backend.cacheable = False
+    return backend
 
 
 # Sampling options travel in each request (and so in the cache key); the rest configure the backend.

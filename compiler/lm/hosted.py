@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from .base import LMBackend, LMError, LMReply, LMRequest, TransientLMError
+from .rate_limit import RateLimiter
 from .secrets import redact
 
 _TRANSIENT = {"Timeout", "APITimeoutError", "RateLimitError", "APIConnectionError", "InternalServerError",
@@ -27,8 +28,9 @@ class HostedLM(LMBackend):
     """A litellm model id such as `openai/gpt-4o-mini`, with an optional `api_base` and key variable."""
 
     def __init__(self, model: str, api_base: str | None = None, api_key_env: str | None = None,
-                 timeout: float = 60.0, num_retries: int = 3, structured: str = "auto"):
+                 timeout: float = 60.0, num_retries: int = 3, structured: str = "auto", rpm: int | None = None):
         self.model = model
+        self.limiter = RateLimiter(rpm) if rpm else None
         self.api_base = api_base
         self.api_key_env = api_key_env
         self.timeout = timeout
@@ -90,6 +92,8 @@ class HostedLM(LMBackend):
         return LMError(message)
 
     def complete(self, request: LMRequest) -> LMReply:
+        if self.limiter is not None:
+            self.limiter.wait()
         try:
             return self._reply(_lib().completion(**self._kwargs(request)))
         except LMError:
@@ -98,6 +102,8 @@ class HostedLM(LMBackend):
             raise self._translate(err) from None
 
     async def acomplete(self, request: LMRequest) -> LMReply:
+        if self.limiter is not None:
+            await self.limiter.await_turn()
         try:
             return self._reply(await _lib().acompletion(**self._kwargs(request)))
         except LMError:
