@@ -86,16 +86,8 @@ def run_rows(program, rows: list[dict[str, Any]], concurrency: int = 4, progress
 
 
 def _run_loop(coro):
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    import threading
-    box: list = []
-    t = threading.Thread(target=lambda: box.append(asyncio.run(coro)))
-    t.start()
-    t.join()
-    return box[0] if box else None
+    from .program import run_coroutine
+    return run_coroutine(coro)
 
 
 @dataclass

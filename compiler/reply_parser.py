@@ -19,8 +19,11 @@ class ReplyError(ValueError):
     """The reply could not be read as the expected fields; the message says why, for the model."""
 
 
+_NORM = re.compile(r"[\s_\-*`]+")
+
+
 def _norm(key: str) -> str:
-    return re.sub(r"[\s_\-*`]+", "", key).lower()
+    return _NORM.sub("", key).lower()
 
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
@@ -124,6 +127,16 @@ def parse_reply(text: str, fields: list[tuple[str, Type]]) -> dict[str, Any]:
     >>> parse_reply('{"Intent": "Book Restaurant"}', [("intent", Type("enum", values=("book_restaurant", "play_music")))])
     {'intent': 'book_restaurant'}
     """
+    # Fast path: a clean JSON object with exactly the expected keys (what grammars and schemas yield).
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    if type(obj) is dict and all(n in obj for n, _ in fields):
+        try:
+            return {n: coerce(obj[n], t) for n, t in fields}
+        except ReplyError:
+            pass     # the slow path below names every problem at once
     names = [n for n, _ in fields]
     obj = extract_object(text)
     raw: dict[str, Any] = {}
@@ -133,7 +146,8 @@ def parse_reply(text: str, fields: list[tuple[str, Type]]) -> dict[str, Any]:
             if _norm(n) in by_norm:
                 raw[n] = by_norm[_norm(n)]
         missing = [n for n in names if n not in raw]
-        unclaimed = [k for k in obj if _norm(k) not in {_norm(n) for n in names}]
+        wanted = {_norm(n) for n in names}
+        unclaimed = [k for k in obj if _norm(k) not in wanted]
         # A lone field answered under another key ({"action": "play_music"}) is still the answer.
         if len(missing) == 1 and len(unclaimed) == 1:
             raw[missing[0]] = obj[unclaimed[0]]
