@@ -147,7 +147,7 @@ def run_jsonl(program, in_path: Path, out_path: Path, concurrency: int = 4, prog
     """Run every row of a JSONL file into a JSONL output file, resuming where an earlier run stopped."""
     summary = BatchSummary()
     done = finished_rows(out_path, retry_failed)
-    if retry_failed and done:
+    if retry_failed and out_path.exists():
         _drop_failed(out_path)
     total = sum(1 for line in open(in_path, encoding="utf-8") if line.strip())
     summary.total = total

@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`pipec inspect | head`): not an error; silence the flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 # ---------------------------------------------------------------------- helpers
@@ -176,8 +180,6 @@ def cmd_check(args) -> int:
             diags += tool_diagnostics(loaded.program, Path(path))
         all_diags += diags
         sources.update(loaded.sources)
-    if missing:
-        return EXIT_USAGE
     errors = [d for d in all_diags if d.severity == "error" or args.werror]
     if args.format == "json":
         print(json.dumps([{"file": d.span.file, "line": d.span.line, "col": d.span.col, "end_line": d.span.end_line,
@@ -185,8 +187,10 @@ def cmd_check(args) -> int:
                            "hint": d.hint} for d in all_diags], indent=2))
     elif all_diags:
         print(render_all(all_diags, sources, _color(sys.stderr)), file=sys.stderr)
-    else:
+    elif not missing:
         print(f"{', '.join(args.files)}: ok")
+    if missing:
+        return EXIT_USAGE
     return EXIT_FAIL if errors else EXIT_OK
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 from .cache import LMCache, cache_key
 from .lm.base import LMBackend, LMError, LMReply, LMRequest, TransientLMError
+from .lm.secrets import redact
 
 
 @dataclass(slots=True)
@@ -115,7 +117,7 @@ class NodeContext:
         cache = rt.cache if backend.cacheable else None
         key = None
         if cache is not None:
-            key = cache_key(backend.model, request)
+            key = cache_key(backend.describe(), request)
             hit = cache.get(key)
             if hit is not None:
                 rt.stats.hit()
@@ -123,7 +125,12 @@ class NodeContext:
                 rec.raw, rec.prompt_tokens, rec.completion_tokens = hit.text, hit.prompt_tokens, hit.completion_tokens
                 return hit, rec
         start = time.perf_counter()
-        reply = await self._call(backend, request)
+        try:
+            reply = await self._call(backend, request)
+        except LMError as err:
+            rec.error = str(err)
+            rec.latency_ms = (time.perf_counter() - start) * 1000.0
+            raise
         rec.latency_ms = (time.perf_counter() - start) * 1000.0
         rec.raw, rec.prompt_tokens, rec.completion_tokens, rec.cost = (
             reply.text, reply.prompt_tokens, reply.completion_tokens, reply.cost)
@@ -139,7 +146,10 @@ class NodeContext:
                 if self.row.inline:
                     return backend.complete(request)
                 return await backend.acomplete(request)
-            except TransientLMError as err:
+            except LMError:
+                if not isinstance(sys.exc_info()[1], TransientLMError):
+                    raise
+                err = sys.exc_info()[1]
                 if i == tries - 1:
                     raise LMError(f"{err} (gave up after {tries} attempts)") from None
                 delay = err.retry_after if err.retry_after is not None else min(30.0, 0.5 * 2 ** i)
@@ -148,4 +158,6 @@ class NodeContext:
                     self.row.runtime.sleep(delay)
                 else:
                     await asyncio.sleep(delay)
+            except Exception as err:   # a backend bug or an unexpected library error: this row fails, not the batch
+                raise LMError(f"{backend.model}: {type(err).__name__}: {redact(str(err))}") from err
         raise AssertionError("unreachable")

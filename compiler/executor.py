@@ -101,6 +101,8 @@ class Plan:
             return Prediction({name: f(env) for name, f in self.outputs}, row.trace)
         except (ModuleFailure, LMError) as err:
             return _failure(step, err, row)
+        except Exception as err:       # a bug in a module kind must cost one row, not the batch
+            return _failure(step, ModuleFailure(f"{type(err).__name__}: {err}"), row)
 
     async def run_async(self, inputs: dict[str, Any], runtime: Runtime) -> Prediction:
         """Run on asyncio: each node starts as soon as the nodes it reads have finished."""
@@ -112,12 +114,16 @@ class Plan:
         async def run(step: Step):
             for d in step.deps:
                 await tasks[d]
-            args = {name: f(env) for name, f in step.args}
             try:
+                args = {name: f(env) for name, f in step.args}
                 env[step.id] = await step.run(args, row.node(step.id, step.target))
             except (ModuleFailure, LMError) as err:
                 failed.append((step, err))
                 raise
+            except Exception as err:   # a bug in a module kind must cost one row, not the batch
+                failure = ModuleFailure(f"{type(err).__name__}: {err}")
+                failed.append((step, failure))
+                raise failure from err
 
         for step in self.steps:
             tasks[step.id] = asyncio.ensure_future(run(step))

@@ -12,7 +12,7 @@ from .cache import LMCache
 from .catalogue import catalogue
 from .context import CallRecord, Runtime, Stats
 from .dsl import ast as A
-from .dsl.diagnostics import Diagnostic, PipeError
+from .dsl.diagnostics import Diagnostic, PipeError, did_you_mean
 from .dsl.loader import Loaded, load as load_source
 from .dsl.types import Type
 from .executor import Plan
@@ -75,7 +75,9 @@ class Program:
         self.plan = Plan(self.graph, runners)
         self.cache = None if cache is False else LMCache(None if cache is True else cache)
         self.stats = Stats()
-        self.inline = all(b.inline for b in self._used_backends())
+        # Async tools need an event loop, so they rule out the inline path.
+        self.inline = all(b.inline for b in self._used_backends()) and not any(
+            pyinspect.iscoroutinefunction(self.tool(n.target)) for n in self.graph.nodes if n.op == "tool")
 
     # ------------------------------------------------------------------ construction
     def _lm_ids(self, override) -> dict[str, str]:
@@ -172,8 +174,12 @@ class Program:
     def output_names(self) -> list[str]:
         return [name for name, _, _ in self.graph.outputs]
 
-    def prepare(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Check and coerce one row of inputs; raise ValueError naming what is wrong."""
+    def prepare(self, values: dict[str, Any], strict: bool = False) -> dict[str, Any]:
+        """Check and coerce one row of inputs; raise ValueError naming what is wrong.
+
+        `strict` also refuses names that are not inputs (a typo would otherwise silently drop an
+        optional input); batch rows are not strict, since they carry ids and labels along.
+        """
         out = {}
         problems = []
         for name, t, _ in self.graph.inputs:
@@ -187,11 +193,14 @@ class Program:
                 out[name] = coerce(values[name], t)
             except ReplyError as err:
                 problems.append(f"input '{name}': {err}")
-        known = {n for n, _, _ in self.graph.inputs}
-        extra = [k for k in values if k not in known]
+        if strict:
+            known = [n for n, _, _ in self.graph.inputs]
+            for k in values:
+                if k not in known:
+                    hint = did_you_mean(k, [n for n in known if n not in values])
+                    problems.append(f"'{k}' is not an input of {self.name}" + (f" ({hint})" if hint else ""))
         if problems:
             raise ValueError("; ".join(problems))
-        del extra  # unknown keys (ids, labels) ride along in batch rows and are ignored
         return out
 
     # ------------------------------------------------------------------ running
@@ -200,14 +209,14 @@ class Program:
 
     def __call__(self, **inputs: Any) -> Prediction:
         """Run the pipeline on one input and return its Prediction (failures are recorded, not raised)."""
-        values = self.prepare(inputs)
+        values = self.prepare(inputs, strict=True)
         if self.inline:
             return self.plan.run_inline(values, self.runtime())
         return run_coroutine(self.plan.run_async(values, self.runtime()))
 
     async def acall(self, **inputs: Any) -> Prediction:
         """Run one input from async code."""
-        values = self.prepare(inputs)
+        values = self.prepare(inputs, strict=True)
         if self.inline and not any(b.blocking for b in self._used_backends()):
             return self.plan.run_inline(values, self.runtime())
         return await self.plan.run_async(values, self.runtime())
@@ -260,7 +269,6 @@ def choose_pipeline(prog, path: Path, name: str | None) -> str:
     all_names = list(prog.pipelines)
     if name is not None:
         if name not in prog.pipelines:
-            from .dsl.diagnostics import did_you_mean
             hint = did_you_mean(name, all_names)
             raise ValueError(f"no pipeline '{name}' in {path}" + (f"; {hint}" if hint else
                              f"; pipelines: {', '.join(all_names) or 'none'}"))

@@ -7,6 +7,7 @@ keys in another case, and enum values that are near misses. What still does not 
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import json
 import re
@@ -29,12 +30,9 @@ def _norm(key: str) -> str:
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
 
 
-def _balanced_object(text: str) -> str | None:
-    """The first {...} in text, honoring strings; closes it if the reply was cut off."""
-    start = text.find("{")
-    if start < 0:
-        return None
-    depth, in_str, esc, quote = 0, False, False, ""
+def _balanced_object(text: str, start: int) -> str:
+    """The {...} starting at `start`, honoring strings; closed if the reply was cut off."""
+    in_str, esc, quote = False, False, ""
     stack = []
     for i in range(start, len(text)):
         c = text[i]
@@ -61,17 +59,54 @@ def _balanced_object(text: str) -> str | None:
     return tail + "".join(reversed(stack))
 
 
+_LITERALS = {"True": "true", "False": "false", "None": "null"}
+
+
 def _repair(blob: str) -> str:
-    s = blob
-    s = re.sub(r",\s*([}\]])", r"\1", s)                                   # trailing commas
-    s = re.sub(r"(?<=[{,\s])([A-Za-z_][A-Za-z0-9_ ]*)\s*:(?!//)", lambda m: f'"{m.group(1).strip()}":', s) \
-        if re.search(r"[{,]\s*[A-Za-z_][A-Za-z0-9_ ]*\s*:", s) else s     # unquoted keys
-    if "'" in s and s.count('"') < 2:
-        s = s.replace("'", '"')                                             # single-quoted JSON
-    s = re.sub(r"\bTrue\b", "true", s)
-    s = re.sub(r"\bFalse\b", "false", s)
-    s = re.sub(r"\bNone\b", "null", s)
-    return s
+    """Rewrite near-JSON as JSON, never touching the inside of strings: single-quoted strings,
+    bare keys, Python literals, trailing commas."""
+    out: list[str] = []
+    i, n = 0, len(blob)
+    while i < n:
+        c = blob[i]
+        if c in "\"'":
+            j, chars = i + 1, []
+            while j < n and blob[j] != c:
+                if blob[j] == "\\" and j + 1 < n:
+                    nxt = blob[j + 1]
+                    chars.append(nxt if nxt in "'\"" else "\\" + nxt)
+                    j += 2
+                    continue
+                chars.append(blob[j])
+                j += 1
+            body = "".join(chars)
+            out.append(json.dumps(body.replace("\\n", "\n").replace("\\t", "\t"), ensure_ascii=False))
+            i = j + 1
+            continue
+        if c.isalpha() or c == "_":
+            j = i
+            while j < n and (blob[j].isalnum() or blob[j] in "_- "):
+                j += 1
+            word = blob[i:j].rstrip()
+            k = i + len(word)
+            rest = blob[k:].lstrip()
+            prev = "".join(out).rstrip()[-1:]
+            if rest.startswith(":") and prev in ("{", ","):
+                out.append(json.dumps(word))                      # a bare key
+            elif word in _LITERALS:
+                out.append(_LITERALS[word])
+            else:
+                out.append(word)
+            i = k
+            continue
+        if c == ",":
+            rest = blob[i + 1:].lstrip()
+            if rest[:1] in ("}", "]"):                             # a trailing comma
+                i += 1
+                continue
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 def extract_object(text: str) -> dict | None:
@@ -80,10 +115,7 @@ def extract_object(text: str) -> dict | None:
     >>> extract_object("Sure! ```json\\n{'intent': 'play_music',}\\n```")
     {'intent': 'play_music'}
     """
-    candidates = []
-    for m in _FENCE.finditer(text):
-        candidates.append(m.group(1))
-    candidates.append(text)
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
     for cand in candidates:
         cand = cand.strip()
         try:
@@ -92,29 +124,41 @@ def extract_object(text: str) -> dict | None:
                 return value
         except ValueError:
             pass
-        blob = _balanced_object(cand)
-        if blob is None:
-            continue
-        for attempt in (blob, _repair(blob)):
-            try:
-                value = json.loads(attempt)
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                return value
+        start = cand.find("{")
+        while start >= 0:
+            blob = _balanced_object(cand, start)
+            for attempt in (blob, _repair(blob)):
+                try:
+                    value = json.loads(attempt)
+                except ValueError:
+                    continue
+                if isinstance(value, dict):
+                    return value
+            try:                                                   # a Python dict literal
+                value = ast.literal_eval(blob)
+                if isinstance(value, dict):
+                    return value
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                pass
+            start = cand.find("{", start + 1)
     return None
 
 
+_HEADER = re.compile(r"^\s*\[\[\s*##\s*([A-Za-z][\w \-]{0,40}?)\s*##\s*\]\]\s*(.*)$")
+_FIELD = re.compile(r"^\s*[*#`]*\s*([A-Za-z][\w \-]{0,40}?)\s*[*`]*\s*[:=]\s*(?:[*`]+\s*)?(.*)$")
+
+
 def _field_lines(text: str, names: list[str]) -> dict[str, str]:
-    """`Field: value` lines (also `**Field**:` and `[[ ## field ## ]]` styles), values running to the next field."""
+    """`Field: value` lines (also `**Field**:` and DSPy's `[[ ## field ## ]]` headers), values running
+    to the next field."""
     wanted = {_norm(n): n for n in names}
     found: dict[str, list[str]] = {}
     current = None
     for line in text.splitlines():
-        m = re.match(r"^\s*(?:\[\[\s*##\s*)?[*#`]*\s*([A-Za-z][\w \-]{0,40}?)\s*[*`]*\s*(?:##\s*\]\])?\s*[:=]\s?(.*)$", line)
+        m = _HEADER.match(line) or _FIELD.match(line)
         if m and _norm(m.group(1)) in wanted:
             current = wanted[_norm(m.group(1))]
-            found[current] = [m.group(2)]
+            found[current] = [m.group(2)] if m.group(2) else []
         elif current is not None:
             found[current].append(line)
     return {k: "\n".join(v).strip() for k, v in found.items()}
@@ -132,7 +176,7 @@ def parse_reply(text: str, fields: list[tuple[str, Type]]) -> dict[str, Any]:
         obj = json.loads(text)
     except ValueError:
         obj = None
-    if type(obj) is dict and all(n in obj for n, _ in fields):
+    if type(obj) is dict and all(n in obj and (t.kind == "str" or obj[n] not in ("", None)) for n, t in fields):
         try:
             return {n: coerce(obj[n], t) for n, t in fields}
         except ReplyError:
@@ -149,7 +193,8 @@ def parse_reply(text: str, fields: list[tuple[str, Type]]) -> dict[str, Any]:
         wanted = {_norm(n) for n in names}
         unclaimed = [k for k in obj if _norm(k) not in wanted]
         # A lone field answered under another key ({"action": "play_music"}) is still the answer.
-        if len(missing) == 1 and len(unclaimed) == 1:
+        required = {n for n, t in fields if not t.optional}
+        if len(missing) == 1 and len(unclaimed) == 1 and missing[0] in required:
             raw[missing[0]] = obj[unclaimed[0]]
     if obj is None or len(raw) < len(names):
         for k, v in _field_lines(text, names).items():
@@ -202,6 +247,8 @@ def coerce(value: Any, t: Type) -> Any:
             raise ReplyError(f"expected {k}, got a boolean")
         if isinstance(value, (int, float)):
             num = value
+        elif isinstance(value, (list, dict)):
+            raise ReplyError(f"expected a number, got a {'list' if isinstance(value, list) else 'object'}")
         else:
             m = _NUMBER.search(str(value))
             if not m:
@@ -269,11 +316,12 @@ def _enum(value: Any, allowed: tuple[str, ...]) -> str:
     # The reply names exactly one allowed value somewhere ("Intent: book_restaurant because ...").
     spaced = _spaced(s)
     hits = [a for a in allowed if re.search(r"\b" + re.escape(_spaced(a)) + r"\b", spaced)]
-    if len(hits) == 1:
+    if len(hits) == 1 and not re.search(r"\b(not|no|never|isn t|isnt|n t)\s+" + re.escape(_spaced(hits[0])) + r"\b",
+                                        spaced.replace("'", " ")):
         return hits[0]
-    close = difflib.get_close_matches(_norm(s), list(norm), n=1, cutoff=0.75)
-    if close:
-        return norm[close[0]]
+    scored = sorted(((difflib.SequenceMatcher(None, _norm(s), k).ratio(), k) for k in norm), reverse=True)
+    if scored and scored[0][0] >= 0.75 and (len(scored) == 1 or scored[0][0] - scored[1][0] > 0.05):
+        return norm[scored[0][1]]
     raise ReplyError(f"{s[:40]!r} is not one of: " + ", ".join(allowed))
 
 

@@ -73,6 +73,7 @@ class LMDecl:
     model: str
     options: list[Option]
     name_span: Span
+    model_span: Span | None = None     # the model id string
 
 
 @dataclass(slots=True)
@@ -130,6 +131,7 @@ class ToolDecl:
     returns: TypeRef | None
     name_span: Span
     loader_span: Span
+    target_span: Span | None = None    # the target string
 
 
 # ---------------------------------------------------------------- expressions

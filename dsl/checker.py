@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import ast as A
 from .catalogue import LM_OPTIONS, Catalogue, FunctionSpec, OptionSpec
-from .diagnostics import Diagnostic, did_you_mean
+from .diagnostics import Diagnostic, closest, did_you_mean
 from .types import ANY, BOOL, FLOAT, INT, SCALARS, STR, Type, assignable, show, unify
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-_KEYLIKE = re.compile(r"^(sk-|sk_|xox|ghp_|AIza)|key", re.I)
+# Option names that hold credentials, and the prefixes of common provider keys (OpenAI, Anthropic,
+# Slack, GitHub, Google, Hugging Face, Groq, AWS). `api_key_env` only names a variable, so it is fine.
+_SECRET_NAME = re.compile(r"^(?!max_|min_|num_)(\w*_)?(api_?key|key|token|secret|password|passwd)$", re.I)
+_SECRET_VALUE = re.compile(r"^(sk-|sk_|xox[abp]-|ghp_|github_pat_|AIza|hf_|gsk_|AKIA)[A-Za-z0-9_\-]{6,}")
 
 
 @dataclass(slots=True)
@@ -65,14 +69,22 @@ class Program:
 def check(files: list[A.File], catalogue: Catalogue) -> tuple[Program, list[Diagnostic]]:
     """Check parsed files (the main file first, then its imports) and resolve names and types.
 
-    >>> from pipec.dsl.parser import parse
+    >>> from pipec.dsl import Catalogue, check, parse
     >>> f, _ = parse('signature S { in q: str out a: str } module m = Predict(S) '
     ...              'pipeline p(q: str) -> (a) { r = mm(q: q) return a = r.a }', "x.pipe")
     >>> _, diags = check([f], Catalogue())
     >>> [d.message for d in diags][:1]
     ["unknown module kind 'Predict'"]
     """
-    return _Checker(files, catalogue).run()
+    checker = _Checker(files, catalogue)
+    try:
+        return checker.run()
+    except RecursionError:
+        # Thousands of nested records or chained values; a diagnostic beats a traceback.
+        span = A.Span(files[0].path if files else "<string>", 1, 1, 1, 2)
+        checker.error(span, "this program nests declarations too deeply to check",
+                      "records containing records, or values computed from values, thousands deep", "too-deep")
+        return checker.prog, checker.diags
 
 
 class _Checker:
@@ -83,6 +95,10 @@ class _Checker:
         self.diags: list[Diagnostic] = []
         self.broken = set().union(*(f.broken_names for f in files)) if files else set()
         self.declared: dict[str, tuple[str, A.Span]] = {}
+        self.resolved: dict[int, tuple[A.TypeRef, Type]] = {}
+        self.sources = {f.path: f.source for f in files}
+        self.has_default = False
+        self.file_of: dict[int, A.File] = {id(it): f for f in files for it in f.items}
 
     # ------------------------------------------------------------ helpers
     def error(self, span: A.Span, message: str, hint: str = "", code: str = "") -> None:
@@ -90,6 +106,24 @@ class _Checker:
 
     def warn(self, span: A.Span, message: str, hint: str = "", code: str = "") -> None:
         self.diags.append(Diagnostic("warning", message, span, hint, code))
+
+    def snippet(self, span: A.Span, limit: int = 40) -> str:
+        """The source text under a one-line span, or "" when it is long or spans lines."""
+        source = self.sources.get(span.file)
+        if source is None or span.end_line != span.line:
+            return ""
+        lines = source.split("\n")
+        text = lines[span.line - 1][span.col - 1:span.end_col - 1] if span.line <= len(lines) else ""
+        return text if len(text) <= limit else ""
+
+    def word_span(self, span: A.Span, word: str, nth: int = 1) -> A.Span:
+        """The span of the `nth` whole-word `word` inside a one-line span, or the span itself."""
+        text = self.snippet(span, limit=10_000)
+        hits = [m.start() for m in re.finditer(rf"(?<![\w\"]){re.escape(word)}(?![\w\"])", text)]
+        if len(hits) < nth:
+            return span
+        col = span.col + hits[nth - 1]
+        return A.Span(span.file, span.line, col, span.line, col + len(word))
 
     def unknown(self, span: A.Span, what: str, name: str, candidates, code: str = "unknown-name") -> None:
         if name in self.broken:
@@ -99,7 +133,7 @@ class _Checker:
     def declare(self, kind: str, name: str, span: A.Span) -> bool:
         if name in self.declared:
             prev_kind, prev = self.declared[name]
-            self.error(span, f"duplicate name '{name}': already declared as {prev_kind} at {prev}",
+            self.error(span, f"duplicate name '{name}': already declared as {prev_kind} at {_where(prev, span)}",
                        "rename one of them", "duplicate")
             return False
         self.declared[name] = (kind, span)
@@ -123,8 +157,10 @@ class _Checker:
             elif isinstance(it, A.Pipeline) and self.declare("pipeline", it.name, it.name_span):
                 self.prog.pipelines[it.name] = PipelineInfo(it, {}, {}, {}, None)
         defaults = [it for it in items if isinstance(it, A.DefaultLM)]
+        self.has_default = bool(defaults)
         for extra in defaults[1:]:
-            self.error(extra.span, "the default LM is set more than once", f"first set at {defaults[0].span}",
+            self.error(extra.span, "the default LM is set more than once",
+                       f"first set at {_where(defaults[0].span, extra.span)}",
                        "duplicate")
         # Pass 2: resolve and check.
         self._records([it for it in items if isinstance(it, A.Record)])
@@ -147,12 +183,29 @@ class _Checker:
         for it in items:
             if isinstance(it, A.Pipeline) and self.prog.pipelines.get(it.name) and \
                     self.prog.pipelines[it.name].decl is it:
-                self._pipeline(it)
+                try:
+                    self._pipeline(it)
+                except RecursionError:    # typing follows chains of values recursively
+                    self.error(it.name_span, f"pipeline {it.name} chains values too deeply to check",
+                               "no real pipeline needs thousands of steps in one chain", "too-deep")
+        compiled: dict[str, A.CompileBlock] = {}
+        tested: dict[str, A.TestBlock] = {}
         for it in items:
             if isinstance(it, A.CompileBlock):
+                if it.pipeline in compiled:
+                    self.error(it.pipeline_span, f"pipeline {it.pipeline} already has a compile block",
+                               f"the first is at {_where(compiled[it.pipeline].span, it.span)}; merge the two",
+                               "duplicate")
+                compiled.setdefault(it.pipeline, it)
                 self._compile(it)
                 self.prog.compiles.append(it)
             elif isinstance(it, A.TestBlock):
+                if it.name in tested:
+                    self.error(_leading_name_span(it.span, "test"), f'test "{it.name}" is declared twice',
+                               f"the first is at {_where(tested[it.name].span, it.span)}; "
+                               "names select tests to run, so keep them unique",
+                               "duplicate")
+                tested.setdefault(it.name, it)
                 self._test(it)
                 self.prog.tests.append(it)
         if self.prog.default_lm is None and len(self.prog.lms) == 1:
@@ -161,19 +214,26 @@ class _Checker:
 
     # ------------------------------------------------------------ types
     def resolve(self, ref: A.TypeRef) -> Type:
-        t = self._resolve(ref)
-        if ref.optional:
-            t = Type(t.kind, t.arg, t.values, t.name, t.fields, True)
-        return t
+        # Types are resolved from several places (declaration, each call, each return); memoizing by
+        # node reports a bad type once, at its declaration.
+        key = id(ref)
+        if key not in self.resolved:
+            t = self._resolve(ref)
+            if ref.optional:
+                t = Type(t.kind, t.arg, t.values, t.name, t.fields, True)
+            self.resolved[key] = (ref, t)   # keep `ref` alive so its id is not reused
+        return self.resolved[key][1]
 
     def _resolve(self, ref: A.TypeRef) -> Type:
-        if ref.name in SCALARS and ref.arg is None:
+        if ref.name in SCALARS:
+            if ref.arg is not None:
+                self.error(ref.span, f"'{ref.name}' takes no type argument", "only `list[T]` is generic", "bad-type")
             return Type(ref.name)
         if ref.name == "enum":
             seen = set()
             for v in ref.values:
                 if v in seen:
-                    self.error(ref.span, f"enum value '{v}' appears twice", "", "duplicate")
+                    self.error(self.word_span(ref.span, v, 2), f"enum value '{v}' appears twice", "", "duplicate")
                 seen.add(v)
             return Type("enum", values=tuple(dict.fromkeys(ref.values)))
         if ref.name == "list":
@@ -181,9 +241,9 @@ class _Checker:
                 self.error(ref.span, "list needs an item type", "write `list[str]`", "bad-type")
                 return Type("list", arg=ANY)
             return Type("list", arg=self.resolve(ref.arg))
-        if ref.arg is not None:
-            self.error(ref.span, f"'{ref.name}' takes no type argument", "only `list[T]` is generic", "bad-type")
         if ref.name in self.prog.records:
+            if ref.arg is not None:
+                self.error(ref.span, f"'{ref.name}' takes no type argument", "only `list[T]` is generic", "bad-type")
             return self.prog.records[ref.name]
         if ref.name in self.prog.signatures:
             self.error(ref.span, f"'{ref.name}' is a signature, not a type",
@@ -204,7 +264,8 @@ class _Checker:
             if state.get(name) == "busy":
                 r = by_name[chain[0]]
                 self.error(r.name_span, "record cycle: " + " -> ".join(chain + [name]),
-                           "records cannot contain themselves; use a list of a smaller record", "cycle")
+                           "a record cannot contain itself, not even through a list or `?`; "
+                           "split the nested part into its own record", "cycle")
                 return ANY
             state[name] = "busy"
             rec = by_name[name]
@@ -226,27 +287,31 @@ class _Checker:
         if ref.name in self.prog.records and ref.arg is None:
             t = build(ref.name, chain)
             return Type(t.kind, t.arg, t.values, t.name, t.fields, ref.optional)
-        if ref.name == "list" and ref.arg is not None and ref.arg.name in self.prog.records:
+        if ref.name == "list" and ref.arg is not None:     # a record may sit under any depth of lists
             inner = self._record_field_type(ref.arg, chain, build)
             return Type("list", arg=inner, optional=ref.optional)
         return self.resolve(ref)
 
     # ------------------------------------------------------------ options
-    def _options(self, owner: str, options: list[A.Option], specs: dict[str, OptionSpec], span_for_hint: str = ""):
-        seen = set()
+    def _options(self, owner: str, options: list[A.Option], specs: dict[str, OptionSpec]) -> None:
+        seen: dict[str, A.Option] = {}
         for opt in options:
             if opt.name in seen:
-                self.error(opt.span, f"option '{opt.name}' is given twice", "", "duplicate")
-            seen.add(opt.name)
+                self.error(opt.span, f"option '{opt.name}' is given twice",
+                           f"first given at {_where(seen[opt.name].span, opt.span)}",
+                           "duplicate")
+                continue
+            seen[opt.name] = opt
             spec = specs.get(opt.name)
             if spec is None:
                 hint = did_you_mean(opt.name, specs) or ("known options: " + ", ".join(sorted(specs)) if specs
                                                          else f"{owner} takes no options")
                 self.error(opt.span, f"unknown option '{opt.name}' for {owner}", hint, "unknown-option")
                 continue
-            self._option_value(owner, opt, spec)
+            self._option_value(f"option '{opt.name}' of {owner}", opt, spec)
 
-    def _option_value(self, owner: str, opt: A.Option, spec: OptionSpec) -> None:
+    def _option_value(self, what: str, opt: A.Option, spec: OptionSpec) -> None:
+        """Check one value against its spec; `what` names it in messages ("option 'seed' of lm x")."""
         v = opt.value
         ok = {
             "str": isinstance(v, str),
@@ -262,28 +327,31 @@ class _Checker:
             want = {"number": "a number", "int": "an integer", "float": "a number", "str": "a string",
                     "bool": "true or false", "list": "a list", "lm": "the name of an lm declaration",
                     "name": "a name"}.get(spec.type, spec.type)
-            self.error(opt.span, f"option '{opt.name}' of {owner} must be {want}", spec.doc, "bad-option")
+            self.error(opt.span, f"{what} must be {want}", _value_hint(spec, v, self.prog.lms), "bad-option")
             return
         if spec.type == "lm" and v.name not in self.prog.lms:
             self.unknown(opt.span, "lm", v.name, self.prog.lms)
         if spec.choices and v not in spec.choices:
-            self.error(opt.span, f"option '{opt.name}' of {owner} must be one of: " + ", ".join(map(str, spec.choices)),
+            self.error(opt.span, f"{what} must be one of: " + ", ".join(map(str, spec.choices)),
                        did_you_mean(str(v), map(str, spec.choices)), "bad-option")
         if spec.minimum is not None and isinstance(v, (int, float)) and v < spec.minimum:
-            self.error(opt.span, f"option '{opt.name}' of {owner} must be at least {spec.minimum:g}", "", "bad-option")
+            self.error(opt.span, f"{what} must be at least {spec.minimum:g}", spec.doc, "bad-option")
 
     # ------------------------------------------------------------ declarations
     def _lm(self, lm: A.LMDecl) -> None:
-        if "/" not in lm.model or lm.model.startswith("/") or lm.model.endswith("/"):
-            self.error(lm.span, f"LM id '{lm.model}' needs a provider prefix",
+        provider, slash, model = lm.model.partition("/")
+        problem = "needs a provider prefix" if not slash or not provider else "names no model" if not model else ""
+        if problem:
+            self.error(lm.model_span or lm.span, f"LM id '{lm.model}' {problem}",
                        "write `provider/model`, e.g. \"openai/gpt-4o-mini\" or \"local/smollm2\"", "bad-lm")
-        for opt in lm.options:
-            if opt.name in ("api_key", "key", "token") or (isinstance(opt.value, str) and opt.value.startswith("sk-")):
-                self.error(opt.span, "API keys do not belong in .pipe files",
-                           "put the key in an environment variable and name it with `api_key_env: \"OPENAI_API_KEY\"`",
-                           "secret")
-        self._options(f"lm {lm.name}", [o for o in lm.options if o.name not in ("api_key", "key", "token")],
-                      LM_OPTIONS)
+        secrets = [o for o in lm.options if _is_secret(o)]
+        variable = f"{provider.upper() if slash and provider.isidentifier() else 'OPENAI'}_API_KEY"
+        for opt in secrets:
+            hint = (f"api_key_env names the variable that holds the key, like \"{variable}\""
+                    if opt.name == "api_key_env" else
+                    f"put the key in an environment variable and name it with `api_key_env: \"{variable}\"`")
+            self.error(opt.span, "API keys do not belong in .pipe files", hint, "secret")
+        self._options(f"lm {lm.name}", [o for o in lm.options if o not in secrets], LM_OPTIONS)
 
     def _signature(self, sig: A.Signature) -> None:
         info = self.prog.signatures[sig.name]
@@ -314,6 +382,8 @@ class _Checker:
                            "a module implements a `signature` with in/out fields", "unknown-name")
             else:
                 self.unknown(mod.signature_span, "signature", mod.signature, self.prog.signatures)
+        if kind is not None and "lm" in kind.options:
+            self._module_lm(mod)
         if kind is not None:
             self._options(f"{mod.kind} module {mod.name}", mod.options, kind.options)
             sig = self.prog.signatures.get(mod.signature)
@@ -321,8 +391,18 @@ class _Checker:
                 names = {n for n, _, _ in sig.inputs + sig.outputs}
                 for extra, _, _ in kind.extra_outputs:
                     if extra in names:
-                        self.error(mod.span, f"{mod.kind} adds an output named '{extra}', which signature "
+                        self.error(mod.kind_span, f"{mod.kind} adds an output named '{extra}', which signature "
                                    f"{mod.signature} already has", f"rename the signature's field '{extra}'", "duplicate")
+
+    def _module_lm(self, mod: A.ModuleDecl) -> None:
+        """With one lm it is the default; with several and no `default lm`, a module that names none
+        would quietly run on the built-in model instead of any of them."""
+        if any(o.name == "lm" for o in mod.options) or len(self.prog.lms) < 2 or self.has_default:
+            return
+        names = sorted(self.prog.lms)
+        self.warn(mod.name_span, f"module {mod.name} does not say which lm it uses",
+                  f"add `lm: {names[0]}` to it, or `default lm = {names[0]}` to the file; otherwise it runs on "
+                  "the built-in default model, not on " + " or ".join(names), "no-lm")
 
     def _tool(self, tool: A.ToolDecl) -> None:
         if self.prog.tools.get(tool.name) is not tool:
@@ -332,8 +412,11 @@ class _Checker:
                        did_you_mean(tool.loader, self.cat.tool_loaders) or
                        'write `python("package.module:function")`', "unknown-name")
         if not _TARGET.match(tool.target):
-            self.error(tool.span, f"tool target '{tool.target}' is not `package.module:function`",
-                       'for example python("examples.corpus:search")', "bad-tool")
+            fixed = ":".join(tool.target.rsplit(".", 1)) if ":" not in tool.target else ""
+            hint = f'separate the function with a colon: "{fixed}"' if _TARGET.match(fixed) else \
+                'for example python("examples.corpus:search")'
+            self.error(tool.target_span or tool.span, f"tool target '{tool.target}' is not `package.module:function`",
+                       hint, "bad-tool")
         seen = set()
         for p in tool.params or ():
             if p.name in seen:
@@ -359,58 +442,79 @@ class _Checker:
             declared_outs[o.name] = o
         if not pipe.outputs:
             self.error(pipe.name_span, f"pipeline {pipe.name} declares no outputs", "write `-> (answer)`", "no-outputs")
-        assigns: dict[str, A.Assign] = {}
-        returns = [s for s in pipe.body if isinstance(s, A.Return)]
-        for s in pipe.body:
-            if isinstance(s, A.Assign):
-                if s.name in assigns:
-                    self.error(s.name_span, f"'{s.name}' is assigned twice",
-                               f"first assigned at {assigns[s.name].name_span}; pipelines are dataflow graphs, "
-                               "each name is set once", "duplicate")
-                elif s.name in info.params:
-                    self.error(s.name_span, f"'{s.name}' is a pipeline input and cannot be reassigned",
-                               "choose another name", "duplicate")
-                else:
-                    assigns[s.name] = s
-        if not returns:
-            self.error(pipe.name_span, f"pipeline {pipe.name} has no return",
-                       "end it with `return " + ", ".join(f"{o.name} = ..." for o in pipe.outputs) + "`",
-                       "missing-return")
-        for extra in returns[1:]:
-            self.error(extra.span, "a pipeline has one return", f"first return at {returns[0].span}", "duplicate")
-        info.ret = returns[0] if returns else None
-
+        assigns = self._assignments(pipe, info)
+        info.ret = self._the_return(pipe)
         scope = _PipelineScope(self, info, assigns)
         for name in assigns:
             scope.type_of_var(name, assigns[name].name_span)
         if info.ret is not None:
-            returned: dict[str, A.ReturnItem] = {}
-            for item in info.ret.items:
-                if item.name in returned:
-                    self.error(item.span, f"output '{item.name}' is returned twice", "", "duplicate")
-                    continue
-                returned[item.name] = item
-                t = scope.type_of(item.value)
-                out = declared_outs.get(item.name)
-                if out is None:
-                    self.error(item.span, f"'{item.name}' is not a declared output of pipeline {pipe.name}",
-                               did_you_mean(item.name, declared_outs) or
-                               f"add it to `-> ({', '.join(list(declared_outs) + [item.name])})`", "bad-return")
-                    continue
-                if out.type is not None:
-                    dt = self.resolve(out.type)
-                    if not assignable(t, dt):
-                        self.error(item.value.span, f"type mismatch: output '{item.name}' is declared {show(dt)}, "
-                                   f"but the value is {show(t)}", "", "type-mismatch")
-                    info.outputs[item.name] = dt
-                else:
-                    info.outputs[item.name] = t
-            for name, out in declared_outs.items():
-                if name not in returned:
-                    self.error(info.ret.span, f"return does not set declared output '{name}'",
-                               f"add `{name} = ...` to the return", "missing-output")
+            self._returned(pipe, info, scope, declared_outs)
         for name, o in declared_outs.items():
-            info.outputs.setdefault(name, self.resolve(o.type) if o.type is not None else ANY)
+            if name not in info.outputs:
+                info.outputs[name] = self.resolve(o.type) if o.type is not None else ANY
+        if info.ret is not None:    # without a return everything is unused; that error says it all
+            self._unused(pipe, scope, assigns)
+        info.vars = {n: scope.var_types.get(n, ANY) for n in assigns}
+
+    def _assignments(self, pipe: A.Pipeline, info: PipelineInfo) -> dict[str, A.Assign]:
+        assigns: dict[str, A.Assign] = {}
+        for s in pipe.body:
+            if not isinstance(s, A.Assign):
+                continue
+            if s.name in assigns:
+                self.error(s.name_span, f"'{s.name}' is assigned twice",
+                           f"first assigned at {_where(assigns[s.name].name_span, s.span)}; pipelines are dataflow "
+                           "graphs, each name is set once", "duplicate")
+            elif s.name in info.params:
+                self.error(s.name_span, f"'{s.name}' is a pipeline input and cannot be reassigned",
+                           "choose another name", "duplicate")
+            else:
+                assigns[s.name] = s
+        return assigns
+
+    def _the_return(self, pipe: A.Pipeline) -> A.Return | None:
+        returns = [s for s in pipe.body if isinstance(s, A.Return)]
+        if not returns and pipe.outputs:
+            self.error(pipe.name_span, f"pipeline {pipe.name} has no return",
+                       "end it with `return " + ", ".join(f"{o.name} = ..." for o in pipe.outputs) + "`",
+                       "missing-return")
+        for extra in returns[1:]:
+            self.error(extra.span, "a pipeline has one return",
+                       f"the first return is at {_where(returns[0].span, extra.span)}", "duplicate")
+        return returns[0] if returns else None
+
+    def _returned(self, pipe: A.Pipeline, info: PipelineInfo, scope: _PipelineScope,
+                  declared_outs: dict[str, A.OutParam]) -> None:
+        """Each returned value against its declared output; every declared output set exactly once."""
+        returned: dict[str, A.ReturnItem] = {}
+        meant: set[str] = set()       # declared outputs a misspelled return item was probably meant for
+        for item in info.ret.items:
+            if item.name in returned:
+                self.error(item.span, f"output '{item.name}' is returned twice", "", "duplicate")
+                continue
+            returned[item.name] = item
+            t = scope.type_of(item.value)
+            out = declared_outs.get(item.name)
+            if out is None:
+                guess = closest(item.name, [n for n in declared_outs if n not in returned])
+                meant.update([guess] if guess else [])
+                self.error(item.span, f"'{item.name}' is not a declared output of pipeline {pipe.name}",
+                           f"did you mean '{guess}'?" if guess else
+                           f"add it to `-> ({', '.join(list(declared_outs) + [item.name])})`", "bad-return")
+                continue
+            if out.type is None:
+                info.outputs[item.name] = t
+                continue
+            dt = info.outputs[item.name] = self.resolve(out.type)
+            if not assignable(t, dt):
+                self.error(item.value.span, f"type mismatch: output '{item.name}' is declared {show(dt)}, "
+                           f"but the value is {show(t)}", "", "type-mismatch")
+        for name in declared_outs:
+            if name not in returned and name not in meant:
+                self.error(info.ret.span, f"return does not set declared output '{name}'",
+                           f"add `{name} = ...` to the return", "missing-output")
+
+    def _unused(self, pipe: A.Pipeline, scope: _PipelineScope, assigns: dict[str, A.Assign]) -> None:
         for p in pipe.params:
             if p.name not in scope.used:
                 self.warn(p.span, f"pipeline input '{p.name}' is never used", "remove it or pass it to a module",
@@ -419,22 +523,25 @@ class _Checker:
             if name not in scope.used:
                 self.warn(a.name_span, f"'{name}' is computed but never used",
                           "its LM calls still run; remove it or use its result", "unused")
-        info.vars = {n: scope.var_types.get(n, ANY) for n in assigns}
 
     # ------------------------------------------------------------ compile and test blocks
     def _compile(self, block: A.CompileBlock) -> None:
         info = self.prog.pipelines.get(block.pipeline)
         if info is None:
             self.unknown(block.pipeline_span, "pipeline", block.pipeline, self.prog.pipelines)
-        seen = set()
+        seen: dict[str, A.Setting] = {}
         specs = self.cat.compile_settings
         for s in block.settings:
+            name_span = _leading_name_span(s.span, s.name)
             if s.name in seen:
-                self.error(s.span, f"setting '{s.name}' is given twice", "", "duplicate")
-            seen.add(s.name)
+                self.error(name_span, f"setting '{s.name}' is given twice",
+                           f"first given at {_where(seen[s.name].span, s.span)}",
+                           "duplicate")
+                continue
+            seen[s.name] = s
             spec = specs.get(s.name)
             if spec is None:
-                self.error(s.span, f"unknown compile setting '{s.name}'",
+                self.error(name_span, f"unknown compile setting '{s.name}'",
                            did_you_mean(s.name, specs) or "known settings: " + ", ".join(sorted(specs)),
                            "unknown-option")
                 continue
@@ -443,26 +550,40 @@ class _Checker:
                 self._function_call(s, spec.type, table, info)
             elif spec.type == "lm":
                 if not isinstance(s.value, A.Var):
-                    self.error(s.value.span, f"'{s.name}' must name an lm declaration", "", "bad-option")
+                    hint = _value_hint(spec, s.value.value if isinstance(s.value, A.Literal) else None, self.prog.lms)
+                    self.error(s.value.span, f"setting '{s.name}' must name an lm declaration", hint, "bad-option")
                 elif s.value.name not in self.prog.lms:
                     self.unknown(s.value.span, "lm", s.value.name, self.prog.lms)
             else:
-                value = s.value.value if isinstance(s.value, A.Literal) else None
-                self._option_value("compile", A.Option(s.span, s.name, value if value is not None else object()), spec)
-        if "metric" not in seen:
-            self.error(block.span, f"compile block for {block.pipeline} has no metric",
-                       "add e.g. `metric = exact_match(answer)`", "missing-setting")
-        if "trainset" not in seen:
-            self.error(block.span, f"compile block for {block.pipeline} has no trainset",
-                       'add `trainset = "train.jsonl"`', "missing-setting")
+                self._option_value(f"setting '{s.name}'", A.Option(s.value.span, s.name, _setting_value(s.value)), spec)
+        for name, example in (("metric", "metric = exact_match(answer)"), ("trainset", 'trainset = "train.jsonl"')):
+            if name not in seen:
+                self.error(_leading_name_span(block.span, "compile"),
+                           f"compile block for {block.pipeline} has no {name}",
+                           f"add `{example}`", "missing-setting")
+        self._data_files(block, [seen[n] for n in ("trainset", "valset") if n in seen])
+
+    def _data_files(self, block: A.CompileBlock, settings: list[A.Setting]) -> None:
+        """Warn about data files that are not there: compiling would fail only after the LM is loaded."""
+        file = self.file_of.get(id(block))
+        if file is None or not Path(file.path).is_file():
+            return      # parsed from a string: there is no folder to look in
+        for s in settings:
+            if not (isinstance(s.value, A.Literal) and isinstance(s.value.value, str)) or not s.value.value:
+                continue
+            target = Path(file.path).parent / s.value.value
+            if not target.is_file():
+                problem = "is a folder, not a file" if target.is_dir() else "does not exist"
+                self.warn(s.value.span, f"{s.name} file '{s.value.value}' {problem}",
+                          f"paths are relative to the .pipe file: looked for {target.as_posix()}", "missing-file")
 
     def _function_call(self, s: A.Setting, what: str, table: dict[str, FunctionSpec], info: PipelineInfo | None):
         v = s.value
         if isinstance(v, A.Var):
             v = A.Call(v.span, v.name, [], v.span)
         if not isinstance(v, A.Call):
-            self.error(s.value.span, f"{what} must be a call like `{'exact_match(answer)' if what == 'metric' else 'bootstrap_fewshot(max_demos: 4)'}`",
-                       "", "bad-option")
+            example = "exact_match(answer)" if what == "metric" else "bootstrap_fewshot(max_demos: 4)"
+            self.error(s.value.span, f"{what} must be a call like `{example}`", "", "bad-option")
             return
         if v.callee == "python":
             if len(v.args) != 1 or not isinstance(v.args[0].value, A.Literal) or \
@@ -475,41 +596,51 @@ class _Checker:
                        did_you_mean(v.callee, table) or ("known: " + ", ".join(sorted(table)) if table else ""),
                        "unknown-name")
             return
+        scored: dict[str, A.Arg] = {}
         for a in v.args:
             if a.name is None:
-                if not spec.field_args:
-                    self.error(a.span, f"{what} {v.callee} takes only named options", "", "bad-option")
-                elif not isinstance(a.value, A.Var):
-                    self.error(a.span, f"{what} {v.callee} takes output names, like `{v.callee}(answer)`", "",
-                               "bad-option")
-                elif info is not None and a.value.name not in {o.name for o in info.decl.outputs}:
-                    self.error(a.span, f"'{a.value.name}' is not an output of pipeline {info.decl.name}",
-                               did_you_mean(a.value.name, [o.name for o in info.decl.outputs]), "unknown-name")
-                continue
-            ospec = spec.options.get(a.name)
-            if ospec is None:
-                self.error(a.span, f"unknown option '{a.name}' for {what} {v.callee}",
-                           did_you_mean(a.name, spec.options) or
-                           ("known options: " + ", ".join(sorted(spec.options)) if spec.options else ""),
-                           "unknown-option")
-                continue
-            val = a.value
-            if isinstance(val, A.Literal):
-                raw = val.value
-            elif isinstance(val, A.Var):
-                raw = A.Ref(val.name)
-            elif isinstance(val, A.ListLit):
-                raw = [x.value if isinstance(x, A.Literal) else None for x in val.items]
+                self._scored_field(a, what, v.callee, spec, info, scored)
             else:
-                raw = object()
-            self._option_value(f"{what} {v.callee}", A.Option(a.span, a.name, raw), ospec)
+                self._function_option(a, what, v.callee, spec)
         if spec.field_args and not any(a.name is None for a in v.args):
-            self.error(v.span, f"{what} {v.callee} needs the output it scores, like `{v.callee}(answer)`", "",
+            outs = [o.name for o in info.decl.outputs] if info is not None else []
+            example = f"{v.callee}({outs[0] if outs else 'answer'})"
+            self.error(v.span, f"{what} {v.callee} needs the output it scores, like `{example}`",
+                       "", "bad-option")
+
+    def _scored_field(self, a: A.Arg, what: str, callee: str, spec: FunctionSpec, info: PipelineInfo | None,
+                      scored: dict[str, A.Arg]) -> None:
+        """A positional argument of a metric: the pipeline output it scores."""
+        if not spec.field_args:
+            self.error(a.span, f"{what} {callee} takes only named options",
+                       "write `name: value`" + (f", e.g. `{next(iter(spec.options))}: ...`" if spec.options else ""),
                        "bad-option")
+        elif not isinstance(a.value, A.Var):
+            example = info.decl.outputs[0].name if info is not None and info.decl.outputs else "answer"
+            self.error(a.span, f"{what} {callee} takes output names, like `{callee}({example})`", "", "bad-option")
+        elif a.value.name in scored:
+            self.error(a.span, f"output '{a.value.name}' is scored twice", "", "duplicate")
+        elif info is not None and a.value.name not in {o.name for o in info.decl.outputs}:
+            outs = [o.name for o in info.decl.outputs]
+            self.error(a.span, f"'{a.value.name}' is not an output of pipeline {info.decl.name}",
+                       did_you_mean(a.value.name, outs) or "its outputs are: " + ", ".join(outs), "unknown-name")
+        else:
+            scored[a.value.name] = a
+
+    def _function_option(self, a: A.Arg, what: str, callee: str, spec: FunctionSpec) -> None:
+        ospec = spec.options.get(a.name)
+        if ospec is None:
+            self.error(a.span, f"unknown option '{a.name}' for {what} {callee}",
+                       did_you_mean(a.name, spec.options) or
+                       ("known options: " + ", ".join(sorted(spec.options)) if spec.options
+                        else f"{what} {callee} takes no options"), "unknown-option")
+            return
+        self._option_value(f"option '{a.name}' of {what} {callee}", A.Option(a.span, a.name, _setting_value(a.value)),
+                           ospec)
 
     def _test(self, block: A.TestBlock) -> None:
         if not block.cases:
-            self.warn(block.span, f"test \"{block.name}\" has no cases", "", "empty-test")
+            self.warn(_leading_name_span(block.span, "test"), f"test \"{block.name}\" has no cases", "", "empty-test")
         for case in block.cases:
             info = self.prog.pipelines.get(case.call.callee)
             if info is None:
@@ -518,32 +649,149 @@ class _Checker:
                                f"wrap module {case.call.callee} in a pipeline", "bad-call")
                 else:
                     self.unknown(case.call.callee_span, "pipeline", case.call.callee, self.prog.pipelines)
+                for a in case.call.args:
+                    _literal_type(self, a.value)
                 continue
             params = [(p.name, info.params.get(p.name, ANY), p.type.optional) for p in info.decl.params]
             _check_args(self, case.call, params, lambda e: _literal_type(self, e), f"pipeline {info.decl.name}")
             for a in case.assertions:
-                if not isinstance(a.left, A.Var):
-                    self.error(a.left.span, "an assertion starts with an output name",
-                               "for example `intent == \"book_restaurant\"`", "bad-test")
-                    continue
-                if a.left.name not in info.outputs:
-                    self.error(a.left.span, f"'{a.left.name}' is not an output of pipeline {info.decl.name}",
-                               did_you_mean(a.left.name, info.outputs), "unknown-name")
-                    continue
-                out_t = info.outputs[a.left.name]
-                rt = _literal_type(self, a.right)
-                if a.op in ("==", "!=") and not (assignable(rt, out_t) or assignable(out_t, rt)):
-                    self.error(a.right.span, f"type mismatch: '{a.left.name}' is {show(out_t)}, compared with {show(rt)}",
-                               "", "type-mismatch")
-                elif a.op == "in" and rt.kind != "list":
-                    self.error(a.right.span, "`in` needs a list on the right", 'write `x in ["a", "b"]`', "bad-test")
-                elif a.op == "contains" and out_t.required().kind not in ("str", "list", "any"):
-                    self.error(a.left.span, f"`contains` needs a str or list output; '{a.left.name}' is {show(out_t)}",
-                               "", "type-mismatch")
-                if isinstance(a.right, A.Literal) and out_t.kind == "enum" and a.op in ("==", "!=") and \
-                        str(a.right.value) not in out_t.values:
-                    self.error(a.right.span, f"'{a.right.value}' is not a value of {show(out_t)}",
-                               did_you_mean(str(a.right.value), out_t.values), "type-mismatch")
+                self._assertion(a, info)
+
+    def _assertion(self, a: A.Assertion, info: PipelineInfo) -> None:
+        if not isinstance(a.left, A.Var):
+            swapped = isinstance(a.right, A.Var) and self.snippet(a.left.span)
+            self.error(a.left.span, "an assertion starts with an output name",
+                       f"put the output first: `{a.right.name} {a.op} {swapped}`" if swapped else
+                       "for example `intent == \"book_restaurant\"`", "bad-test")
+            return
+        rt = _literal_type(self, a.right)
+        if a.left.name not in info.outputs:
+            outs = list(info.outputs)
+            self.error(a.left.span, f"'{a.left.name}' is not an output of pipeline {info.decl.name}",
+                       did_you_mean(a.left.name, outs) or "its outputs are: " + ", ".join(outs), "unknown-name")
+            return
+        out_t = info.outputs[a.left.name]
+        if rt.kind == "any" or out_t.kind == "any":
+            return
+        if a.op in ("==", "!="):
+            want, shown = out_t, show(out_t)
+        elif a.op == "in":
+            if rt.kind != "list":
+                self.error(a.right.span, "`in` needs a list on the right", 'write `x in ["a", "b"]`', "bad-test")
+                return
+            want, shown, rt = out_t, show(out_t), rt.arg or ANY
+        elif out_t.required().kind == "list":         # contains, on a list output: one item
+            want, shown = out_t.arg or ANY, f"a list of {show(out_t.arg or ANY)}"
+        elif out_t.required().kind in ("str", "enum"):  # contains, on text: a substring
+            want, shown = STR, "text"
+            if rt.kind not in SCALARS:
+                self.error(a.right.span, f"`contains` on text needs a string, not {show(rt)}", "", "type-mismatch")
+                return
+            rt = STR
+        else:
+            self.error(a.left.span, f"`contains` needs a str or list output; '{a.left.name}' is {show(out_t)}",
+                       "compare it with `==` instead", "type-mismatch")
+            return
+        self._comparable(a, want, rt, shown)
+
+    def _comparable(self, a: A.Assertion, want: Type, got: Type, shown: str) -> None:
+        """Whether a test value can ever equal an output: tests compare normalized values, so "3" never equals 3."""
+        if _comparable(got, want):
+            bad = _enum_outsiders(a.right, want)
+            if bad:
+                self.error(bad[0].span, f"'{bad[0].value}' is not a value of {show(want.required())}",
+                           did_you_mean(str(bad[0].value), want.required().values) or
+                           "its values are: " + ", ".join(want.required().values), "type-mismatch")
+            return
+        self.error(a.right.span, f"type mismatch: '{a.left.name}' is {shown}, compared with {show(got)}",
+                   _compare_hint(want, got, a, self.snippet), "type-mismatch")
+
+
+def _where(there: A.Span, here: A.Span) -> str:
+    """How a message points at an earlier place: `line 7` or `column 9` in the same file, `file:line:col` elsewhere."""
+    if there.file != here.file:
+        return str(there)
+    return f"line {there.line}" if there.line != here.line else f"column {there.col}"
+
+
+def _leading_name_span(span: A.Span, name: str) -> A.Span:
+    """The span of the name a node starts with (settings, blocks), for a caret under just that word."""
+    return A.Span(span.file, span.line, span.col, span.line, span.col + len(name))
+
+
+def _setting_value(e: A.Expr):
+    """A setting's or function option's value as a plain Python value, as option checks expect."""
+    if isinstance(e, A.Literal):
+        return e.value
+    if isinstance(e, A.Var):
+        return A.Ref(e.name)
+    if isinstance(e, A.ListLit):
+        return [_setting_value(x) for x in e.items]
+    return object()     # calls, concatenations, fields: never a valid option value
+
+
+def _comparable(got: Type, want: Type) -> bool:
+    """Whether a literal of type `got` can ever equal a value of type `want` once normalized."""
+    if got.kind == "any" or want.kind == "any":
+        return True
+    g, w = got.required(), want.required()
+    if w.kind in ("str", "enum"):
+        return g.kind in ("str", "enum")
+    if w.kind in ("int", "float"):
+        return g.kind in ("int", "float")
+    if w.kind == "bool":
+        return g.kind == "bool"
+    if w.kind == "list":
+        return g.kind == "list" and _comparable(g.arg or ANY, w.arg or ANY)
+    return False    # records cannot be written as literals
+
+
+def _enum_outsiders(e: A.Expr, want: Type) -> list[A.Literal]:
+    """String literals in a test value that are not values of the enum they are compared with."""
+    w = want.required()
+    if w.kind == "list" and isinstance(e, A.ListLit):
+        return [x for item in e.items for x in _enum_outsiders(item, w.arg or ANY)]
+    if isinstance(e, A.ListLit):
+        return [x for item in e.items for x in _enum_outsiders(item, w)]
+    if w.kind == "enum" and isinstance(e, A.Literal) and isinstance(e.value, str) and e.value not in w.values:
+        return [e]
+    return []
+
+
+def _compare_hint(want: Type, got: Type, a: A.Assertion, snippet) -> str:
+    w, value = want.required(), a.right
+    if w.kind == "list" and got.kind != "list" and a.op == "==":
+        return f"to look for one item, write `{a.left.name} contains {snippet(value.span) or '...'}`"
+    if w.kind in ("int", "float") and got.kind == "str":
+        return f"write the number without quotes: {str(value.value).strip()}" if isinstance(value, A.Literal) else ""
+    if w.kind in ("str", "enum") and got.kind in ("int", "float", "bool"):
+        return f'text is quoted: write "{snippet(value.span) or "..."}"'
+    if w.kind == "bool":
+        return "write true or false"
+    return ""
+
+
+def _value_hint(spec: OptionSpec, value, lms) -> str:
+    """Why a value of the wrong type was probably written, or the option's own description."""
+    if spec.type == "str" and isinstance(value, A.Ref):
+        return f'strings are quoted: write "{value.name}"'
+    if spec.type == "lm" and isinstance(value, str) and value in lms:
+        return f"name the lm without quotes: `{value}`"
+    if spec.type == "list" and isinstance(value, str):
+        return f'wrap it in a list: ["{value}"]'
+    return spec.doc
+
+
+def _is_secret(opt: A.Option) -> bool:
+    """Whether an option looks like it carries a credential rather than naming where one lives.
+
+    >>> _is_secret(A.Option(None, "api_key_env", "OPENAI_API_KEY")), _is_secret(A.Option(None, "api_key", "x"))
+    (False, True)
+    """
+    values = opt.value if isinstance(opt.value, list) else [opt.value]
+    if any(isinstance(v, str) and _SECRET_VALUE.match(v.strip()) for v in values):
+        return True
+    return bool(_SECRET_NAME.search(opt.name))
 
 
 def _literal_type(chk: _Checker, e: A.Expr) -> Type:
@@ -573,43 +821,80 @@ def _check_args(chk: _Checker, call: A.Call, params: list[tuple[str, Type, bool]
     """Arguments against parameters: names known, none twice, required ones present, types fit."""
     names = [p[0] for p in params]
     given: dict[str, A.Arg] = {}
+    covered: set[str] = set()        # parameters an erroneous argument was meant for: not "missing" too
+    misspelled: list[A.Arg] = []
     for i, a in enumerate(call.args):
-        if a.name is None:
-            if positional_ok and i < len(names):
-                name = names[i]
-            elif len(names) == 1 and len(call.args) == 1:
-                name = names[0]    # a lone argument needs no name
-            else:
-                t = type_of(a.value)
-                chk.error(a.span, f"arguments to {what} are named", f"write `{names[i] if i < len(names) else 'name'}: ...`"
-                          if names else f"{what} takes no arguments", "bad-call")
-                continue
-        else:
-            name = a.name
+        name = a.name if a.name is not None else _positional_name(chk, call, a, i, names, what, positional_ok)
+        if name is None:
+            type_of(a.value)
+            if i < len(names):
+                covered.add(names[i])
+            continue
         if name in given:
-            chk.error(a.span, f"argument '{name}' is given twice", "", "duplicate")
+            type_of(a.value)
+            chk.error(a.span, f"argument '{name}' is given twice", f"first given at {_where(given[name].span, a.span)}",
+                      "duplicate")
             continue
         if name not in names:
             type_of(a.value)
-            chk.error(a.span, f"{what} has no input '{name}'",
-                      did_you_mean(name, [n for n in names if n not in given]) or
-                      ("its inputs are: " + ", ".join(names) if names else f"{what} takes no inputs"), "bad-call")
+            misspelled.append(a)
             continue
         given[name] = a
         ptype = params[names.index(name)][1]
         t = type_of(a.value)
         if not assignable(t, ptype):
-            hint = ""
-            if ptype.kind == "str" and t.kind == "list":
-                hint = "lists do not turn into text implicitly; pass a list-typed input or pick one item"
-            elif ptype.kind == "list" and t.kind != "list":
-                hint = f"wrap it in a list: [{name}]"
             chk.error(a.value.span, f"type mismatch: input '{name}' of {what} is {show(ptype)}, but the argument is "
-                      f"{show(t)}", hint, "type-mismatch")
-    missing = [n for n, t, optional in params if n not in given and not optional]
+                      f"{show(t)}", _mismatch_hint(chk, ptype, t, a.value), "type-mismatch")
+    missing = [n for n, t, optional in params if n not in given and n not in covered and not optional]
+    for a in misspelled:
+        guess = closest(a.name, missing) or closest(a.name, [n for n in names if n not in given])
+        if guess is None and len(misspelled) == 1 and len(missing) == 1:
+            guess = missing[0]     # the one name that is both wrong and missing
+        if guess is not None:
+            covered.add(guess)
+            hint = f"did you mean '{guess}'?"
+        else:
+            hint = "its inputs are: " + ", ".join(names) if names else f"{what} takes no inputs"
+        chk.error(a.span, f"{what} has no input '{a.name}'", hint, "bad-call")
+    missing = [n for n in missing if n not in covered]
     if missing:
         chk.error(call.span, f"missing argument{'s' * (len(missing) > 1)} " + ", ".join(f"'{m}'" for m in missing) +
                   f" in call to {what}", "add " + ", ".join(f"`{m}: ...`" for m in missing), "missing-argument")
+
+
+def _positional_name(chk: _Checker, call: A.Call, a: A.Arg, i: int, names: list[str], what: str,
+                     positional_ok: bool) -> str | None:
+    """The parameter a positional argument stands for, or None after reporting why it cannot be positional."""
+    if positional_ok and i < len(names):
+        return names[i]
+    if not positional_ok and len(names) == 1 and len(call.args) == 1:
+        return names[0]    # a lone argument needs no name
+    if positional_ok or not names:
+        if i == len(names) and names:    # report the first extra argument only
+            n = len(call.args)
+            chk.error(a.span, f"{what} takes {len(names)} argument{'s' * (len(names) != 1)}, but {n} "
+                      f"{'was' if n == 1 else 'were'} given", "its inputs are: " + ", ".join(names), "bad-call")
+        elif i == 0:
+            chk.error(a.span, f"{what} takes no arguments", "", "bad-call")
+        return None
+    chk.error(a.span, f"arguments to {what} are named",
+              f"write `{names[i]}: {chk.snippet(a.value.span) or '...'}`" if i < len(names)
+              else "its inputs are: " + ", ".join(names), "bad-call")
+    return None
+
+
+def _mismatch_hint(chk: _Checker, want: Type, got: Type, value: A.Expr) -> str:
+    """A likely fix for the commonest mismatches between lists and single values."""
+    if want.kind == "str" and got.kind == "list":
+        return "lists do not turn into text implicitly; pass a list-typed input or pick one item"
+    if want.kind == "list" and got.kind != "list" and want.arg is not None and assignable(got, want.arg):
+        return f"wrap it in a list: [{chk.snippet(value.span) or '...'}]"
+    if want.kind == got.kind == "enum":
+        extra = [f"'{v}'" for v in got.values if v not in want.values]
+        return f"the value may be {' or '.join(extra)}, which the input does not accept"
+    if want.kind in ("int", "float") and got.kind == "str" and isinstance(value, A.Literal):
+        return f"write the number without quotes: {str(value.value).strip()}"
+    return ""
 
 
 class _PipelineScope:
@@ -652,9 +937,12 @@ class _PipelineScope:
                 self.used.add(e.name)
                 return self.type_of_var(e.name, e.span)
             prog = chk.prog
-            if e.name in prog.modules or e.name in prog.tools:
-                chk.error(e.span, f"'{e.name}' is a {'module' if e.name in prog.modules else 'tool'}; call it",
-                          f"write `{e.name}(...)`", "bad-call")
+            kind = chk.declared.get(e.name, ("",))[0]
+            if kind in ("module", "tool"):
+                chk.error(e.span, f"'{e.name}' is a {kind}; call it", f"write `{e.name}(...)`", "bad-call")
+            elif kind:
+                chk.error(e.span, f"'{e.name}' is {'an' if kind == 'lm' else 'a'} {kind}, not a value",
+                          "values in a pipeline are its inputs and the names it assigns", "bad-name")
             else:
                 chk.unknown(e.span, "name", e.name, list(self.info.params) + list(self.assigns))
             return ANY
@@ -696,7 +984,10 @@ class _PipelineScope:
                 return Type("list", arg=u)
             if lt.kind in SCALARS + ("enum",) and rt.kind in SCALARS + ("enum",):
                 return STR
-            hint = "wrap the single value in a list: [x]" if "list" in (lt.kind, rt.kind) else ""
+            hint = ""
+            if "list" in (lt.kind, rt.kind):
+                single = e.right if lt.kind == "list" else e.left
+                hint = f"wrap the single value in a list: [{chk.snippet(single.span) or '...'}]"
             chk.error(e.span, f"cannot concatenate {show(lt)} and {show(rt)}", hint, "type-mismatch")
             return ANY
         if isinstance(e, A.Call):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -30,17 +31,18 @@ class Diagnostic:
         """The headline, the source line with a caret under the span, and the hint."""
         out = [self.headline()]
         if source is not None:
-            lines = source.splitlines()
+            # Split on "\n" only: the parser counts lines that way, while str.splitlines() would also
+            # break at form feeds and U+2028 and put the caret under the wrong line.
+            lines = source.split("\n")
             if 1 <= self.span.line <= len(lines):
-                # Tabs count as one column in spans, so show them as one space to keep the caret aligned.
-                text = lines[self.span.line - 1].replace("\t", " ")
+                text = _printable(lines[self.span.line - 1].rstrip("\r"))
                 width = 1
                 if self.span.end_line == self.span.line and self.span.end_col > self.span.col:
                     width = self.span.end_col - self.span.col
                 lineno = str(self.span.line)
                 out.append(f" {lineno} | {text}")
-                caret = "^" + "~" * (width - 1)
-                out.append(f" {' ' * len(lineno)} | {' ' * (self.span.col - 1)}{caret}")
+                caret = "^" + "~" * (_columns(text[self.span.col - 1:self.span.col - 1 + width]) - 1)
+                out.append(f" {' ' * len(lineno)} | {' ' * _columns(text[:self.span.col - 1])}{caret}")
         if self.hint:
             out.append(f"  hint: {self.hint}")
         text = "\n".join(out)
@@ -53,14 +55,42 @@ class Diagnostic:
         return (self.span.file, self.span.line, self.span.col, self.message)
 
 
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+def _printable(line: str) -> str:
+    """The line as shown: one character per column, so the caret stays aligned (tabs and controls become spaces)."""
+    return "".join(" " if (c == "\t" or not c.isprintable()) else c for c in line)
+
+
+def _columns(text: str) -> int:
+    """Terminal columns `text` takes: wide (CJK, emoji) characters take two, combining marks none."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+               for c in text)
+
+
+def did_you_mean(name: str, candidates: Iterable[str], cutoff: float = 0.6) -> str:
     """A hint naming the closest candidate, or "".
 
     >>> did_you_mean("clasify", ["classify", "answer"])
     "did you mean 'classify'?"
+    >>> did_you_mean("Str", ["str", "int"])
+    "did you mean 'str'?"
     """
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else ""
+    close = closest(name, candidates, cutoff)
+    return f"did you mean '{close}'?" if close else ""
+
+
+def closest(name: str, candidates: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The candidate most like `name` (ignoring case), or None when none is close.
+
+    >>> closest("contexts", ["question", "context"]), closest("x", ["question"])
+    ('context', None)
+    """
+    # Compare case-insensitively: `Str` for `str` or `predict` for `Predict` are the commonest slips.
+    by_lower: dict[str, str] = {}
+    for c in candidates:
+        if c != name:
+            by_lower.setdefault(c.lower(), c)
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=cutoff)
+    return by_lower[close[0]] if close else None
 
 
 class PipeError(Exception):

@@ -1,6 +1,7 @@
 """Read a .pipe file and everything it imports, then check the whole program."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from . import ast as A
@@ -42,41 +43,56 @@ def load(path: str | Path, catalogue: Catalogue, source: str | None = None) -> L
     if source is None:
         source = path.read_text(encoding="utf-8")   # the caller reports an unreadable main file
     done: dict[Path, A.File] = {}
+    shown_as: dict[Path, str] = {}     # real path -> how messages name the file
 
     def visit(real: Path, shown: str, text: str, stack: list[Path]) -> None:
         sources[shown] = text
+        shown_as[real] = shown
         f, syntax = parse(text, shown)
         diags.extend(syntax)
         done[real] = f
         files.append(f)
         for item in f.items:
-            if not isinstance(item, A.Import):
-                continue
+            if isinstance(item, A.Import):
+                follow(item, real, shown, stack)
+
+    def follow(item: A.Import, real: Path, shown: str, stack: list[Path]) -> None:
+        try:
             target = (real.parent / item.path).resolve()
-            shown_target = _display(path.parent, real.parent / item.path)
-            if target in stack or target == real:
-                chain = " -> ".join(_display(path.parent, p) for p in stack + [real]) + f" -> {shown_target}"
-                diags.append(Diagnostic("error", f"import cycle: {chain}", item.span,
-                                        "move the shared declarations into a file both can import", "import-cycle"))
-                continue
-            if target in done:
-                continue
-            try:
-                body = target.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as err:
-                reason = getattr(err, "strerror", None) or str(err)
-                diags.append(Diagnostic("error", f"cannot read import '{item.path}': {reason}", item.span,
-                                        "import paths are relative to the importing file", "bad-import"))
-                continue
-            visit(target, shown_target, body, stack + [real])
+        except (OSError, ValueError, RuntimeError) as err:   # a NUL byte, a symlink loop
+            unreadable(item, getattr(err, "strerror", None) or str(err))
+            return
+        if target == real:
+            diags.append(Diagnostic("error", "a file cannot import itself", item.span, "remove this import",
+                                    "import-cycle"))
+            return
+        if target in stack:
+            # Name only the files on the loop, starting from the one imported again.
+            loop = stack[stack.index(target):] + [real]
+            chain = " -> ".join(shown_as[p] for p in loop) + f" -> {shown_as[target]}"
+            diags.append(Diagnostic("error", f"import cycle: {chain}", item.span,
+                                    "move the shared declarations into a file both can import", "import-cycle"))
+            return
+        if target in done:
+            return
+        try:
+            body = target.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            unreadable(item, f"not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})")
+            return
+        except (OSError, ValueError) as err:
+            unreadable(item, getattr(err, "strerror", None) or str(err))
+            return
+        # Show an import the way the user named the main file: relative stays relative.
+        visit(target, os.path.normpath(os.path.join(os.path.dirname(shown), item.path)), body, stack + [real])
+
+    def unreadable(item: A.Import, reason: str) -> None:
+        # A path with control characters (an escaped NUL, say) is shown escaped, not printed raw.
+        shown = item.path if item.path.isprintable() else repr(item.path)[1:-1]
+        diags.append(Diagnostic("error", f"cannot read import '{shown}': {reason}", item.span,
+                                "import paths are relative to the importing file", "bad-import"))
 
     visit(path.resolve(), display, source, [])
     program, semantic = check(files, catalogue)
     return Loaded(program, diags + semantic, sources)
 
-
-def _display(base: Path, p: Path) -> str:
-    try:
-        return str(p.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(p)

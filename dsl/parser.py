@@ -1,22 +1,26 @@
 """Parse .pipe source text into an AST, collecting every syntax error instead of stopping at the first.
 
-Recovery works at the level of top-level declarations: when the whole file does not parse, it is cut at
-each line that starts a declaration (`signature`, `module`, `pipeline`, ...) and every piece is parsed
-on its own, so one broken declaration costs one diagnostic and the rest of the file is still checked.
+Recovery works at the level of top-level declarations: when the file does not parse, it is cut at each
+line that starts a declaration (`signature`, `module`, `pipeline`, ...), the broken declaration is
+parsed alone for its diagnostic, and parsing resumes after it, so one broken declaration costs one
+diagnostic and the rest of the file is still checked. Messages come from, in order: the bracket
+structure (unclosed or unmatched brackets), the top-level state (stray code, keyword typos), the
+table of known mistakes in `syntax_errors`, and finally lark's list of expected tokens.
 """
 from __future__ import annotations
 
+import bisect
 import re
 import textwrap
 from functools import lru_cache
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
 
 from . import ast as A
-from .diagnostics import Diagnostic
-from .syntax_errors import KNOWN_MISTAKES, describe_expected, describe_token
+from .diagnostics import Diagnostic, did_you_mean
+from .syntax_errors import ITEM_KEYWORDS, describe_expected, describe_token, index_mistakes, match_mistake
 
 _ITEM_START = re.compile(r"^(import|lm|default|signature|record|module|tool|pipeline|compile|test)\b", re.M)
 _ITEM_NAME = re.compile(r"^(?:lm|signature|record|module|tool|pipeline)\s+([A-Za-z_][A-Za-z0-9_]*)")
@@ -33,67 +37,246 @@ def _lark() -> Lark:
 def parse(source: str, path: str = "<string>") -> tuple[A.File, list[Diagnostic]]:
     """Parse `source`; return the AST of everything that parsed and one diagnostic per syntax error.
 
+    Never raises on bad input: every problem becomes a diagnostic.
+
     >>> f, diags = parse('signature S { in q: str  out a: str }', "x.pipe")
     >>> f.items[0].name, diags
     ('S', [])
+    >>> [d.message for d in parse('lm a "local/x"')[1]]
+    ["missing '=' in lm declaration"]
     """
-    parser = _lark()
     file = A.File(path=path, source=source)
-    try:
-        tree = parser.parse(source)
-        file.items = _Builder(path).transform(tree).children
-        return file, []
-    except UnexpectedInput:
-        pass
+    if source.startswith("\ufeff"):
+        # Editors on Windows start UTF-8 files with a byte-order mark; a space keeps every column in place.
+        source = " " + source[1:]
     diags: list[Diagnostic] = []
-    starts = [m.start() for m in _ITEM_START.finditer(source)]
-    if not starts or starts[0] != 0:
-        starts.insert(0, 0)
-    starts.append(len(source))
-    for begin, end in zip(starts, starts[1:]):
-        piece = source[begin:end]
-        if not piece.strip():
-            continue
-        # Pad with the newlines before the piece so lark reports absolute line numbers.
-        padded = "\n" * source.count("\n", 0, begin) + piece
-        try:
-            tree = parser.parse(padded)
-            file.items.extend(_Builder(path).transform(tree).children)
-        except UnexpectedInput as err:
-            diags.append(_syntax_diagnostic(err, padded, path))
-            m = _ITEM_NAME.match(piece)
+    starts = sorted({0, *_item_starts(source)}) + [len(source)]
+    i = 0
+    while i < len(starts) - 1:
+        # Parse everything left in one go; on an error, keep what precedes the broken declaration
+        # (it parses as a unit, or the error would have come earlier), diagnose that declaration
+        # alone, and go on after it. A file with k errors costs about k + 1 parses.
+        items, diag, where = _parse_range(source, starts[i], len(source), path)
+        if diag is None:
+            file.items.extend(items)
+            break
+        j = min(max(i, bisect.bisect_right(starts, where) - 1), len(starts) - 2)
+        if j > i:
+            items, diag, _ = _parse_range(source, starts[i], starts[j], path)
+            if diag is None:
+                file.items.extend(items)
+                i = j
+        items, diag, _ = _parse_range(source, starts[i], starts[i + 1], path)
+        file.items.extend(items)
+        if diag is not None:
+            diags.append(diag)
+            m = _ITEM_NAME.match(source[starts[i]:starts[i + 1]])
             if m:
                 file.broken_names.add(m.group(1))
-        except VisitError as err:  # a transformer-level error such as a bad escape
-            raise err.orig_exc from None
+        i += 1
     return file, diags
 
 
-def _syntax_diagnostic(err: UnexpectedInput, text: str, path: str) -> Diagnostic:
-    line, col = err.line, err.column
-    if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
-        lines = text.rstrip().splitlines() or [""]
-        line, col = len(lines), len(lines[-1]) + 1
-    span = A.Span(path, max(line, 1), max(col, 1), max(line, 1), max(col, 1) + 1)
+def _what_follows(source: str, end: int) -> str:
+    """How a message names what comes after a piece: the next declaration, or the end of the file."""
+    if end >= len(source):
+        return "the end of the file"
+    return f"the '{source[end:].split(None, 1)[0]}' at line {source.count(chr(10), 0, end) + 1}"
+
+
+def _parse_range(source: str, begin: int, end: int, path: str) -> tuple[list, Diagnostic | None, int]:
+    """Parse `source[begin:end]`: its items, or a diagnostic and the offset in `source` where parsing failed.
+
+    Any failure becomes a diagnostic instead of an exception.
+    """
+    # Pad with the newlines before the range so lark reports absolute line numbers.
+    pad = source.count("\n", 0, begin)
+    text = "\n" * pad + source[begin:end]
+    if not text.strip():
+        return [], None, end
+    try:
+        return _Builder(path).transform(_lark().parse(text)).children, None, end
+    except UnexpectedInput as err:
+        at = getattr(err, "pos_in_stream", None)
+        token = getattr(err, "token", None)
+        where = end if at is None or getattr(token, "type", "") == "$END" else begin + at - pad
+        return [], _syntax_diagnostic(err, text, path, _what_follows(source, end)), where
+    except (RecursionError, VisitError) as err:
+        # Deep nesting overflows the tree builder; a bad literal could fail inside it. Both are local.
+        first = len(text) - len(text.lstrip())
+        line, col = _line_col(text, first)
+        too_deep = isinstance(err, RecursionError) or isinstance(getattr(err, "orig_exc", None), RecursionError)
+        message = "this declaration is nested too deeply to read" if too_deep else \
+            f"cannot read this declaration: {getattr(err, 'orig_exc', err)}"
+        return [], Diagnostic("error", message, A.Span(path, line, col, line, col + 1),
+                              "split long expressions into several assignments" if too_deep else "", "syntax"), begin
+
+
+def _item_starts(source: str) -> list[int]:
+    """Offsets of lines that start a declaration, skipping look-alikes inside strings and comments."""
+    quoted = [m.span() for m in _QUOTED.finditer(source) if m.group()[0] in "\"#"]
+    begins = [a for a, _ in quoted]
+    starts = []
+    for m in _ITEM_START.finditer(source):
+        i = bisect.bisect_left(begins, m.start()) - 1     # the last string or comment opening before it
+        if i < 0 or quoted[i][1] <= m.start():
+            starts.append(m.start())
+    return starts
+
+
+# Strings, comments and brackets, in the order the lexer would see them.
+_QUOTED = re.compile(r'"""(?:[^\\]|\\.)*?"""|"(?:[^"\\\n]|\\.)*"|#[^\n]*|[()\[\]{}]', re.S)
+_OPENERS = {"(": ")", "[": "]", "{": "}"}
+_CLOSERS = {v: k for k, v in _OPENERS.items()}
+
+# Characters that cannot start any token, with what the writer probably meant.
+_CHAR_HINTS = {
+    ";": "statements end at the end of the line; no ';' is needed",
+    "/": "comments start with '#'",
+    "`": "strings use double quotes",
+    "!": "there is no '!' operator; test assertions compare with ==, !=, contains or in",
+    "<": "'->' is the only arrow; test assertions compare with ==, !=, contains or in",
+    ">": "'->' is the only arrow; test assertions compare with ==, !=, contains or in",
+    "*": "pipelines only call modules and tools and join values with '+'",
+    "-": "pipelines only call modules and tools and join values with '+'",
+    "\\": "backslashes only appear inside strings",
+}
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _syntax_diagnostic(err: UnexpectedInput, text: str, path: str, ending: str = "the end of the file") -> Diagnostic:
     if isinstance(err, UnexpectedCharacters):
-        ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
-        if ch == "'":
-            return Diagnostic("error", "strings use double quotes", span,
-                              'write "text" instead of \'text\'', "syntax")
-        if ch == '"':
-            return Diagnostic("error", "unterminated string", span,
-                              'close it with " on the same line, or use """...""" for several lines', "syntax")
-        return Diagnostic("error", f"unexpected character {ch!r}", span, "", "syntax")
-    label = err.match_examples(lambda s: _lark().parse(s), KNOWN_MISTAKES, use_accepts=True)
+        return _bad_character(err, text, path)
     token = getattr(err, "token", None)
-    if token is not None and token.type != "$END":
-        span = A.Span(path, line, col, line, col + max(len(str(token)), 1))
+    at_end = isinstance(err, UnexpectedEOF) or token is None or token.type == "$END"
+    offset = len(text) if at_end else token.start_pos
+    if at_end:
+        lines = text.rstrip().split("\n")
+        line, col = len(lines), len(lines[-1]) + 1
+        span = A.Span(path, line, col, line, col + 1)
+    else:
+        span = A.Span(path, token.line, token.column, token.line, token.column + max(len(str(token).split("\n")[0]), 1))
     found = describe_token(token)
+    bracket = _bracket_problem(text, offset, None if at_end else str(token), span, path,
+                               ending if at_end else f"the {found} at line {span.line}")
+    if bracket is not None:
+        return bracket
+    expected = set(getattr(err, "expected", None) or ())
+    if {"SIGNATURE", "PIPELINE", "MODULE"} <= expected:
+        return _not_a_declaration(token, span, found, text, offset)
+    label = match_mistake(err, _mistake_index())
     if label:
-        message, _, hint = label.partition("|")
+        message, hint, *flags = label.split("|")
+        if "at-previous" in flags:
+            span = _previous_token_span(text, offset, path) or span
         return Diagnostic("error", message, span, hint, "syntax")
-    expected = describe_expected(getattr(err, "accepts", None) or getattr(err, "expected", set()), _lark())
-    return Diagnostic("error", f"unexpected {found}", span, f"expected {expected}" if expected else "", "syntax")
+    words = describe_expected(expected, _lark())
+    return Diagnostic("error", f"unexpected {found}", span, f"expected {words}" if words else "", "syntax")
+
+
+def _bad_character(err: UnexpectedCharacters, text: str, path: str) -> Diagnostic:
+    pos = err.pos_in_stream
+    ch = text[pos] if pos < len(text) else ""
+    if ch == '"':
+        hint = 'close it with " on the same line, or use """...""" for several lines'
+        if text[max(pos - 2, 0):pos + 1] == '"""':
+            pos, hint = pos - 2, 'close it with """'
+        line, col = _line_col(text, pos)
+        return Diagnostic("error", "unterminated string", A.Span(path, line, col, line, col + 1), hint, "syntax")
+    line, col = _line_col(text, pos)
+    span = A.Span(path, line, col, line, col + 1)
+    if ch == "'":
+        return Diagnostic("error", "strings use double quotes", span, 'write "text" instead of \'text\'', "syntax")
+    if ch == "-" and re.match(r"\w-[A-Za-z_]", text[max(pos - 1, 0):pos + 2]):
+        before = re.search(r"\w+$", text[:pos]).group()
+        after = re.match(r"[\w-]+", text[pos + 1:]).group()
+        return Diagnostic("error", "names cannot contain '-'", span,
+                          f"names use letters, digits and '_': write `{before}_{after.replace('-', '_')}`", "syntax")
+    shown = repr(ch) if ch.isprintable() and ch else f"U+{ord(ch):04X}" if ch else "end of file"
+    hint = _CHAR_HINTS.get(ch, "")
+    if not hint and ch and not ch.isascii():
+        hint = "names use ASCII letters, digits and '_'; other text belongs in double-quoted strings"
+    return Diagnostic("error", f"unexpected character {shown}", span, hint, "syntax")
+
+
+def _bracket_problem(text: str, offset: int, token: str | None, span: A.Span, path: str,
+                     where: str) -> Diagnostic | None:
+    """An unclosed or unmatched bracket explains the error better than the parser state does.
+
+    Before the error point every bracket is balanced as far as the parser is concerned, so the stack of
+    open brackets there tells whether the error is a missing closer (end of file, a closer of another
+    kind, or a new statement while a bracket from an earlier line is open) or a closer with no opener.
+    """
+    if token is not None and token not in _CLOSERS and not _starts_statement(text, offset, token):
+        return None
+    stack: list[tuple[str, int]] = []
+    for m in _QUOTED.finditer(text, 0, offset):
+        ch = m.group()
+        if ch in _OPENERS:
+            stack.append((ch, m.start()))
+        elif ch in _CLOSERS and stack and stack[-1][0] == _CLOSERS[ch]:
+            stack.pop()
+    if token in _CLOSERS:
+        if stack and stack[-1][0] == _CLOSERS[token]:
+            return None     # the closer fits; the problem is what came before it
+        if all(opener != _CLOSERS[token] for opener, _ in stack):
+            return Diagnostic("error", f"unmatched '{token}'", span,
+                              f"there is no '{_CLOSERS[token]}' for it to close", "syntax")
+    elif token is not None:
+        # A statement starts while a '(' or '[' from an earlier line is open: that line lacks its closer.
+        if not stack or stack[-1][0] == "{" or "\n" not in text[stack[-1][1]:offset]:
+            return None
+    if not stack:
+        return None
+    opener, at = stack[-1]
+    line, col = _line_col(text, at)
+    return Diagnostic("error", f"unclosed '{opener}'", A.Span(path, line, col, line, col + 1),
+                      f"add the matching '{_OPENERS[opener]}' before {where}", "syntax")
+
+
+def _previous_token_span(text: str, offset: int, path: str) -> A.Span | None:
+    """The span of the token before `offset`: the statement a mistake belongs to often starts there."""
+    m = re.search(r"(\w+|\S)\s*$", text[:offset])
+    if m is None:
+        return None
+    line, col = _line_col(text, m.start(1))
+    return A.Span(path, line, col, line, col + len(m.group(1)))
+
+
+def _starts_statement(text: str, offset: int, token: str) -> bool:
+    """Whether the token at `offset` opens its line and looks like a statement (`return ...`, `x = ...`)."""
+    if text[text.rfind("\n", 0, offset) + 1:offset].strip():
+        return False
+    return token == "return" or bool(re.match(r"[ \t]*=(?!=)", text[offset + len(token):]))
+
+
+# Keywords of other languages that people type out of habit; no "did you mean" for them.
+_FOREIGN_KEYWORDS = frozenset({"def", "class", "function", "fn", "let", "var", "const", "return", "from", "if",
+                               "for", "while", "print", "async", "struct", "type", "interface", "export"})
+
+
+def _not_a_declaration(token, span: A.Span, found: str, text: str, offset: int) -> Diagnostic:
+    hint = "top-level items are " + ", ".join(ITEM_KEYWORDS[:-1]) + " and " + ITEM_KEYWORDS[-1]
+    if token is not None and token.type == "NAME":
+        if str(token) in _FOREIGN_KEYWORDS:
+            return Diagnostic("error", f"expected a declaration, found name '{token}'", span,
+                              f"a .pipe file is not a script: {hint}", "syntax")
+        if re.match(r"\s*=(?!=)", text[offset + len(str(token)):]):
+            return Diagnostic("error", f"expected a declaration, found name '{token}'", span,
+                              "assignments belong inside a `pipeline name(...) -> (...) { ... }` body", "syntax")
+        close = did_you_mean(str(token), ITEM_KEYWORDS, cutoff=0.75)
+        if close:
+            return Diagnostic("error", f"unknown keyword '{token}'", span, close, "syntax")
+    return Diagnostic("error", f"expected a declaration, found {found}", span, hint, "syntax")
+
+
+@lru_cache(maxsize=1)
+def _mistake_index():
+    return index_mistakes(_lark().parse)
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "0": "\0", "'": "'"}
@@ -109,7 +292,9 @@ def unescape(body: str) -> str:
     def sub(m: re.Match) -> str:
         e = m.group(1)
         if e[0] == "u" and len(e) == 5:
-            return chr(int(e[1:], 16))
+            code = int(e[1:], 16)
+            # A lone surrogate cannot be printed or encoded; it would crash whoever shows the string.
+            return "\ufffd" if 0xD800 <= code <= 0xDFFF else chr(code)
         return _ESCAPES.get(e, "\\" + e)
     return _ESCAPE_RE.sub(sub, body)
 
@@ -189,7 +374,7 @@ class _Builder(Transformer):
         return A.Import(self._s(meta), ch[0].value)
 
     def lm_decl(self, meta, ch):
-        return A.LMDecl(self._s(meta), str(ch[0]), ch[1].value, ch[2] or [], _tok_span(self.path, ch[0]))
+        return A.LMDecl(self._s(meta), str(ch[0]), ch[1].value, ch[2] or [], _tok_span(self.path, ch[0]), ch[1].span)
 
     def default_decl(self, meta, ch):
         return A.DefaultLM(self._s(meta), str(ch[0]), _tok_span(self.path, ch[0]))
@@ -228,7 +413,7 @@ class _Builder(Transformer):
         name, sig, loader, target = ch
         params, ret = sig if sig is not None else (None, None)
         return A.ToolDecl(self._s(meta), str(name), str(loader), target.value, params, ret,
-                          _tok_span(self.path, name), _tok_span(self.path, loader))
+                          _tok_span(self.path, name), _tok_span(self.path, loader), target.span)
 
     def out_param(self, meta, ch):
         return A.OutParam(self._s(meta), str(ch[0]), ch[1])

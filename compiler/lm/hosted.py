@@ -49,6 +49,10 @@ class HostedLM(LMBackend):
         # Unknown servers often ignore response_format silently: ask in the prompt, parse tolerantly.
         return "text"
 
+    def describe(self) -> str:
+        """The identity replies depend on: the model and, for self-hosted servers, where it runs."""
+        return f"{self.model}@{self.api_base}" if self.api_base else self.model
+
     def _kwargs(self, request: LMRequest) -> dict:
         kw = {"model": self.model, "messages": request.messages, "timeout": self.timeout, "num_retries": 0}
         kw.update({k: v for k, v in request.params.items() if k in ("temperature", "max_tokens", "top_p", "stop", "seed")})

@@ -1,0 +1,181 @@
+"""Shared fixtures for the runtime, batch, cache, reply-parser and CLI tests.
+
+Everything here is offline and fast: LMs are `pipec.ScriptedLM` (in-process) or `SlowLM`, a
+non-inline subclass that sleeps on asyncio so that the executor's concurrency can be observed.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+import pipec
+
+REPO = Path(__file__).resolve().parent.parent
+
+_tool_counter = itertools.count()
+
+
+# Not autouse: other test files share this conftest. Ours opt in with
+#     pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model")
+@pytest.fixture
+def isolated_env(tmp_path_factory, monkeypatch):
+    """Never touch the user's cache or color settings; never read real API keys."""
+    monkeypatch.setenv("PIPEC_CACHE_DIR", str(tmp_path_factory.mktemp("default-cache")))
+    monkeypatch.setenv("NO_COLOR", "1")
+    for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def no_embedded_model(monkeypatch):
+    """These tests are offline and fast: a test that reaches the embedded model is a test bug."""
+    from pipec.lm import local
+
+    def refuse(self):
+        raise AssertionError("a unit test tried to load the embedded model; pass lm=ScriptedLM(...)")
+    monkeypatch.setattr(local.LocalLM, "_llama", refuse)
+
+
+@pytest.fixture
+def write_pipe(tmp_path):
+    """write_pipe(text, name="p.pipe") -> Path of a .pipe file in tmp_path (text is dedented)."""
+    def write(text: str, name: str = "p.pipe") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text).strip() + "\n", encoding="utf-8")
+        return path
+    return write
+
+
+@pytest.fixture
+def tool_module(tmp_path):
+    """tool_module(source) -> a unique importable module name, written beside the .pipe files."""
+    names = []
+
+    def make(source: str) -> str:
+        name = f"pipec_test_tools_{next(_tool_counter)}_{abs(hash(str(tmp_path))) % 10**8}"
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+        names.append(name)
+        return name
+    yield make
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+def first_user_value(request, field: str) -> str:
+    """The value of `field: value` in the last user message that has it (demos come earlier)."""
+    users = [m["content"] for m in request.messages if m["role"] == "user"]
+    for content in reversed(users):
+        for line in content.splitlines():
+            if line.startswith(field + ": "):
+                return line[len(field) + 2:]
+    raise KeyError(field)
+
+
+def system_of(request) -> str:
+    return request.messages[0]["content"]
+
+
+class SlowLM(pipec.ScriptedLM):
+    """A non-inline scripted LM: each call sleeps `delay` seconds on asyncio and tracks how many
+    calls are in flight at once (`max_in_flight`)."""
+
+    inline = False
+
+    def __init__(self, *args, delay: float = 0.2, delay_fn=None, **kw):
+        super().__init__(*args, **kw)
+        self.delay = delay
+        self.delay_fn = delay_fn
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+
+    async def acomplete(self, request):
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay_fn(request) if self.delay_fn else self.delay)
+            return self.complete(request)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+@pytest.fixture
+def slow_lm_cls():
+    return SlowLM
+
+
+# A diamond: a and b are independent, c reads both; plus typed outputs of every kind.
+DIAMOND = """
+    record Point { x: int  y: int  label: str? }
+    signature Summ { "Summarize the text." in text: str out summary: str }
+    signature Count { in text: str out n: int  out tags: list[str] }
+    signature Judge {
+        "Judge the summary."
+        in summary: str
+        in n: int
+        out verdict: enum(good, bad, so_so)
+        out score: float?
+        out p: Point
+        out flag: bool
+    }
+    module a = Predict(Summ)
+    module b = ChainOfThought(Count)
+    module c = Predict(Judge)
+    pipeline diamond(text: str) -> (verdict, summary, n, tags, score, p, flag, why) {
+        x = a(text: text)
+        y = b(text: text)
+        z = c(summary: x.summary, n: y.n)
+        return verdict = z.verdict, summary = x.summary, n = y.n, tags = y.tags, score = z.score,
+               p = z.p, flag = z.flag, why = y.reasoning
+    }
+"""
+
+DIAMOND_REPLY = {"summary": "short", "reasoning": "counted words", "n": "3", "tags": "a, b",
+                 "verdict": "So So", "score": None, "p": {"X": "1", "y": 2}, "flag": "yes"}
+
+
+def diamond_rule(request):
+    """Answer every module of DIAMOND from one reply object (extra keys are ignored by the parser)."""
+    return dict(DIAMOND_REPLY)
+
+
+@pytest.fixture
+def diamond(write_pipe):
+    return write_pipe(DIAMOND, "diamond.pipe")
+
+
+# One module with an int output: a non-JSON reply cannot be taken as the answer.
+COUNT = """
+    signature S { "Count the letters." in q: str out n: int }
+    module m = Predict(S)
+    pipeline count(q: str) -> (n) {
+        r = m(q: q)
+        return n = r.n
+    }
+"""
+
+
+def count_rule(request):
+    """Reply with the length of the `q` input; q starting with 'bad' gets an unparseable reply."""
+    q = first_user_value(request, "q")
+    if q.startswith("bad"):
+        return "I cannot count that."
+    return {"n": len(q)}
+
+
+@pytest.fixture
+def count_pipe(write_pipe):
+    return write_pipe(COUNT, "count.pipe")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
