@@ -25,7 +25,8 @@ def row_key(row: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-async def _run_one(program, values: dict[str, Any], runtime) -> Prediction:
+async def run_one(program, values: dict[str, Any], runtime) -> Prediction:
+    """Run one prepared row the way its LMs need: inline, inline in a thread, or on asyncio."""
     if program.inline:
         if any(b.blocking for b in program._used_backends()):
             # The embedded model holds the CPU: run the row in a thread so the loop stays live.
@@ -41,35 +42,45 @@ async def drive(program, items: Iterator[tuple[Any, dict | Exception]], concurre
     An item is `(key, row)`; a row that is an exception (unreadable input) is reported as failed.
     """
     runtime = program.runtime()
-    pending: set[asyncio.Task] = set()
-    source = iter(items)
-    exhausted = False
 
-    async def one(key, row):
+    async def one(item):
+        key, row = item
         if isinstance(row, Exception):
             return key, None, Prediction(None, [], str(row))
         try:
             values = program.prepare(row)
         except ValueError as err:
             return key, row, Prediction(None, [], str(err))
-        return key, row, await _run_one(program, values, runtime)
+        return key, row, await run_one(program, values, runtime)
 
+    def done(result):
+        key, row, pred = result
+        on_result(key, row, pred)
+        if progress is not None:
+            progress.advance(pred.ok)
+
+    await bounded(items, concurrency, one, done)
+
+
+async def bounded(items, concurrency: int, work, on_done) -> None:
+    """Await `work(item)` for every item with at most `concurrency` in flight, pulling items lazily,
+    and hand each result to `on_done` as soon as it is ready."""
+    pending: set[asyncio.Task] = set()
+    source = iter(items)
+    exhausted = False
     while True:
         while not exhausted and len(pending) < max(1, concurrency):
             try:
-                key, row = next(source)
+                item = next(source)
             except StopIteration:
                 exhausted = True
                 break
-            pending.add(asyncio.ensure_future(one(key, row)))
+            pending.add(asyncio.ensure_future(work(item)))
         if not pending:
             break
         finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         for task in finished:
-            key, row, pred = task.result()
-            on_result(key, row, pred)
-            if progress is not None:
-                progress.advance(pred.ok)
+            on_done(task.result())
 
 
 def run_rows(program, rows: list[dict[str, Any]], concurrency: int = 4, progress: bool = False) -> list[Prediction]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ class CallRecord:
     completion_tokens: int = 0
     cost: float = 0.0
     attempt: int = 1
+    inputs: dict | None = None      # the values the predictor was called with (demo material)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -71,13 +71,15 @@ class Stats:
 class Runtime:
     """What every row of a run shares: LM backends by declared name, the cache, the counters."""
 
-    __slots__ = ("lms", "cache", "stats", "sleep")
+    __slots__ = ("lms", "cache", "stats", "sleep", "budget")
 
-    def __init__(self, lms: dict[str, LMBackend], cache: LMCache | None, stats: Stats | None = None):
+    def __init__(self, lms: dict[str, LMBackend], cache: LMCache | None, stats: Stats | None = None,
+                 budget=None):
         self.lms = lms
         self.cache = cache
         self.stats = stats or Stats()
         self.sleep = time.sleep
+        self.budget = budget       # a Budget: every real LM call (not cache hits) takes one unit
 
 
 class RowContext:
@@ -141,15 +143,15 @@ class NodeContext:
 
     async def _call(self, backend: LMBackend, request: LMRequest) -> LMReply:
         tries = backend.max_retries + 1
+        budget = self.row.runtime.budget
         for i in range(tries):
+            if budget is not None:
+                budget.take()           # every attempt is an LM call, retries included
             try:
                 if self.row.inline:
                     return backend.complete(request)
                 return await backend.acomplete(request)
-            except LMError:
-                if not isinstance(sys.exc_info()[1], TransientLMError):
-                    raise
-                err = sys.exc_info()[1]
+            except TransientLMError as err:
                 if i == tries - 1:
                     raise LMError(f"{err} (gave up after {tries} attempts)") from None
                 delay = err.retry_after if err.retry_after is not None else min(30.0, 0.5 * 2 ** i)
@@ -158,6 +160,8 @@ class NodeContext:
                     self.row.runtime.sleep(delay)
                 else:
                     await asyncio.sleep(delay)
+            except LMError:
+                raise
             except Exception as err:   # a backend bug or an unexpected library error: this row fails, not the batch
                 raise LMError(f"{backend.model}: {type(err).__name__}: {redact(str(err))}") from err
         raise AssertionError("unreachable")

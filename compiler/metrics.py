@@ -10,6 +10,7 @@ import string
 from collections import Counter
 from typing import Any, Callable
 
+from .dsl import ast as A
 from .dsl.catalogue import FunctionSpec, OptionSpec
 
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -98,4 +99,114 @@ SPECS: dict[str, FunctionSpec] = {
                             "numbers equal within a tolerance"),
     "regex": FunctionSpec("regex", {"pattern": OptionSpec("str", "regular expression the prediction must match")},
                           True, "prediction matches a pattern"),
+    "judge": FunctionSpec("judge", {"rubric": OptionSpec("str", "what a good prediction must satisfy"),
+                                    "lm": OptionSpec("lm", "the LM that judges (default: the file's default LM)")},
+                          True, "an LM decides whether the prediction meets a rubric"),
 }
+
+
+class MetricError(ValueError):
+    """A metric that cannot be built: unknown name, bad fields or options, unimportable function."""
+
+
+class Metric:
+    """A scoring rule: `score(example, prediction)` in [0, 1]; a failed prediction scores 0.
+
+    Field metrics average a per-field function over the named outputs; `python("pkg.mod:fn")`
+    metrics call `fn(example, prediction)` with plain dicts and may return a bool or a float;
+    `judge(...)` asks an LM (see `needs_lm`).
+
+    >>> m = Metric.parse("exact_match(intent)")
+    >>> m.text, m.fields
+    ('exact_match(intent)', ['intent'])
+    """
+
+    def __init__(self, text: str, fields: list[str], fn: Callable[..., Any] | None, options: dict[str, Any],
+                 python: Callable | None = None, judge: dict | None = None):
+        self.text = text
+        self.fields = fields
+        self.fn = fn
+        self.options = options
+        self.python = python
+        self.judge = judge
+
+    @property
+    def needs_lm(self) -> bool:
+        return self.judge is not None
+
+    @classmethod
+    def parse(cls, text: str, near=None) -> "Metric":
+        """Build a metric from its source text, as written in a compile block."""
+        from .dsl.parser import parse
+        f, diags = parse(f"compile _metric {{ metric = {text} }}", "<metric>")
+        if diags or not f.items or not f.items[0].settings:
+            raise MetricError(f"cannot read metric '{text}'; write e.g. exact_match(answer)")
+        return cls.from_expr(f.items[0].settings[0].value, text, near)
+
+    @classmethod
+    def from_expr(cls, expr, text: str | None = None, near=None) -> "Metric":
+        """Build a metric from a parsed compile-block expression."""
+        if isinstance(expr, A.Var):
+            expr = A.Call(expr.span, expr.name, [], expr.span)
+        if not isinstance(expr, A.Call):
+            raise MetricError("a metric is a call such as exact_match(answer)")
+        text = text or _show_call(expr)
+        if expr.callee == "python":
+            from .tools import ToolImportError, import_target
+            target = expr.args[0].value.value if expr.args and isinstance(expr.args[0].value, A.Literal) else ""
+            try:
+                fn = import_target(str(target), near)
+            except ToolImportError as err:
+                raise MetricError(f"metric {text}: {err}") from None
+            return cls(text, [], None, {}, python=fn)
+        if expr.callee not in SPECS:
+            raise MetricError(f"unknown metric '{expr.callee}'; known: {', '.join(sorted(SPECS))}, python(\"pkg.mod:fn\")")
+        fields = [a.value.name for a in expr.args if a.name is None and isinstance(a.value, A.Var)]
+        options = {}
+        for a in expr.args:
+            if a.name is not None:
+                v = a.value
+                options[a.name] = v.value if isinstance(v, A.Literal) else (v.name if isinstance(v, A.Var) else None)
+        if not fields:
+            raise MetricError(f"metric {text} needs the output it scores, e.g. {expr.callee}(answer)")
+        if expr.callee == "judge":
+            return cls(text, fields, None, {}, judge={"rubric": options.get("rubric", ""), "lm": options.get("lm")})
+        return cls(text, fields, FUNCTIONS[expr.callee], options)
+
+    def score(self, example: dict[str, Any], pred) -> float:
+        """The score of a prediction against a labeled example (judge metrics: use `ascore`)."""
+        if not pred.ok:
+            return 0.0
+        if self.python is not None:
+            return _as_score(self.python(dict(example), pred.outputs()), self.text)
+        if self.fn is None:
+            raise MetricError(f"{self.text} needs an LM; call ascore")
+        total = 0.0
+        for f in self.fields:
+            total += _as_score(self.fn(example.get(f), pred[f], **self.options), self.text)
+        return total / len(self.fields)
+
+    def misses(self, example: dict[str, Any], pred) -> list[str]:
+        """The fields this prediction got wrong (all of them when it failed)."""
+        if not pred.ok:
+            return list(self.fields)
+        if self.fn is None:
+            return []
+        return [f for f in self.fields if _as_score(self.fn(example.get(f), pred[f], **self.options), self.text) < 1.0]
+
+
+def _as_score(value: Any, text: str) -> float:
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, (int, float)):
+        return min(1.0, max(0.0, float(value)))
+    raise MetricError(f"metric {text} returned {type(value).__name__}; metrics return a bool or a float")
+
+
+def _show_call(c) -> str:
+    parts = []
+    for a in c.args:
+        v = a.value
+        shown = v.name if isinstance(v, A.Var) else repr(v.value) if isinstance(v, A.Literal) else "..."
+        parts.append(f"{a.name}: {shown}" if a.name else shown)
+    return f"{c.callee}({', '.join(parts)})"

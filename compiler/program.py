@@ -18,7 +18,7 @@ from .dsl.types import Type
 from .executor import Plan
 from .graph import Graph, lower
 from .lm import DEFAULT_MODEL, SAMPLING, LMBackend, backend_for
-from .modules import ModuleFailure, ModuleKind, ModuleSpec, kinds
+from .modules import ModuleFailure, ModuleKind, ModuleSpec, Predictor, kinds
 from .prediction import Prediction
 from .reply_parser import ReplyError, coerce
 from .tools import ToolImportError, import_target, signature_problem
@@ -39,6 +39,9 @@ def load(path: str | Path, pipeline: str | None = None, *, lm: str | LMBackend |
     'book_restaurant'
     """
     path = Path(path)
+    if path.suffix == ".json":
+        from .compiling import load_compiled
+        return load_compiled(path, lm=lm, lms=lms, cache=cache)
     try:
         loaded = load_source(path, catalogue())
     except (OSError, UnicodeDecodeError) as err:
@@ -75,6 +78,7 @@ class Program:
         self.plan = Plan(self.graph, runners)
         self.cache = None if cache is False else LMCache(None if cache is True else cache)
         self.stats = Stats()
+        self.artifact = None          # set on compiled programs
         # Async tools need an event loop, so they rule out the inline path.
         self.inline = all(b.inline for b in self._used_backends()) and not any(
             pyinspect.iscoroutinefunction(self.tool(n.target)) for n in self.graph.nodes if n.op == "tool")
@@ -203,9 +207,60 @@ class Program:
             raise ValueError("; ".join(problems))
         return out
 
+    # ------------------------------------------------------------------ parameters
+    def predictors(self) -> dict[str, Predictor]:
+        """Every tunable predictor by name (a module's name; `module.part` for kinds with several)."""
+        return {p.name: p for m in self.modules.values() for p in m.predictors()}
+
+    def params(self) -> dict[str, Any]:
+        """The current instruction and demos of every predictor, as artifact `PredictorState`s."""
+        from .artifact import KnnState, PredictorState
+        out = {}
+        for name, p in self.predictors().items():
+            knn = KnnState(k=p.knn.k, fields=p.knn.fields, pool=p.knn.demos) if p.knn is not None else None
+            out[name] = PredictorState(instruction=p.instruction, demos=list(p.demos), knn=knn)
+        return out
+
+    def apply(self, params: dict[str, Any]) -> None:
+        """Install tuned parameters (PredictorState objects or their dicts) by predictor name."""
+        from .artifact import PredictorState
+        from .knn import KnnPool
+        preds = self.predictors()
+        for name, state in params.items():
+            if name not in preds:
+                raise ValueError(f"no predictor '{name}' in {self.name}; predictors: {', '.join(preds)}")
+            st = state if isinstance(state, PredictorState) else PredictorState.model_validate(state)
+            knn = KnnPool(st.knn.pool, st.knn.fields, st.knn.k) if st.knn is not None else None
+            preds[name].set_params(st.instruction, st.demos, knn)
+
+    def compile(self, trainset, valset=None, metric: str = "", optimizer: str = "bootstrap_fewshot", **kw) -> "Program":
+        """Search demos and instructions against a metric; return the compiled program.
+
+        `trainset`/`valset` are lists of dicts or paths to JSONL/CSV files; see `CompileConfig` for
+        the other settings (seed, budget, teacher, proposer, concurrency, storage, study, options).
+        """
+        from .compiling import CompileConfig, compile_program
+        return compile_program(self, CompileConfig(trainset=trainset, valset=valset, metric=metric,
+                                                   optimizer=optimizer, **kw))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the compiled artifact (a program that came from `compile` or `load_compiled`)."""
+        if self.artifact is None:
+            raise ValueError("only a compiled program can be saved; call .compile(...) first")
+        from .compiling import write_artifact
+        return write_artifact(self, Path(path))
+
+    @property
+    def report(self):
+        return self.artifact.report if self.artifact is not None else None
+
     # ------------------------------------------------------------------ running
-    def runtime(self) -> Runtime:
-        return Runtime(self._backends, self.cache, self.stats)
+    def runtime(self, budget=None, stats: Stats | None = None) -> Runtime:
+        return Runtime(self._backends, self.cache, stats or self.stats, budget)
+
+    def default_lm_name(self, name: str | None = None) -> str:
+        """The runtime key of a declared LM, or of the file's default LM."""
+        return name if name in self._backends else DEFAULT_LM
 
     def __call__(self, **inputs: Any) -> Prediction:
         """Run the pipeline on one input and return its Prediction (failures are recorded, not raised)."""

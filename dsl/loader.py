@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 from . import ast as A
 from .catalogue import Catalogue
@@ -24,10 +25,13 @@ class Loaded:
         return [d for d in self.diagnostics if d.severity == "error"]
 
 
-def load(path: str | Path, catalogue: Catalogue, source: str | None = None) -> Loaded:
+def load(path: str | Path, catalogue: Catalogue, source: str | None = None,
+         reader: Callable[[Path], str] | None = None) -> Loaded:
     """Parse `path` and its imports (relative to the importing file), then check them together.
 
     Import cycles and unreadable imports are diagnostics at the `import` line, not exceptions.
+    `reader` reads imported files (default: from disk); a compiled artifact passes one that serves
+    the sources embedded in it.
 
     >>> import tempfile, os
     >>> d = tempfile.mkdtemp(); p = os.path.join(d, "a.pipe")
@@ -76,7 +80,7 @@ def load(path: str | Path, catalogue: Catalogue, source: str | None = None) -> L
         if target in done:
             return
         try:
-            body = target.read_text(encoding="utf-8")
+            body = reader(target) if reader is not None else target.read_text(encoding="utf-8")
         except UnicodeDecodeError as err:
             unreadable(item, f"not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})")
             return

@@ -1,8 +1,7 @@
 """pipec.optimizers: search over each module's instruction and demos against a metric.
 
-The optimizers themselves arrive with the compile work (see the project's issues); this package
-holds the table the checker validates `optimizer = ...` settings in compile blocks against, so a
-compile block written today is checked with the options those optimizers will take.
+One file per optimizer, each defining one `Optimizer` subclass; `get_optimizer(name)` finds it.
+`SPECS` is what the checker validates `optimizer = ...` settings in compile blocks against.
 """
 from __future__ import annotations
 
@@ -31,4 +30,30 @@ SPECS: dict[str, FunctionSpec] = {
                              "majority vote of the top programs"),
 }
 
-__all__ = ["SPECS"]
+_FILES = {"labeled_fewshot": "labeled_fewshot", "bootstrap_fewshot": "bootstrap_fewshot",
+          "random_search": "random_search", "knn_fewshot": "knn_fewshot", "mipro": "mipro", "ensemble": "ensemble"}
+
+
+def get_optimizer(name: str):
+    """The optimizer class for a compile-block name.
+
+    >>> get_optimizer("bootstrap_fewshot").name
+    'bootstrap_fewshot'
+    """
+    import importlib
+    from .base import Optimizer
+    if name not in _FILES:
+        raise ValueError(f"unknown optimizer '{name}'; known: {', '.join(sorted(_FILES))}")
+    try:
+        module = importlib.import_module(f"{__name__}.{_FILES[name]}")
+    except ModuleNotFoundError as err:
+        if err.name == f"{__name__}.{_FILES[name]}":
+            raise ValueError(f"optimizer '{name}' is not available in this version of pipec") from None
+        raise
+    for value in vars(module).values():
+        if isinstance(value, type) and issubclass(value, Optimizer) and value.name == name:
+            return value
+    raise ValueError(f"optimizer '{name}' has no implementation class")
+
+
+__all__ = ["SPECS", "get_optimizer"]

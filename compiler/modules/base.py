@@ -49,6 +49,7 @@ class Predictor:
     params: dict[str, Any]
     demos: list[dict[str, Any]] = field(default_factory=list)
     structured: bool = True
+    knn: Any = None                 # a KnnPool: demos chosen per input instead of fixed demos
     _prefix: list[dict[str, str]] = field(default_factory=list, repr=False)
     _fields: list[tuple[str, Type]] = field(default_factory=list, repr=False)
     _schema: dict | None = field(default=None, repr=False)
@@ -58,20 +59,34 @@ class Predictor:
 
     def rebuild(self) -> None:
         """Recompute the cached prompt prefix after instruction or demos change."""
-        prefix = [{"role": "system", "content": system_message(self.instruction, self.inputs, self.outputs)}]
-        for demo in self.demos:
-            prefix.append({"role": "user", "content": user_message(self.inputs, demo)})
-            prefix.append({"role": "assistant", "content": assistant_message(self.outputs, demo)})
-        self._prefix = prefix
+        self._prefix = self._prefix_for(self.demos)
         self._fields = [(n, t) for n, t, _ in self.outputs]
         self._schema = object_schema(self._fields)
+
+    def _prefix_for(self, demos: list[dict[str, Any]]) -> list[dict[str, str]]:
+        prefix = [{"role": "system", "content": system_message(self.instruction, self.inputs, self.outputs)}]
+        for demo in demos:
+            prefix.append({"role": "user", "content": user_message(self.inputs, demo)})
+            prefix.append({"role": "assistant", "content": assistant_message(self.outputs, demo)})
+        return prefix
+
+    def set_params(self, instruction: str | None = None, demos: list[dict[str, Any]] | None = None,
+                   knn: Any = None) -> None:
+        """Install tuned parameters (what optimizers choose and artifacts store)."""
+        if instruction is not None:
+            self.instruction = instruction
+        if demos is not None:
+            self.demos = list(demos)
+        self.knn = knn
+        self.rebuild()
 
     @property
     def schema(self) -> dict:
         return self._schema
 
     def messages(self, values: dict[str, Any]) -> list[dict[str, str]]:
-        return self._prefix + [{"role": "user", "content": user_message(self.inputs, values)}]
+        prefix = self._prefix if self.knn is None else self._prefix_for(self.knn.select(values))
+        return prefix + [{"role": "user", "content": user_message(self.inputs, values)}]
 
     def request(self, messages: list[dict[str, str]], ctx) -> LMRequest:
         backend = ctx.row.runtime.lms[self.lm]
@@ -81,6 +96,7 @@ class Predictor:
     async def __call__(self, values: dict[str, Any], ctx) -> dict[str, Any]:
         messages = self.messages(values)
         reply, rec = await ctx.complete(self.name, self.lm, self.request(messages, ctx))
+        rec.inputs = values
         try:
             rec.parsed = parse_reply(reply.text, self._fields)
             return rec.parsed
@@ -90,6 +106,7 @@ class Predictor:
         retry = messages + [{"role": "assistant", "content": reply.text},
                             {"role": "user", "content": retry_message(first, self.outputs)}]
         reply, rec = await ctx.complete(self.name, self.lm, self.request(retry, ctx), attempt=2)
+        rec.inputs = values
         try:
             rec.parsed = parse_reply(reply.text, self._fields)
             return rec.parsed

@@ -1,0 +1,143 @@
+"""The compiled artifact: a versioned JSON document with everything needed to run a tuned pipeline.
+
+It embeds the .pipe sources (so it runs without them and a diff shows what changed), each
+predictor's instruction and demos, the LM ids and options, and the compile report. It never holds
+an API key: LM options name the environment variable (`api_key_env`), never its value.
+The schema is validated with pydantic on load; an artifact from a newer or unknown format version
+is refused with a message saying so.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+FORMAT = "pipec-compiled"
+FORMAT_VERSION = 1
+
+
+class ArtifactError(Exception):
+    """An artifact that cannot be used: unreadable, tampered, or from an unsupported version."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KnnState(_Model):
+    k: int = Field(ge=1)
+    fields: list[str]
+    pool: list[dict[str, Any]]
+
+
+class PredictorState(_Model):
+    """A predictor's tuned parameters: its instruction, fixed demos, or a pool for per-input demos."""
+
+    instruction: str
+    demos: list[dict[str, Any]] = []
+    knn: KnnState | None = None
+
+
+class Trial(_Model):
+    number: int
+    score: float
+    full: bool = True                 # scored on the whole valset (not a minibatch)
+    note: str = ""
+
+
+class Report(_Model):
+    """What a compile did. Everything here is deterministic for a given seed and LM cache."""
+
+    pipeline: str
+    optimizer: str
+    options: dict[str, Any] = {}
+    metric: str
+    seed: int
+    budget: int | None = None
+    trainset: int
+    valset: int
+    baseline_score: float
+    compiled_score: float
+    lm_requests: int = 0              # LM calls plus cache hits: the same whether or not the cache was warm
+    tokens: int = 0
+    cost: float = 0.0
+    trials: list[Trial] = []
+    fingerprint: str
+    lms: dict[str, str] = {}          # role -> LM id (task, teacher, proposer)
+
+    def summary(self) -> str:
+        lift = self.compiled_score - self.baseline_score
+        return (f"{self.pipeline}: {self.optimizer} (seed {self.seed}) on {self.trainset} train / {self.valset} val rows\n"
+                f"  metric {self.metric}: baseline {self.baseline_score:.3f} -> compiled {self.compiled_score:.3f} "
+                f"({lift:+.3f})\n"
+                f"  {self.lm_requests} LM requests, {self.tokens} tokens, ${self.cost:.4f}, {len(self.trials)} trials")
+
+
+class LMState(_Model):
+    model: str
+    options: dict[str, Any] = {}
+
+
+class Sources(_Model):
+    main: str                          # the main .pipe file, relative to the artifact's folder
+    files: dict[str, str]              # relative path -> text, imports included
+    fingerprint: str
+
+
+class Artifact(_Model):
+    format: Literal["pipec-compiled"] = FORMAT
+    format_version: int
+    pipec_version: str
+    pipeline: str
+    sources: Sources
+    graph: dict[str, Any]
+    lms: dict[str, LMState]
+    predictors: dict[str, PredictorState]
+    ensemble: list[dict[str, PredictorState]] = []
+    report: Report
+
+    def dumps(self) -> str:
+        """Canonical JSON: sorted keys, stable across runs, so equal artifacts are equal bytes."""
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def fingerprint(*parts: Any) -> str:
+    """sha256 over a canonical JSON encoding of the parts."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def read_artifact(path: str | Path) -> Artifact:
+    """Load and validate an artifact; raise ArtifactError naming the file and the problem."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ArtifactError(f"{path}: cannot read: {err.strerror or err}") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{path}: not a JSON document (truncated or damaged?): {err}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: not a pipec compiled artifact (no \"format\": \"{FORMAT}\")")
+    version = raw.get("format_version")
+    if not isinstance(version, int):
+        raise ArtifactError(f"{path}: the artifact has no format version")
+    if version > FORMAT_VERSION:
+        raise ArtifactError(f"{path}: artifact format version {version} is newer than this pipec "
+                            f"({raw.get('pipec_version', '?')} wrote it; this pipec reads up to version {FORMAT_VERSION}); "
+                            "upgrade pipec")
+    if version < 1:
+        raise ArtifactError(f"{path}: unknown artifact format version {version}")
+    try:
+        art = Artifact.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ArtifactError(f"{path}: invalid artifact at '{where}': {first['msg']} "
+                            f"({err.error_count()} problem{'s' * (err.error_count() != 1)})") from None
+    expected = fingerprint(art.sources.main, art.sources.files)
+    if art.sources.fingerprint != expected:
+        raise ArtifactError(f"{path}: the embedded sources do not match their fingerprint (was the file edited by hand?)")
+    return art

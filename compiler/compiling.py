@@ -1,0 +1,371 @@
+"""Compile: search each predictor's instruction and demos against a metric, emit the artifact.
+
+`compile_program` loads and checks the data, scores the uncompiled pipeline on the valset, hands a
+`Session` to the chosen optimizer (which only chooses parameters), scores the result, and writes a
+versioned artifact. Everything is keyed by a fingerprint of the sources, data, metric, optimizer
+settings, seed, budget and LM ids: compiling unchanged inputs again is a cache hit with no LM call.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .artifact import (FORMAT_VERSION, Artifact, ArtifactError, LMState, PredictorState, Report, Sources, Trial,
+                       fingerprint, read_artifact)
+from .budget import Budget
+from .context import Stats
+from .dataset import DatasetError, Example, check_examples, read_examples, split
+from .evaluate import EvalResult, evaluate
+from .graph import show_expr
+from .metrics import Metric
+from .progress import Progress
+from .version import __version__
+
+
+@dataclass
+class CompileConfig:
+    """Everything a compile depends on (the compile block's settings, or the API's arguments)."""
+
+    trainset: Any
+    valset: Any = None
+    metric: str = ""
+    optimizer: str = "bootstrap_fewshot"
+    options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    budget: int | None = None
+    teacher: str | None = None        # an LM id or a declared lm name
+    proposer: str | None = None
+    concurrency: int = 4
+    storage: str | None = None        # an optuna storage URL
+    study: str | None = None
+    progress: bool | None = False
+    val_fraction: float = 0.4
+    base_dir: Path | None = None      # data paths are relative to this (the .pipe file's folder)
+
+
+class CompileProgress:
+    """One status line: trial, best score so far, LM calls (of the budget), tokens, cost, time."""
+
+    def __init__(self, budget: Budget, stats: Stats, enabled: bool | None, stream=None):
+        self.budget, self.stats = budget, stats
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.best: float | None = None
+        self.trial = 0
+        self.total: int | None = None
+        self.phase = ""
+        self.start = time.perf_counter()
+
+    def line(self) -> str:
+        st = self.stats
+        calls = f"{st.calls}" + (f"/{self.budget.limit}" if self.budget.limit else "")
+        trial = f"trial {self.trial}" + (f"/{self.total}" if self.total else "")
+        best = f"best {self.best:.3f}" if self.best is not None else "best -"
+        return (f"{self.phase:<12} {trial}  {best}  LM calls {calls} ({st.cache_hits} cached)  "
+                f"{st.prompt_tokens + st.completion_tokens} tokens  ${st.cost:.4f}  {time.perf_counter() - self.start:.0f}s")
+
+    def update(self, phase: str | None = None) -> None:
+        if phase is not None:
+            self.phase = phase
+        if self.enabled:
+            self.stream.write("\r\x1b[2K" + self.line())
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+
+
+class Session:
+    """What an optimizer works with: data, metric, evaluation, the teacher, the budget, the seed.
+
+    Optimizers never touch the graph; they return parameters (`PredictorState` by predictor name).
+    """
+
+    def __init__(self, program, config: CompileConfig, trainset: list[Example], valset: list[Example],
+                 metric: Metric, budget: Budget, stats: Stats, progress: CompileProgress):
+        self.program = program
+        self.config = config
+        self.trainset = trainset
+        self.valset = valset
+        self.metric = metric
+        self.budget = budget
+        self.stats = stats
+        self.progress = progress
+        self.seed = config.seed
+        self.options = dict(config.options)
+        self.trials: list[Trial] = []
+        self.best_score: float | None = None
+        self._teacher = None
+        self._proposer = None
+
+    # -- parameters
+    def baseline(self) -> dict[str, PredictorState]:
+        """The uncompiled parameters: signature instructions, no demos."""
+        return self._baseline
+
+    def rng(self, salt: str = "") -> random.Random:
+        """A deterministic random stream for a named purpose."""
+        return random.Random(f"{self.seed}:{salt}")
+
+    # -- running
+    def evaluate(self, params: dict[str, PredictorState], rows: list[Example] | None = None) -> EvalResult:
+        """Score the program with these parameters on `rows` (default: the valset)."""
+        self.program.apply(params)
+        rt = self.program.runtime(self.budget, self.stats)
+        return evaluate(self.program, rows if rows is not None else self.valset, self.metric,
+                        self.config.concurrency, runtime=rt)
+
+    def run_teacher(self, params: dict[str, PredictorState], rows: list[Example]) -> EvalResult:
+        """Run the teacher (the program itself, or on the teacher LM) with `params` and score each row.
+
+        Each row's `prediction.trace` holds every predictor call with its inputs and parsed
+        outputs: the material for bootstrapped demos.
+        """
+        teacher = self.teacher()
+        teacher.apply(params)
+        rt = teacher.runtime(self.budget, self.stats)
+        return evaluate(teacher, rows, self.metric, self.config.concurrency, runtime=rt)
+
+    def teacher(self):
+        if self.config.teacher is None:
+            return self.program
+        if self._teacher is None:
+            from .program import Program
+            self._teacher = Program(self.program.loaded, self.program.path, self.program.name,
+                                    lm=resolve_lm(self.program, self.config.teacher), cache=self.program.cache is not None)
+            self._teacher.cache = self.program.cache
+        return self._teacher
+
+    def proposer(self):
+        """The LM backend that proposes instructions (the proposer, else the teacher, else the task LM)."""
+        if self._proposer is None:
+            from .lm import backend_for
+            choice = self.config.proposer or self.config.teacher
+            if choice is None:
+                self._proposer = self.program.backend(self.program.default_lm_name())
+            else:
+                resolved = resolve_lm(self.program, choice)
+                self._proposer = resolved if not isinstance(resolved, str) else backend_for(resolved)
+        return self._proposer
+
+    # -- bookkeeping
+    def record(self, score: float, full: bool = True, note: str = "") -> Trial:
+        """Record a trial's score (shown in the progress line and kept in the report)."""
+        t = Trial(number=len(self.trials) + 1, score=round(score, 6), full=full, note=note)
+        self.trials.append(t)
+        if full and (self.best_score is None or score > self.best_score):
+            self.best_score = score
+            self.progress.best = score
+        self.progress.trial = t.number
+        self.progress.update()
+        return t
+
+    @property
+    def out_of_budget(self) -> bool:
+        return self.budget.exhausted
+
+
+def resolve_lm(program, choice: str):
+    """A declared lm name resolves to its backend; anything else is an LM id."""
+    if choice in program.checked.lms:
+        return program.backend(choice)
+    return choice
+
+
+def _rows(data, base: Path | None) -> tuple[list[Example], Any]:
+    """Examples from a path or a list of dicts, plus what identifies them in the fingerprint."""
+    if isinstance(data, (str, Path)):
+        p = Path(data)
+        if base is not None and not p.is_absolute() and not p.exists():
+            p = base / p
+        examples = read_examples(p)
+    else:
+        examples = [Example(dict(r), f"row {i + 1}") for i, r in enumerate(data)]
+    return examples, [e.values for e in examples]
+
+
+def lm_identity(program) -> dict[str, Any]:
+    """LM ids and options by declared name: part of the fingerprint, never a key's value."""
+    out = {}
+    for name, decl in program.checked.lms.items():
+        out[name] = {"model": program.lm_ids.get(name, decl.model),
+                     "options": {o.name: getattr(o.value, "name", o.value) for o in decl.options}}
+    out["__default__"] = {"model": program.backend(program.default_lm_name()).describe()}
+    return out
+
+
+def source_files(program) -> dict[str, str]:
+    """The program's .pipe sources keyed by path relative to the main file's folder."""
+    base = program.path.resolve().parent
+    out = {}
+    for shown, text in program.loaded.sources.items():
+        p = Path(shown)
+        real = (p if p.is_absolute() else Path.cwd() / p).resolve()
+        out[os.path.relpath(real, base).replace(os.sep, "/")] = text
+    return out
+
+
+def compile_program(program, config: CompileConfig):
+    """Compile `program` per `config`; returns the program with tuned parameters and `.artifact` set."""
+    from pipec.optimizers import get_optimizer
+    started = time.perf_counter()
+    base = config.base_dir or program.path.resolve().parent
+    metric = Metric.parse(config.metric, near=base) if isinstance(config.metric, str) else config.metric
+    unknown = [f for f in metric.fields if f not in program.output_names]
+    if unknown:
+        raise ValueError(f"metric {metric.text} scores {', '.join(unknown)}, not an output of {program.name} "
+                         f"(outputs: {', '.join(program.output_names)})")
+    labels = metric.fields
+    train, train_id = _rows(config.trainset, base)
+    train = check_examples(train, program, labels)
+    if config.valset is not None:
+        val, val_id = _rows(config.valset, base)
+        val = check_examples(val, program, labels)
+    else:
+        train, val = split(train, config.seed, config.val_fraction)
+        val_id = "split"
+    optimizer = get_optimizer(config.optimizer)(**config.options)
+    fp = fingerprint(FORMAT_VERSION, source_files(program), program.name, train_id, val_id, metric.text,
+                     config.optimizer, optimizer.settings(), config.seed, config.budget, lm_identity(program),
+                     config.teacher, config.proposer)
+    cached = _cached_artifact(program, fp)
+    if cached is not None:
+        program.apply(cached.predictors)
+        program.artifact = cached
+        program.compile_seconds = time.perf_counter() - started
+        program.compile_cache_hit = True
+        return program
+    budget = Budget(config.budget)
+    stats = Stats()
+    progress = CompileProgress(budget, stats, config.progress)
+    session = Session(program, config, train, val, metric, budget, stats, progress)
+    session._baseline = program.params()
+    try:
+        progress.update("baseline")
+        baseline = session.evaluate(session.baseline())
+        progress.update("optimizing")
+        params, score = optimizer.optimize(session)
+        progress.update("final eval")
+        if score is None:
+            result = session.evaluate(params)
+            score = result.score if not result.incomplete else session.best_score or 0.0
+    finally:
+        progress.close()
+    program.apply(params)
+    tokens = stats.prompt_tokens + stats.completion_tokens
+    report = Report(pipeline=program.name, optimizer=config.optimizer, options=optimizer.settings(),
+                    metric=metric.text, seed=config.seed, budget=config.budget, trainset=len(train), valset=len(val),
+                    baseline_score=round(baseline.score, 6), compiled_score=round(score, 6),
+                    lm_requests=stats.calls + stats.cache_hits, tokens=tokens, cost=round(stats.cost, 6),
+                    trials=session.trials, fingerprint=fp,
+                    lms={"task": program.backend(program.default_lm_name()).describe(),
+                         **({"teacher": str(config.teacher)} if config.teacher else {}),
+                         **({"proposer": str(config.proposer)} if config.proposer else {})})
+    program.artifact = build_artifact(program, report, program.path.resolve().parent)
+    program.compile_seconds = time.perf_counter() - started
+    program.compile_cache_hit = False
+    program.compile_stats = stats
+    _store_cached(program, fp)
+    return program
+
+
+def build_artifact(program, report: Report, folder: Path) -> Artifact:
+    """The artifact of a compiled program, with sources relative to `folder` (where it will be saved)."""
+    base = program.path.resolve().parent
+    files = {}
+    for rel, text in source_files(program).items():
+        files[os.path.relpath(base / rel, folder).replace(os.sep, "/")] = text
+    main = os.path.relpath(program.path.resolve(), folder).replace(os.sep, "/")
+    nodes = [{"id": n.id, "op": n.op, "target": n.target, "deps": list(n.deps),
+              "args": {k: show_expr(e) for k, e in n.args}} for n in program.graph.nodes]
+    graph = {"inputs": [n for n, _, _ in program.graph.inputs], "nodes": nodes,
+             "outputs": {n: show_expr(e) for n, _, e in program.graph.outputs}}
+    lms = {}
+    for name, decl in program.checked.lms.items():
+        lms[name] = LMState(model=decl.model, options={o.name: getattr(o.value, "name", o.value) for o in decl.options})
+    return Artifact(format_version=FORMAT_VERSION, pipec_version=__version__, pipeline=program.name,
+                    sources=Sources(main=main, files=files, fingerprint=fingerprint(main, files)),
+                    graph=graph, lms=lms, predictors=program.params(), report=report)
+
+
+def write_artifact(program, path: Path) -> Path:
+    """Save a compiled program's artifact at `path` (sources re-rooted to the destination folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    art = build_artifact(program, program.artifact.report, path.resolve().parent)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(art.dumps(), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def load_compiled(path: str | Path, *, lm=None, lms=None, cache=True):
+    """Load a compiled artifact as a runnable Program with its tuned parameters.
+
+    >>> prog = load_compiled("examples/intent.compiled.json")      # doctest: +SKIP
+    """
+    from .catalogue import catalogue
+    from .dsl.diagnostics import PipeError
+    from .dsl.loader import load as load_source
+    from .program import Program
+    path = Path(path)
+    art = read_artifact(path)
+    folder = path.resolve().parent
+    files = {(folder / rel).resolve(): text for rel, text in art.sources.files.items()}
+    main = (folder / art.sources.main).resolve()
+    if main not in files:
+        raise ArtifactError(f"{path}: the main source '{art.sources.main}' is not embedded")
+
+    def reader(p: Path) -> str:
+        try:
+            return files[p.resolve()]
+        except KeyError:
+            raise OSError(2, "not embedded in the artifact") from None
+
+    loaded = load_source(main, catalogue(), source=files[main], reader=reader)
+    try:
+        program = Program(loaded, main, art.pipeline, lm=lm, lms=lms, cache=cache)
+    except PipeError as err:
+        raise ArtifactError(f"{path}: the embedded sources no longer check with this pipec:\n{err.render()}") from None
+    try:
+        program.apply(art.predictors)
+    except ValueError as err:
+        raise ArtifactError(f"{path}: {err}") from None
+    program.artifact = art
+    return program
+
+
+def _cache_path(program, fp: str) -> Path:
+    return Path(program.cache.directory) / "compiled" / f"{fp}.json"
+
+
+def _cached_artifact(program, fp: str) -> Artifact | None:
+    if program.cache is None:
+        return None
+    p = _cache_path(program, fp)
+    if not p.exists():
+        return None
+    try:
+        art = read_artifact(p)
+    except ArtifactError:
+        return None
+    return art if art.report.fingerprint == fp else None
+
+
+def _store_cached(program, fp: str) -> None:
+    if program.cache is None:
+        return
+    try:
+        write_artifact(program, _cache_path(program, fp))
+    except OSError:
+        pass   # a read-only cache only costs the next compile its shortcut
+
+
+__all__ = ["CompileConfig", "Session", "compile_program", "load_compiled", "write_artifact", "DatasetError"]

@@ -1,0 +1,114 @@
+"""Datasets for compile and eval: JSONL or CSV rows, checked against a pipeline, split by seed."""
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class DatasetError(Exception):
+    """Rows that cannot be used; `problems` lists every one as `file:line: reason`."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        super().__init__("\n".join(shown))
+
+
+@dataclass(slots=True)
+class Example:
+    """One labeled row and where it came from (for error messages and eval tables)."""
+
+    values: dict[str, Any]
+    where: str
+
+
+def read_examples(path: str | Path) -> list[Example]:
+    """Read a .jsonl or .csv file; raise DatasetError naming every bad line.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "d.jsonl"); _ = open(p, "w").write('{"q": "a"}\\n\\n{"q": "b"}\\n')
+    >>> [e.where.rsplit(":", 1)[1] for e in read_examples(p)]
+    ['1', '3']
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetError([f"{path}: cannot read: {getattr(err, 'strerror', None) or err}"]) from None
+    problems: list[str] = []
+    rows: list[Example] = []
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        if not reader.fieldnames:
+            raise DatasetError([f"{path}:1: no header row"])
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                problems.append(f"{path}:{line}: more values than header columns")
+                continue
+            if any(v is None for v in row.values()):
+                problems.append(f"{path}:{line}: fewer values than header columns")
+                continue
+            rows.append(Example(dict(row), f"{path}:{line}"))
+    else:
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError as err:
+                problems.append(f"{path}:{lineno}: invalid JSON: {err}")
+                continue
+            if not isinstance(value, dict):
+                problems.append(f"{path}:{lineno}: expected a JSON object, got {type(value).__name__}")
+                continue
+            rows.append(Example(value, f"{path}:{lineno}"))
+    if problems:
+        raise DatasetError(problems)
+    if not rows:
+        raise DatasetError([f"{path}: no rows"])
+    return rows
+
+
+def check_examples(examples: list[Example], program, label_fields: list[str]) -> list[Example]:
+    """Coerce inputs to the pipeline's types and require the fields the metric scores.
+
+    Returns the examples with coerced input values (labels kept as they are); raises DatasetError
+    listing every problem at once.
+    """
+    problems: list[str] = []
+    out: list[Example] = []
+    for ex in examples:
+        try:
+            coerced = program.prepare(ex.values)
+        except ValueError as err:
+            problems.append(f"{ex.where}: {err}")
+            continue
+        missing = [f for f in label_fields if f not in ex.values]
+        if missing:
+            problems.append(f"{ex.where}: missing label{'s' * (len(missing) > 1)} " + ", ".join(f"'{m}'" for m in missing)
+                            + " that the metric scores")
+            continue
+        out.append(Example({**ex.values, **coerced}, ex.where))
+    if problems:
+        raise DatasetError(problems)
+    return out
+
+
+def split(examples: list[Example], seed: int, val_fraction: float = 0.4) -> tuple[list[Example], list[Example]]:
+    """A seeded train/val split (at least one row on each side when there are two or more).
+
+    >>> tr, va = split([Example({"i": i}, str(i)) for i in range(10)], seed=1)
+    >>> len(tr), len(va)
+    (6, 4)
+    """
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(examples) * val_fraction)) if len(examples) > 1 else 0
+    val = sorted(order[:n_val])
+    train = sorted(order[n_val:])
+    return [examples[i] for i in train], [examples[i] for i in val]

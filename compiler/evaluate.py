@@ -1,0 +1,146 @@
+"""Scoring a program on labeled examples: the score, per-field misses, and every row's result."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .batch import bounded, run_one
+from .budget import BudgetExhausted
+from .context import RowContext
+from .dataset import Example
+from .dsl.types import BOOL, STR
+from .metrics import Metric
+from .modules.base import ModuleFailure, Predictor
+from .prediction import Prediction
+from .progress import Progress
+
+
+@dataclass(slots=True)
+class RowResult:
+    where: str
+    inputs: dict[str, Any]
+    expected: dict[str, Any]
+    outputs: dict[str, Any] | None
+    score: float
+    error: str | None = None
+    raw: str = ""
+    misses: list[str] = field(default_factory=list)
+    prediction: Prediction | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.score >= 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"where": self.where, "inputs": self.inputs, "expected": self.expected, "outputs": self.outputs,
+                "score": self.score, "passed": self.passed, "error": self.error, "raw": self.raw}
+
+
+@dataclass(slots=True)
+class EvalResult:
+    """The mean score over rows, and the rows (in input order)."""
+
+    score: float
+    rows: list[RowResult]
+    metric: str
+    incomplete: bool = False          # the LM call budget ran out before every row was scored
+
+    @property
+    def failures(self) -> int:
+        """Rows whose prediction failed outright (no outputs), not merely wrong ones."""
+        return sum(r.error is not None for r in self.rows)
+
+    def field_misses(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.rows:
+            for f in r.misses:
+                out[f] = out.get(f, 0) + 1
+        return out
+
+
+class Judge:
+    """The LM side of a `judge(...)` metric: a yes/no verdict on one field against a rubric."""
+
+    def __init__(self, metric: Metric, lm_name: str):
+        rubric = metric.judge["rubric"] or "The prediction gives the same answer as the expected value."
+        self.predictor = Predictor(
+            "metric.judge", f"Judge whether a prediction is acceptable. Rubric: {rubric}",
+            [("expected", STR, "the reference answer"), ("prediction", STR, "the answer to judge")],
+            [("acceptable", BOOL, "true if the prediction meets the rubric")], lm_name, {"temperature": 0.0})
+        self.fields = metric.fields
+
+    async def score(self, example: dict[str, Any], pred: Prediction, row: RowContext) -> float:
+        if not pred.ok:
+            return 0.0
+        total = 0.0
+        for f in self.fields:
+            ctx = row.node(f"judge:{f}", "metric")
+            try:
+                verdict = await self.predictor({"expected": _text(example.get(f)), "prediction": _text(pred[f])}, ctx)
+            except ModuleFailure:
+                continue                  # an unreadable verdict counts as a miss
+            total += 1.0 if verdict["acceptable"] else 0.0
+        return total / len(self.fields)
+
+
+def _text(v: Any) -> str:
+    import json
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+
+
+async def evaluate_async(program, examples: list[Example], metric: Metric, concurrency: int = 4,
+                         progress: Progress | None = None, runtime=None) -> EvalResult:
+    """Run the program on every example and score it; failed rows score 0 and keep their error."""
+    runtime = runtime or program.runtime()
+    judge = Judge(metric, program.default_lm_name(metric.judge.get("lm"))) if metric.needs_lm else None
+    input_names = [n for n, _, _ in program.inputs]
+    results: list[RowResult | None] = [None] * len(examples)
+    incomplete = [False]
+
+    async def work(i):
+        ex = examples[i]
+        values = {n: ex.values.get(n) for n in input_names}
+        expected = {f: ex.values.get(f) for f in metric.fields}
+        try:
+            prepared = program.prepare(ex.values)
+        except ValueError as err:
+            return i, RowResult(ex.where, values, expected, None, 0.0, str(err), misses=list(metric.fields))
+        pred = await run_one(program, prepared, runtime)
+        if _budget_failure(pred):
+            incomplete[0] = True
+        if judge is not None:
+            row = RowContext(runtime, program.inline)
+            score = await judge.score(ex.values, pred, row)
+            pred.trace.extend(row.trace)
+            misses = [] if score >= 1.0 else list(metric.fields)
+        else:
+            try:
+                score = metric.score(ex.values, pred)
+                misses = metric.misses(ex.values, pred)
+            except Exception as err:       # a user metric that raises scores 0 for that row
+                return i, RowResult(ex.where, values, expected, pred.outputs() if pred.ok else None, 0.0,
+                                    f"metric {metric.text} raised {type(err).__name__}: {err}", prediction=pred)
+        return i, RowResult(ex.where, values, expected, pred.outputs() if pred.ok else None, score, pred.error,
+                            pred.raw, misses, pred)
+
+    def done(result):
+        i, row = result
+        results[i] = row
+        if progress is not None:
+            progress.advance(row.error is None)
+
+    await bounded(range(len(examples)), concurrency, work, done)
+    rows = [r for r in results if r is not None]
+    score = sum(r.score for r in rows) / len(rows) if rows else 0.0
+    return EvalResult(score, rows, metric.text, incomplete[0])
+
+
+def _budget_failure(pred: Prediction) -> bool:
+    return pred.error is not None and BudgetExhausted.MARK in pred.error
+
+
+def evaluate(program, examples: list[Example], metric: Metric, concurrency: int = 4, progress: Progress | None = None,
+             runtime=None) -> EvalResult:
+    """Synchronous `evaluate_async`."""
+    from .program import run_coroutine
+    return run_coroutine(evaluate_async(program, examples, metric, concurrency, progress, runtime))

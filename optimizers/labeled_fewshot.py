@@ -1,0 +1,45 @@
+"""LabeledFewShot: demos sampled (by seed) from labeled training rows."""
+from __future__ import annotations
+
+from pipec.dsl.catalogue import OptionSpec
+
+from .base import Optimizer, labeled_demo, with_demos
+
+
+class LabeledFewShot(Optimizer):
+    """Each predictor whose fields all appear in the training rows gets `max_labeled` of them as demos.
+
+    compile block: `optimizer = labeled_fewshot(max_labeled: 4)`
+    """
+
+    name = "labeled_fewshot"
+    doc = "demos sampled from labeled rows"
+    options = {"max_labeled": OptionSpec("int", "demos per predictor", minimum=0),
+               "max_demos": OptionSpec("int", "alias of max_labeled", minimum=0),
+               "seed": OptionSpec("int", "sampling seed (default: the compile seed)")}
+    defaults = {"max_labeled": 4}
+
+    def optimize(self, session):
+        params = self._labeled(session)
+        k = self.opts.get("max_demos", self.opts["max_labeled"])
+        result = session.evaluate(params)
+        session.record(result.score, full=not result.incomplete, note=f"{k} labeled demos")
+        return params, (result.score if not result.incomplete else None)
+
+    def _labeled(self, session):
+        """The labeled demo set, without scoring it."""
+        k = self.opts.get("max_demos", self.opts["max_labeled"])
+        rng = session.rng(f"labeled:{self.opts.get('seed', '')}")
+        order = list(range(len(session.trainset)))
+        rng.shuffle(order)
+        demos = {}
+        for name, pred in session.program.predictors().items():
+            picked = []
+            for i in order:
+                d = labeled_demo(pred, session.trainset[i].values)
+                if d is not None:
+                    picked.append(d)
+                if len(picked) >= k:
+                    break
+            demos[name] = picked
+        return with_demos(session.baseline(), demos)

@@ -1,0 +1,45 @@
+"""Random search over demo sets: zero-shot, labeled-only and several bootstrapped candidates, each
+scored on the valset; the best wins. Zero demos is always a candidate, because for small models
+demos can hurt, and the search must be free to say so."""
+from __future__ import annotations
+
+from pipec.dsl.catalogue import OptionSpec
+
+from .base import Optimizer
+from .bootstrap_fewshot import BootstrapFewShot
+from .labeled_fewshot import LabeledFewShot
+
+
+class RandomSearch(Optimizer):
+    """compile block: `optimizer = random_search(candidates: 8, max_demos: 4)`"""
+
+    name = "random_search"
+    doc = "best of zero-shot, labeled and randomly bootstrapped demo sets"
+    options = {**BootstrapFewShot.options,
+               "candidates": OptionSpec("int", "demo sets to score, the zero-shot one included", minimum=1)}
+    defaults = {**BootstrapFewShot.defaults, "candidates": 6}
+
+    def optimize(self, session):
+        boot_opts = {k: v for k, v in self.opts.items() if k in BootstrapFewShot.options}
+        boot = BootstrapFewShot(**boot_opts)
+        best, best_score = session.baseline(), None
+        for i in range(self.opts["candidates"]):
+            if session.out_of_budget:
+                break
+            if i == 0:
+                params, note = session.baseline(), "zero-shot"
+            elif i == 1:
+                params = LabeledFewShot(max_labeled=self.opts["max_labeled"])._labeled(session)
+                note = f"{self.opts['max_labeled']} labeled demos"
+            else:
+                rng = session.rng(f"random_search:{i}")
+                size = rng.randint(1, max(1, self.opts["max_demos"])) if i > 2 else self.opts["max_demos"]
+                params = boot.bootstrap(session, rng, max_demos=size, max_labeled=size)
+                note = f"bootstrapped set {i - 1} ({size} demos)"
+            result = session.evaluate(params)
+            if result.incomplete:
+                break
+            session.record(result.score, note=note)
+            if best_score is None or result.score > best_score:
+                best, best_score = params, result.score
+        return best, best_score
