@@ -25,6 +25,8 @@ examples:
   pipec graph examples/multihop.pipe --format mermaid
   pipec inspect examples/intent.pipe
   pipec test examples/intent.pipe
+  pipec compile examples/intent.pipe --optimizer random_search --budget 2000 --seed 7
+  pipec eval examples/intent.compiled.json --data examples/data/intent_test.jsonl
 """
 
 
@@ -87,6 +89,41 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.add_argument("--lm", help="show the prompts as they would go to this LM id")
 
+    cp = sub.add_parser("compile", help="tune demos and instructions against a metric; write the artifact",
+                        description="Compile a pipeline: search each module's demos and instructions against the "
+                                    "metric, using the file's compile block; flags override its settings. "
+                                    "Compiling unchanged inputs again is a cache hit (no LM call).")
+    common(cp)
+    cp.add_argument("--optimizer", help="labeled_fewshot, bootstrap_fewshot, random_search, knn_fewshot, mipro, ensemble")
+    cp.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="an optimizer option")
+    cp.add_argument("--trials", type=int, help="search trials (mipro) or candidates (random_search)")
+    cp.add_argument("--budget", type=int, help="most LM calls the whole compile may make")
+    cp.add_argument("--seed", type=int, help="seed for every random choice (default 0)")
+    cp.add_argument("--trainset", help="JSONL or CSV training rows")
+    cp.add_argument("--valset", help="JSONL or CSV validation rows (default: a seeded split of the trainset)")
+    cp.add_argument("--metric", help='e.g. "exact_match(intent)"')
+    cp.add_argument("--teacher", help="LM (declared name or id) that runs the program while bootstrapping")
+    cp.add_argument("--proposer", help="LM (declared name or id) that proposes instructions")
+    cp.add_argument("--concurrency", "-c", type=int, help="parallel evaluations (default 4)")
+    cp.add_argument("--storage", help="optuna storage URL (sqlite:///x.db, postgresql://...) to resume or share a search")
+    cp.add_argument("--study", help="optuna study name (with --storage)")
+    cp.add_argument("--output", "-o", help="artifact path (default: FILE with .compiled.json)")
+    cp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="show a progress line (default: when stderr is a terminal)")
+    lm_opts(cp)
+
+    ev = sub.add_parser("eval", help="score a pipeline or compiled artifact on labeled data",
+                        description="Run a .pipe file or a compiled artifact on labeled rows and report the score, "
+                                    "failures per field and a table of misses.")
+    common(ev)
+    ev.add_argument("--data", required=True, help="JSONL or CSV rows with inputs and expected outputs")
+    ev.add_argument("--metric", help="default: the compile block's (or the artifact's) metric")
+    ev.add_argument("--concurrency", "-c", type=int, default=4)
+    ev.add_argument("--show", type=int, default=20, help="misses to list (default 20; 0 for none)")
+    ev.add_argument("--output", "-o", help="write every row's result as JSONL here")
+    ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    lm_opts(ev)
+
     t = sub.add_parser("test", help="run the file's test blocks")
     t.add_argument("file", help="a .pipe file")
     t.add_argument("-k", dest="name", help="only tests whose name contains this text")
@@ -106,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return {"check": cmd_check, "run": cmd_run, "graph": cmd_graph, "inspect": cmd_inspect,
-                "test": cmd_test}[args.command](args)
+                "test": cmd_test, "compile": cmd_compile, "eval": cmd_eval}[args.command](args)
     except UsageError as err:
         print(f"pipec {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -131,10 +168,14 @@ def _load(args, **kw):
         cache = False
     elif getattr(args, "cache_dir", None):
         cache = args.cache_dir
+    from .artifact import ArtifactError
     try:
         prog = load(path, getattr(args, "pipeline", None), lm=getattr(args, "lm", None), cache=cache, **kw)
     except PipeError as err:
         print(err.render(_color(sys.stderr)), file=sys.stderr)
+        raise SystemExit(EXIT_FAIL)
+    except ArtifactError as err:
+        print(f"pipec {args.command}: error: {err}", file=sys.stderr)
         raise SystemExit(EXIT_FAIL)
     except ValueError as err:
         raise UsageError(str(err)) from None
@@ -306,6 +347,139 @@ def cmd_test(args) -> int:
         print(f"{mark} {r.test} ({r.span})" + (f": {r.detail}" if r.detail else ""))
     print(f"{passed} passed, {len(results) - passed} failed")
     return EXIT_OK if passed == len(results) else EXIT_FAIL
+
+
+def _literal(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def compile_settings(prog, args) -> dict:
+    """The compile block's settings for the pipeline, overridden by command-line flags."""
+    from .dsl import ast as A
+    settings: dict = {"options": {}}
+    block = next((b for b in prog.checked.compiles if b.pipeline == prog.name), None)
+    if block is not None:
+        for s in block.settings:
+            v = s.value
+            if s.name == "optimizer":
+                call = v if isinstance(v, A.Call) else A.Call(v.span, v.name, [], v.span)
+                settings["optimizer"] = call.callee
+                settings["options"] = {a.name: (a.value.value if isinstance(a.value, A.Literal) else
+                                                getattr(a.value, "name", None)) for a in call.args if a.name}
+            elif s.name == "metric":
+                settings["metric_expr"] = v
+            elif isinstance(v, A.Literal):
+                settings[s.name] = v.value
+            elif isinstance(v, A.Var):
+                settings[s.name] = v.name
+    for flag in ("optimizer", "budget", "seed", "trainset", "valset", "teacher", "proposer", "concurrency",
+                 "storage", "study"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            if flag == "optimizer" and value != settings.get("optimizer"):
+                settings["options"] = {}
+            settings[flag] = value
+    if getattr(args, "metric", None):
+        settings.pop("metric_expr", None)
+        settings["metric"] = args.metric
+    for item in getattr(args, "option", []):
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise UsageError(f"--option expects NAME=VALUE, got '{item}'")
+        settings["options"][name] = _literal(value)
+    if getattr(args, "trials", None) is not None:
+        key = "candidates" if settings.get("optimizer") == "random_search" else "trials"
+        settings["options"][key] = args.trials
+    return settings
+
+
+def cmd_compile(args) -> int:
+    from pathlib import Path
+    from .compiling import CompileConfig, compile_program
+    from .dataset import DatasetError
+    from .metrics import Metric, MetricError
+    prog = _load(args)
+    s = compile_settings(prog, args)
+    if "trainset" not in s:
+        raise UsageError(f"no trainset: add a compile block for {prog.name} or pass --trainset")
+    base = prog.path.resolve().parent
+    try:
+        metric = Metric.from_expr(s["metric_expr"], near=base) if "metric_expr" in s else \
+            Metric.parse(s.get("metric", ""), near=base)
+        config = CompileConfig(trainset=s["trainset"], valset=s.get("valset"), metric=metric,
+                               optimizer=s.get("optimizer", "bootstrap_fewshot"), options=s["options"],
+                               seed=int(s.get("seed", 0)), budget=s.get("budget"), teacher=s.get("teacher"),
+                               proposer=s.get("proposer"), concurrency=int(s.get("concurrency", 4)),
+                               storage=s.get("storage"), study=s.get("study"), progress=args.progress, base_dir=base)
+        compiled = compile_program(prog, config)
+    except (DatasetError, MetricError, ValueError) as err:
+        print(f"pipec compile: error: {err}", file=sys.stderr)
+        return EXIT_FAIL
+    out = Path(args.output) if args.output else prog.path.with_suffix(".compiled.json")
+    compiled.save(out)
+    how = "cache hit: nothing changed since the last compile, no LM call" if compiled.compile_cache_hit else \
+        f"{compiled.compile_stats.calls} LM calls made ({compiled.compile_stats.cache_hits} cache hits)"
+    print(compiled.report.summary())
+    for t in compiled.report.trials:
+        print(f"    trial {t.number:>3}  {t.score:.3f}{'' if t.full else ' (minibatch)'}  {t.note}")
+    print(f"  {how}, {compiled.compile_seconds:.1f}s\nwrote {out}")
+    prog.close()
+    return EXIT_OK
+
+
+def cmd_eval(args) -> int:
+    from pathlib import Path
+    from .dataset import DatasetError, check_examples, read_examples
+    from .evaluate import evaluate
+    from .metrics import Metric, MetricError
+    from .progress import Progress
+    prog = _load(args)
+    base = prog.path.resolve().parent
+    try:
+        if args.metric:
+            metric = Metric.parse(args.metric, near=base)
+        elif prog.artifact is not None:
+            metric = Metric.parse(prog.artifact.report.metric, near=base)
+        else:
+            s = compile_settings(prog, argparse.Namespace())
+            if "metric_expr" not in s:
+                raise UsageError(f"no metric: pass --metric or add a compile block for {prog.name}")
+            metric = Metric.from_expr(s["metric_expr"], near=base)
+        examples = check_examples(read_examples(args.data), prog, metric.fields)
+    except (DatasetError, MetricError) as err:
+        print(f"pipec eval: error: {err}", file=sys.stderr)
+        return EXIT_FAIL
+    bar = Progress(len(examples), prog.stats, enabled=args.progress)
+    result = evaluate(prog, examples, metric, args.concurrency, progress=bar)
+    line = bar.finish()
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            for r in result.rows:
+                fh.write(json.dumps(r.to_dict(), ensure_ascii=False, default=str) + "\n")
+    passed = sum(r.passed for r in result.rows)
+    print(f"{prog.name} on {args.data}: {metric.text} = {result.score:.3f} ({passed}/{len(result.rows)} passed, "
+          f"{result.failures} failed to produce outputs)")
+    for f, n in sorted(result.field_misses().items()):
+        print(f"  {f}: {n} wrong")
+    misses = [r for r in result.rows if not r.passed]
+    if misses and args.show:
+        print(f"\nmisses (first {min(args.show, len(misses))} of {len(misses)}):")
+        for r in misses[: args.show]:
+            inputs = ", ".join(f"{k}={_short(v)}" for k, v in r.inputs.items())
+            got = f"error: {r.error}" if r.error else ", ".join(f"{k}={_short(r.outputs.get(k))}" for k in r.expected)
+            want = ", ".join(f"{k}={_short(v)}" for k, v in r.expected.items())
+            print(f"  {r.where}: {inputs}\n      expected {want}\n      got      {got}")
+    print(line, file=sys.stderr)
+    prog.close()
+    return EXIT_OK
+
+
+def _short(v, n: int = 60) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 if __name__ == "__main__":
