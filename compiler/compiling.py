@@ -116,8 +116,15 @@ class Session:
 
     # -- running
     def evaluate(self, params: dict[str, PredictorState], rows: list[Example] | None = None) -> EvalResult:
-        """Score the program with these parameters on `rows` (default: the valset)."""
-        self.program.apply(params)
+        """Score the program with these parameters on `rows` (default: the valset).
+
+        `params` may also be a list of parameter sets: an ensemble that votes on every input.
+        """
+        if isinstance(params, list):
+            self.program.set_ensemble(params)
+        else:
+            self.program.set_ensemble([])
+            self.program.apply(params)
         rt = self.program.runtime(self.budget, self.stats)
         return evaluate(self.program, rows if rows is not None else self.valset, self.metric,
                         self.config.concurrency, runtime=rt)
@@ -237,6 +244,7 @@ def compile_program(program, config: CompileConfig):
                      config.teacher, config.proposer)
     cached = _cached_artifact(program, fp)
     if cached is not None:
+        program.set_ensemble(cached.ensemble)
         program.apply(cached.predictors)
         program.artifact = cached
         program.compile_seconds = time.perf_counter() - started
@@ -258,7 +266,10 @@ def compile_program(program, config: CompileConfig):
             score = result.score if not result.incomplete else session.best_score or 0.0
     finally:
         progress.close()
-    program.apply(params)
+    members = params if isinstance(params, list) else []
+    program.set_ensemble(members)
+    if not members:
+        program.apply(params)
     tokens = stats.prompt_tokens + stats.completion_tokens
     report = Report(pipeline=program.name, optimizer=config.optimizer, options=optimizer.settings(),
                     metric=metric.text, seed=config.seed, budget=config.budget, trainset=len(train), valset=len(val),
@@ -290,9 +301,11 @@ def build_artifact(program, report: Report, folder: Path) -> Artifact:
     lms = {}
     for name, decl in program.checked.lms.items():
         lms[name] = LMState(model=decl.model, options={o.name: getattr(o.value, "name", o.value) for o in decl.options})
+    members = [{k: (v if isinstance(v, PredictorState) else PredictorState.model_validate(v)) for k, v in m.items()}
+               for m in program.members]
     return Artifact(format_version=FORMAT_VERSION, pipec_version=__version__, pipeline=program.name,
                     sources=Sources(main=main, files=files, fingerprint=fingerprint(main, files)),
-                    graph=graph, lms=lms, predictors=program.params(), report=report)
+                    graph=graph, lms=lms, predictors=program.params(), ensemble=members, report=report)
 
 
 def write_artifact(program, path: Path) -> Path:
@@ -335,6 +348,7 @@ def load_compiled(path: str | Path, *, lm=None, lms=None, cache=True):
     except PipeError as err:
         raise ArtifactError(f"{path}: the embedded sources no longer check with this pipec:\n{err.render()}") from None
     try:
+        program.set_ensemble(art.ensemble)
         program.apply(art.predictors)
     except ValueError as err:
         raise ArtifactError(f"{path}: {err}") from None

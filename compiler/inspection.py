@@ -37,12 +37,16 @@ def inspect_program(program, values: dict[str, Any] | None = None) -> dict[str, 
             })
         sites.append({"node": node.id, "module": node.target, "kind": type(module).kind,
                       "max_lm_calls": calls, "predictors": preds})
-    return {"pipeline": program.name, "max_lm_calls": total, "calls": sites}
+    members = max(1, len(program.members))
+    return {"pipeline": program.name, "max_lm_calls": total * members, "ensemble_members": members, "calls": sites}
 
 
 def render_inspection(report: dict[str, Any]) -> str:
     out = [f"pipeline {report['pipeline']}: at most {report['max_lm_calls']} LM calls per input "
            "(each module call may retry once when its reply does not parse)"]
+    if report.get("ensemble_members", 1) > 1:
+        out.append(f"an ensemble of {report['ensemble_members']} parameter sets voting on every output; "
+                   "the prompts below are member 1's")
     for site in report["calls"]:
         out.append("")
         if "tool" in site:

@@ -72,10 +72,8 @@ class Program:
         self.modules: dict[str, ModuleKind] = self._modules()
         self._tools: dict[str, Any] = {}
         self._tool_lock = threading.Lock()
-        runners = {}
-        for node in self.graph.nodes:
-            runners[node.target] = self.modules[node.target].forward if node.op == "module" else self._tool_runner(node.target)
-        self.plan = Plan(self.graph, runners)
+        self.plan = self._plan(self.modules)
+        self.members: list[dict[str, Any]] = []     # parameter sets of an ensemble, when compiled as one
         self.cache = None if cache is False else LMCache(None if cache is True else cache)
         self.stats = Stats()
         self.artifact = None          # set on compiled programs
@@ -113,6 +111,36 @@ class Program:
             if o.name == "lm" and isinstance(o.value, A.Ref):
                 return o.value.name
         return DEFAULT_LM
+
+    def _plan(self, modules: dict[str, ModuleKind]) -> Plan:
+        runners = {}
+        for node in self.graph.nodes:
+            runners[node.target] = modules[node.target].forward if node.op == "module" else self._tool_runner(node.target)
+        return Plan(self.graph, runners)
+
+    def set_ensemble(self, members: list[dict[str, Any]]) -> None:
+        """Run several parameter sets on every input and take a majority vote per output.
+
+        Each member gets its own module instances (so their demos never mix); the first member's
+        parameters are also installed on `self.modules`, which `params()` and `inspect` show.
+        """
+        from .ensemble import EnsemblePlan
+        from .artifact import PredictorState
+        if not members:
+            self.members = []
+            self.plan = self._plan(self.modules)
+            return
+        plans = []
+        for params in members:
+            modules = self._modules()
+            preds = {p.name: p for m in modules.values() for p in m.predictors()}
+            for name, state in params.items():
+                st = state if isinstance(state, PredictorState) else PredictorState.model_validate(state)
+                preds[name].set_params(st.instruction, st.demos, _knn(st))
+            plans.append(self._plan(modules))
+        self.apply(members[0])
+        self.members = list(members)
+        self.plan = EnsemblePlan(self.graph, plans)
 
     def _modules(self) -> dict[str, ModuleKind]:
         prog = self.checked
@@ -224,14 +252,12 @@ class Program:
     def apply(self, params: dict[str, Any]) -> None:
         """Install tuned parameters (PredictorState objects or their dicts) by predictor name."""
         from .artifact import PredictorState
-        from .knn import KnnPool
         preds = self.predictors()
         for name, state in params.items():
             if name not in preds:
                 raise ValueError(f"no predictor '{name}' in {self.name}; predictors: {', '.join(preds)}")
             st = state if isinstance(state, PredictorState) else PredictorState.model_validate(state)
-            knn = KnnPool(st.knn.pool, st.knn.fields, st.knn.k) if st.knn is not None else None
-            preds[name].set_params(st.instruction, st.demos, knn)
+            preds[name].set_params(st.instruction, st.demos, _knn(st))
 
     def compile(self, trainset, valset=None, metric: str = "", optimizer: str = "bootstrap_fewshot", **kw) -> "Program":
         """Search demos and instructions against a metric; return the compiled program.
@@ -293,6 +319,13 @@ class Program:
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
+
+
+def _knn(state):
+    if state.knn is None:
+        return None
+    from .knn import KnnPool
+    return KnnPool(state.knn.pool, state.knn.fields, state.knn.k)
 
 
 _thread_loops = threading.local()

@@ -1,0 +1,390 @@
+"""MIPRO: joint Bayesian search over every predictor's instruction and demo set (optuna TPE).
+
+Three stages, after DSPy's MIPROv2:
+
+1. Demo sets per predictor: always the empty one (for small models demos can hurt, and the search
+   must be free to say so), labeled rows, and bootstrapped sets of different seeds and sizes.
+2. Instruction candidates per predictor: the original instruction first, then proposals written by
+   the proposer LM from a summary of the data, the signature and bootstrapped demos (`propose.py`).
+3. TPE picks (instruction index, demo set index) for every predictor. A trial scores the choice on a
+   minibatch of the valset drawn by seed, in two halves: the first half's score goes to a pruner, so
+   hopeless trials stop early. Every few trials and at the end, the configuration with the best mean
+   minibatch score that has no full score yet is scored on the whole valset. The result is the
+   configuration with the best FULL valset score: minibatches only steer the search.
+
+Stages 1 and 2 are stored in the optuna study's user attributes, and every score in its trials, so a
+compile on a storage URL resumes where it stopped (finished trials count towards `trials`) and other
+workers share the same candidates.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from pipec.artifact import PredictorState, fingerprint
+from pipec.dsl.catalogue import OptionSpec
+
+from .base import Optimizer
+from .bootstrap_fewshot import BootstrapFewShot
+from .labeled_fewshot import LabeledFewShot
+from .propose import Proposer, propose_instructions, summarize_data
+
+FULL_EVERY = 5                 # trials between full-valset scorings of the best minibatch configuration
+SPLIT_AT = 4                   # minibatches this large are scored in two halves, so the pruner can stop early
+PROPOSAL_SHARE = 4             # proposals may use at most 1/PROPOSAL_SHARE of the budget left when they start
+SPACE_ATTR = "pipec:space"
+FULL_ATTR = "pipec:full:"      # + configuration key -> full valset score
+
+
+class MIPRO(Optimizer):
+    """compile block: `optimizer = mipro(trials: 12, instructions: 4, minibatch: 25, max_demos: 4)`"""
+
+    name = "mipro"
+    doc = "joint TPE search over proposed instructions and bootstrapped demo sets, scored on minibatches"
+    options = {**BootstrapFewShot.options,
+               "trials": OptionSpec("int", "search trials (finished trials of a resumed study count)", minimum=1),
+               "instructions": OptionSpec("int", "instruction candidates (and demo sets) per predictor, the "
+                                                 "original instruction included", minimum=1),
+               "minibatch": OptionSpec("int", "valset rows a trial is scored on", minimum=1)}
+    defaults = {**BootstrapFewShot.defaults, "trials": 12, "instructions": 4, "minibatch": 25}
+
+    def optimize(self, session):
+        optuna = _optuna()
+        seed = self.opts.get("seed", session.seed)
+        session.progress.total = self.opts["trials"]
+        study = open_study(optuna, session, self.space_settings(), seed)
+        plan = Spend(session)
+        space = Space.load(study, session, self.space_settings())
+        if space is None:
+            space = build_space(session, self.opts, seed, plan)
+            study.set_user_attr(SPACE_ATTR, {"settings": self.space_settings(), **space.to_json()})
+        return Search(optuna, session, study, space, self.opts, seed, plan).run()
+
+    def space_settings(self) -> dict[str, Any]:
+        """The settings that shape the candidates (everything but `trials`): a study's identity."""
+        return {k: v for k, v in self.settings().items() if k != "trials"}
+
+
+def _optuna():
+    """optuna, imported on first use (never at `import pipec`) and quiet."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def study_name(session, space_settings: dict[str, Any], seed: int) -> str:
+    """A name that changes with everything the candidates and scores depend on, except `trials`,
+    so that asking for more trials resumes the same study.
+
+    Example: `study_name(session, {"instructions": 4}, 0)` → 'pipec-mipro-intent-3f2a…'
+    """
+    from pipec.compiling import lm_identity, source_files
+    program = session.program
+    digest = fingerprint(source_files(program), program.name, [e.values for e in session.trainset],
+                         [e.values for e in session.valset], session.metric.text, space_settings, seed,
+                         lm_identity(program), session.config.teacher, session.config.proposer)
+    return f"pipec-mipro-{program.name}-{digest[:16]}"
+
+
+def open_study(optuna, session, space_settings: dict[str, Any], seed: int):
+    """An in-memory study, or one loaded or created in `config.storage` (a URL) to resume and share."""
+    cfg = session.config
+    name = cfg.study or study_name(session, space_settings, seed)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
+    # Prune only trials whose first half lands in the bottom quarter: minibatch halves are noisy.
+    pruner = optuna.pruners.PercentilePruner(25.0, n_startup_trials=4, n_warmup_steps=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # optuna's experimental-feature warnings are not the user's concern
+        return optuna.create_study(storage=cfg.storage, study_name=name, sampler=sampler, pruner=pruner,
+                                   direction="maximize", load_if_exists=cfg.storage is not None)
+
+
+@dataclass
+class Space:
+    """The candidates: per predictor, instructions (index 0 the original) and demo sets (index 0 empty)."""
+
+    instructions: dict[str, list[str]]
+    demo_sets: dict[str, list[list[dict]]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"instructions": self.instructions, "demo_sets": self.demo_sets}
+
+    @classmethod
+    def load(cls, study, session, settings: dict[str, Any]) -> "Space | None":
+        """The space stored in the study by an earlier run or another worker, if any."""
+        stored = study.user_attrs.get(SPACE_ATTR)
+        if stored is None:
+            return None
+        names = sorted(session.program.predictors())
+        if stored.get("settings") != settings or sorted(stored.get("instructions", {})) != names:
+            raise ValueError(f"optuna study '{study.study_name}' was made with other settings or predictors "
+                             f"({stored.get('settings')}); name another study")
+        return cls(stored["instructions"], stored["demo_sets"])
+
+    def distributions(self, optuna) -> dict[str, Any]:
+        out = {}
+        for name in sorted(self.instructions):
+            out[f"{name}/instruction"] = optuna.distributions.CategoricalDistribution(
+                list(range(len(self.instructions[name]))))
+            out[f"{name}/demos"] = optuna.distributions.CategoricalDistribution(list(range(len(self.demo_sets[name]))))
+        return out
+
+    def params(self, base: dict[str, PredictorState], config: dict[str, int]) -> dict[str, PredictorState]:
+        """The predictor states a configuration stands for."""
+        out = {}
+        for name, st in base.items():
+            if name not in self.instructions:
+                out[name] = st
+                continue
+            out[name] = st.model_copy(update={"instruction": self.instructions[name][config[f"{name}/instruction"]],
+                                              "demos": self.demo_sets[name][config[f"{name}/demos"]], "knn": None})
+        return out
+
+    def describe(self, config: dict[str, int]) -> str:
+        """A short note for the report, e.g. 'classify: instruction 2, 3 demos'."""
+        parts = []
+        for name in sorted(self.instructions):
+            demos = len(self.demo_sets[name][config[f"{name}/demos"]])
+            parts.append(f"{name}: instruction {config[f'{name}/instruction']}, {demos} demo{'s' * (demos != 1)}")
+        return "; ".join(parts)
+
+    def baseline_config(self) -> dict[str, int]:
+        return {k: 0 for name in sorted(self.instructions) for k in (f"{name}/instruction", f"{name}/demos")}
+
+
+def config_key(config: dict[str, int]) -> str:
+    """A configuration as a stable string (dict keys of stored full scores).
+
+    >>> config_key({"b/demos": 1, "a/instruction": 0})
+    'a/instruction=0,b/demos=1'
+    """
+    return ",".join(f"{k}={config[k]}" for k in sorted(config))
+
+
+class Spend:
+    """Budget planning: an estimate of LM calls per valset row, so the search keeps enough budget
+    for the final full-valset scoring instead of running out in the middle of it."""
+
+    def __init__(self, session):
+        self.session = session
+        # At least one call per module call; `observe` raises the estimate with what evaluations cost.
+        self.floor = max(1, sum(1 for n in session.program.graph.nodes if n.op == "module"))
+        self.calls = 0
+        self.rows = 0
+
+    def per_row(self) -> float:
+        observed = self.calls / self.rows if self.rows else 0.0
+        return max(float(self.floor), observed)
+
+    def observe(self, calls: int, rows: int) -> None:
+        self.calls += calls
+        self.rows += rows
+
+    def affords(self, rows: int) -> bool:
+        """Whether scoring `rows` more rows (estimated) fits in what is left of the budget."""
+        remaining = self.session.budget.remaining
+        return remaining is None or remaining >= math.ceil(self.per_row() * rows)
+
+
+def build_space(session, opts: dict[str, Any], seed: int, plan: Spend) -> Space:
+    """Demo sets first (proposals are grounded in them), then instruction candidates."""
+    session.progress.update("demo sets")
+    demo_sets = build_demo_sets(session, opts, seed, plan)
+    session.progress.update("proposing")
+    instructions = build_instructions(session, opts["instructions"], demo_sets, seed)
+    return Space(instructions, demo_sets)
+
+
+def build_demo_sets(session, opts: dict[str, Any], seed: int, plan: Spend) -> dict[str, list[list[dict]]]:
+    """Per predictor: the empty set, a labeled set, and bootstrapped sets of different seeds and sizes.
+
+    Bootstrapping stops early when the rest of the budget is needed to score trials and the winner.
+    """
+    names = sorted(session.program.predictors())
+    sets: dict[str, list[list[dict]]] = {n: [[]] for n in names}
+
+    def add(params):
+        for n in names:
+            demos = list(params[n].demos)
+            if demos and demos not in sets[n]:
+                sets[n].append(demos)
+
+    if opts["max_labeled"] > 0:
+        add(LabeledFewShot(max_labeled=opts["max_labeled"])._labeled(session))
+    if opts["max_demos"] > 0:
+        boot = BootstrapFewShot(**{k: v for k, v in opts.items() if k in BootstrapFewShot.options})
+        reserve = len(session.valset) + 2 * min(opts["minibatch"], len(session.valset))
+        for i in range(max(1, opts["instructions"] - 2)):
+            if session.out_of_budget or not plan.affords(reserve + len(session.trainset)):
+                break
+            rng = session.rng(f"mipro:{seed}:demos:{i}")
+            size = opts["max_demos"] if i == 0 else rng.randint(1, opts["max_demos"])
+            add(boot.bootstrap(session, rng, max_demos=size, max_labeled=size))
+    return sets
+
+
+def build_instructions(session, count: int, demo_sets: dict[str, list[list[dict]]], seed: int) -> dict[str, list[str]]:
+    """Per predictor: the original instruction, then up to `count - 1` distinct proposals."""
+    base = session.baseline()
+    predictors = session.program.predictors()
+    remaining = session.budget.remaining
+    proposer = Proposer(session, calls=None if remaining is None else remaining // PROPOSAL_SHARE)
+    fields = [n for n, _, _ in session.program.inputs] + list(session.metric.fields)
+    summary = summarize_data(session.trainset, fields)
+    out = {}
+    for name in sorted(predictors):
+        rng = session.rng(f"mipro:{seed}:propose:{name}")
+        out[name] = propose_instructions(predictors[name], base[name].instruction, count, demo_sets[name],
+                                         summary, rng, proposer)
+    return out
+
+
+class Search:
+    """The TPE loop over configurations, with minibatch trials and periodic full-valset scoring."""
+
+    def __init__(self, optuna, session, study, space: Space, opts: dict[str, Any], seed: int, plan: Spend):
+        self.optuna, self.session, self.study, self.space = optuna, session, study, space
+        self.trials = opts["trials"]
+        self.seed = seed
+        self.plan = plan
+        self.size = min(opts["minibatch"], len(session.valset))
+        self.whole = self.size >= len(session.valset)       # a "minibatch" that is the valset is a full score
+        self.distributions = space.distributions(optuna)
+        self.mini: dict[str, list] = {}        # key -> [config, score sum, rows]: mean minibatch score
+        self.full: dict[str, float] = {}       # key -> full valset score
+        self._load()
+
+    def _load(self) -> None:
+        """Known scores: the baseline's (compile scored it already), and a resumed study's full and
+        minibatch scores."""
+        baseline = getattr(self.session, "baseline_score", None)
+        if baseline is not None:
+            self.full[config_key(self.space.baseline_config())] = float(baseline)
+        for key, value in sorted(self.study.user_attrs.items()):
+            if key.startswith(FULL_ATTR):
+                self.full[key[len(FULL_ATTR):]] = float(value)
+        for t in self.study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.COMPLETE,)):
+            rows = t.user_attrs.get("rows")
+            if rows and set(t.params) == set(self.distributions):
+                self._add_mini(dict(t.params), t.value, rows)
+
+    def finished(self) -> int:
+        states = (self.optuna.trial.TrialState.COMPLETE, self.optuna.trial.TrialState.PRUNED)
+        return len(self.study.get_trials(deepcopy=False, states=states))
+
+    def run(self) -> tuple[dict[str, PredictorState], float | None]:
+        """Run the missing trials, score the best on the full valset, return the best full score."""
+        session = self.session
+        session.progress.update("search")
+        done = self.finished()
+        if not self.study.trials:
+            self.study.enqueue_trial(self.space.baseline_config())     # the uncompiled program is trial 0
+        while done < self.trials and not session.out_of_budget:
+            if not self.plan.affords(self.size + (0 if self.whole else len(session.valset))):
+                break                     # keep what the final full scoring needs
+            if self.trial() is None:
+                break                     # the budget ran out inside the trial
+            done += 1
+            if done % FULL_EVERY == 0 and done < self.trials:
+                self.score_best()
+        self.score_best()
+        return self.best()
+
+    def trial(self) -> str | None:
+        """Ask TPE for a configuration and score it; None when the budget ran out."""
+        TrialState = self.optuna.trial.TrialState
+        trial = self.study.ask(self.distributions)
+        config = {k: trial.params[k] for k in self.distributions}
+        key, note = config_key(config), f"trial {trial.number + 1}: {self.space.describe(config)}"
+        if key in self.full:              # already scored on the full valset: no LM call needed
+            trial.set_user_attr("rows", 0)
+            self.study.tell(trial, self.full[key])
+            self.session.record(self.full[key], full=True, note=f"{note} (full score known)")
+            return "known"
+        params = self.space.params(self.session.baseline(), config)
+        rows = self.minibatch(trial.number)
+        parts = [rows[:len(rows) // 2], rows[len(rows) // 2:]] if len(rows) >= SPLIT_AT else [rows]
+        total = 0.0
+        for step, part in enumerate(parts):
+            result = self.evaluate(params, part)
+            if result.incomplete:
+                self.study.tell(trial, state=TrialState.FAIL)
+                return None
+            total += result.score * len(part)
+            if step == 0 and len(parts) > 1:
+                trial.report(result.score, 0)
+                if trial.should_prune():
+                    self.study.tell(trial, state=TrialState.PRUNED)
+                    self.session.record(result.score, full=False, note=f"{note} (pruned after {len(part)} rows)")
+                    return "pruned"
+        score = total / len(rows)
+        trial.set_user_attr("rows", len(rows))
+        self.study.tell(trial, score)
+        self._add_mini(config, score, len(rows))
+        if self.whole:
+            self._set_full(key, score)
+        self.session.record(score, full=self.whole, note=note + ("" if self.whole else f" (minibatch of {len(rows)})"))
+        return "scored"
+
+    def minibatch(self, number: int) -> list:
+        """The rows trial `number` is scored on: drawn by seed, so a rerun scores the same rows."""
+        valset = self.session.valset
+        if self.whole:
+            return list(valset)
+        return self.session.rng(f"mipro:{self.seed}:minibatch:{number}").sample(list(valset), self.size)
+
+    def evaluate(self, params, rows):
+        before = self.session.budget.used
+        result = self.session.evaluate(params, rows)
+        self.plan.observe(self.session.budget.used - before, len(rows))
+        return result
+
+    def score_best(self) -> None:
+        """Score on the full valset the configuration with the best mean minibatch score not yet scored."""
+        pending = [(total / rows, i, key, config, rows) for i, (key, (config, total, rows)) in enumerate(self.mini.items())
+                   if key not in self.full and rows]
+        if not pending or not self.plan.affords(len(self.session.valset)):
+            return
+        mean, _, key, config, rows = max(pending, key=lambda p: (p[0], -p[1]))      # ties: the earliest seen
+        best = max(self.full.values(), default=None)
+        # A minibatch mean is within about 0.5/sqrt(rows) of the true score (the binomial worst case):
+        # a candidate further below the best full score than that is not worth a full scoring.
+        if best is not None and mean + 0.5 / math.sqrt(rows) < best:
+            return
+        self.session.progress.update("full eval")
+        result = self.evaluate(self.space.params(self.session.baseline(), config), list(self.session.valset))
+        self.session.progress.update("search")
+        if result.incomplete:
+            return
+        self._set_full(key, result.score)
+        self.session.record(result.score, full=True, note=f"full valset: {self.space.describe(config)}")
+
+    def best(self) -> tuple[dict[str, PredictorState], float | None]:
+        """The configuration with the best full valset score (ties: the one scored first)."""
+        if not self.full:
+            return self.session.baseline(), None
+        key = max(self.full, key=lambda k: self.full[k])      # max keeps the first of equal scores
+        return self.space.params(self.session.baseline(), _parse_key(key)), self.full[key]
+
+    def _add_mini(self, config: dict[str, int], score: float, rows: int) -> None:
+        entry = self.mini.setdefault(config_key(config), [config, 0.0, 0])
+        entry[1] += score * rows
+        entry[2] += rows
+
+    def _set_full(self, key: str, score: float) -> None:
+        self.full[key] = score
+        self.study.set_user_attr(FULL_ATTR + key, score)
+
+
+def _parse_key(key: str) -> dict[str, int]:
+    """The configuration a `config_key` stands for.
+
+    >>> _parse_key("a/instruction=0,b/demos=1")
+    {'a/instruction': 0, 'b/demos': 1}
+    """
+    return {k: int(v) for k, v in (item.rsplit("=", 1) for item in key.split(","))}
+
+
+__all__ = ["MIPRO", "Space", "Search", "study_name", "config_key"]
