@@ -13,6 +13,9 @@ from .version import __version__
 
 _LAZY = {
     "load": ("pipec.program", "load"),
+    "load_compiled": ("pipec.compiling", "load_compiled"),
+    "ArtifactError": ("pipec.artifact", "ArtifactError"),
+    "DatasetError": ("pipec.dataset", "DatasetError"),
     "Program": ("pipec.program", "Program"),
     "Prediction": ("pipec.prediction", "Prediction"),
     "ScriptedLM": ("pipec.lm.scripted", "ScriptedLM"),

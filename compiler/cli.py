@@ -378,6 +378,8 @@ def compile_settings(prog, args) -> dict:
     for flag in ("optimizer", "budget", "seed", "trainset", "valset", "teacher", "proposer", "concurrency",
                  "storage", "study"):
         value = getattr(args, flag, None)
+        if value is not None and flag in ("trainset", "valset"):
+            value = os.path.abspath(value)     # flags are relative to where the command runs
         if value is not None:
             if flag == "optimizer" and value != settings.get("optimizer"):
                 settings["options"] = {}
@@ -432,10 +434,12 @@ def cmd_compile(args) -> int:
 
 def cmd_eval(args) -> int:
     from pathlib import Path
-    from .dataset import DatasetError, check_examples, read_examples
+    from .dataset import DatasetError, load_examples
     from .evaluate import evaluate
     from .metrics import Metric, MetricError
     from .progress import Progress
+    if not os.path.isfile(args.data):
+        raise UsageError(f"no such file: {args.data}")
     prog = _load(args)
     base = prog.path.resolve().parent
     try:
@@ -448,7 +452,7 @@ def cmd_eval(args) -> int:
             if "metric_expr" not in s:
                 raise UsageError(f"no metric: pass --metric or add a compile block for {prog.name}")
             metric = Metric.from_expr(s["metric_expr"], near=base)
-        examples = check_examples(read_examples(args.data), prog, metric.fields)
+        examples = load_examples(args.data, prog, metric.fields)
     except (DatasetError, MetricError) as err:
         print(f"pipec eval: error: {err}", file=sys.stderr)
         return EXIT_FAIL

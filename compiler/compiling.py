@@ -102,6 +102,7 @@ class Session:
         self.options = dict(config.options)
         self.trials: list[Trial] = []
         self.best_score: float | None = None
+        self.baseline_score: float | None = None    # the uncompiled valset score, once measured
         self._teacher = None
         self._proposer = None
 
@@ -186,25 +187,61 @@ def resolve_lm(program, choice: str):
     return choice
 
 
-def _rows(data, base: Path | None) -> tuple[list[Example], Any]:
-    """Examples from a path or a list of dicts, plus what identifies them in the fingerprint."""
+def _rows(data, base: Path | None, program, labels: list[str]) -> tuple[list[Example], Any]:
+    """Checked examples from a path or a list of dicts, plus what identifies them in the fingerprint.
+
+    Unreadable lines and rows with bad inputs or missing labels are reported together.
+    """
+    problems: list[str] = []
     if isinstance(data, (str, Path)):
         p = Path(data)
-        if base is not None and not p.is_absolute() and not p.exists():
-            p = base / p
-        examples = read_examples(p)
+        if base is not None and not p.is_absolute():
+            p = base / p              # relative to the .pipe file, as the checker's hint says
+        examples = read_examples(p, problems)
     else:
         examples = [Example(dict(r), f"row {i + 1}") for i, r in enumerate(data)]
-    return examples, [e.values for e in examples]
+    ident = [e.values for e in examples]
+    try:
+        examples = check_examples(examples, program, labels)
+    except DatasetError as err:
+        problems += err.problems
+    if problems:
+        raise DatasetError(problems)
+    return examples, ident
 
 
 def lm_identity(program) -> dict[str, Any]:
     """LM ids and options by declared name: part of the fingerprint, never a key's value."""
     out = {}
     for name, decl in program.checked.lms.items():
-        out[name] = {"model": program.lm_ids.get(name, decl.model),
+        out[name] = {"model": program.backend(name).describe(),
                      "options": {o.name: getattr(o.value, "name", o.value) for o in decl.options}}
     out["__default__"] = {"model": program.backend(program.default_lm_name()).describe()}
+    return out
+
+
+def python_sources(program, metric: Metric) -> dict[str, str]:
+    """Hashes of the Python files behind tools and a python metric: editing them recompiles."""
+    import importlib.util
+    modules = {t.target.partition(":")[0] for t in program.checked.tools.values()}
+    if metric.python is not None:
+        modules.add(getattr(metric.python, "__module__", "") or "")
+    out = {}
+    for name in sorted(m for m in modules if m):
+        origin = None
+        mod = sys.modules.get(name)
+        if mod is not None:
+            origin = getattr(mod, "__file__", None)
+        if origin is None:
+            try:
+                spec = importlib.util.find_spec(name)
+                origin = spec.origin if spec else None
+            except (ImportError, ValueError):
+                origin = None
+        try:
+            out[name] = fingerprint(Path(origin).read_bytes().decode("utf-8", "replace")) if origin else "?"
+        except OSError:
+            out[name] = "?"
     return out
 
 
@@ -230,16 +267,18 @@ def compile_program(program, config: CompileConfig):
         raise ValueError(f"metric {metric.text} scores {', '.join(unknown)}, not an output of {program.name} "
                          f"(outputs: {', '.join(program.output_names)})")
     labels = metric.fields
-    train, train_id = _rows(config.trainset, base)
-    train = check_examples(train, program, labels)
+    train, train_id = _rows(config.trainset, base, program, labels)
     if config.valset is not None:
-        val, val_id = _rows(config.valset, base)
-        val = check_examples(val, program, labels)
+        val, val_id = _rows(config.valset, base, program, labels)
     else:
+        if len(train) < 2:
+            raise DatasetError([f"{config.trainset}: a trainset of {len(train)} row cannot be split into train and "
+                                "validation rows; add rows or give a valset"])
         train, val = split(train, config.seed, config.val_fraction)
         val_id = "split"
     optimizer = get_optimizer(config.optimizer)(**config.options)
-    fp = fingerprint(FORMAT_VERSION, source_files(program), program.name, train_id, val_id, metric.text,
+    fp = fingerprint(FORMAT_VERSION, source_files(program), python_sources(program, metric), program.name,
+                     train_id, val_id, config.val_fraction if config.valset is None else None, metric.text,
                      config.optimizer, optimizer.settings(), config.seed, config.budget, lm_identity(program),
                      config.teacher, config.proposer)
     cached = _cached_artifact(program, fp)
@@ -249,15 +288,17 @@ def compile_program(program, config: CompileConfig):
         program.artifact = cached
         program.compile_seconds = time.perf_counter() - started
         program.compile_cache_hit = True
+        program.compile_stats = Stats()
         return program
     budget = Budget(config.budget)
     stats = Stats()
     progress = CompileProgress(budget, stats, config.progress)
     session = Session(program, config, train, val, metric, budget, stats, progress)
-    session._baseline = program.params()
+    session._baseline = program.pristine_params()
     try:
         progress.update("baseline")
         baseline = session.evaluate(session.baseline())
+        session.baseline_score = None if baseline.incomplete else baseline.score
         progress.update("optimizing")
         params, score = optimizer.optimize(session)
         progress.update("final eval")

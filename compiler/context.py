@@ -59,9 +59,14 @@ class Stats:
             self.completion_tokens += reply.completion_tokens
             self.cost += reply.cost
 
-    def hit(self) -> None:
+    def hit(self, reply: LMReply) -> None:
+        """A cache hit: no call made, but its tokens and cost still describe the work (so reports
+        are the same whether or not the cache was warm)."""
         with self._lock:
             self.cache_hits += 1
+            self.prompt_tokens += reply.prompt_tokens
+            self.completion_tokens += reply.completion_tokens
+            self.cost += reply.cost
 
     @property
     def tokens(self) -> int:
@@ -122,7 +127,7 @@ class NodeContext:
             key = cache_key(backend.describe(), request)
             hit = cache.get(key)
             if hit is not None:
-                rt.stats.hit()
+                rt.stats.hit(hit)
                 rec.cache_hit = True
                 rec.raw, rec.prompt_tokens, rec.completion_tokens = hit.text, hit.prompt_tokens, hit.completion_tokens
                 return hit, rec

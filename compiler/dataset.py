@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from dataclasses import dataclass
@@ -26,8 +27,11 @@ class Example:
     where: str
 
 
-def read_examples(path: str | Path) -> list[Example]:
+def read_examples(path: str | Path, problems: list[str] | None = None) -> list[Example]:
     """Read a .jsonl or .csv file; raise DatasetError naming every bad line.
+
+    With a `problems` list, bad lines are appended to it and the readable rows are returned, so a
+    caller can report syntax and content problems together.
 
     >>> import tempfile, os
     >>> p = os.path.join(tempfile.mkdtemp(), "d.jsonl"); _ = open(p, "w").write('{"q": "a"}\\n\\n{"q": "b"}\\n')
@@ -36,13 +40,14 @@ def read_examples(path: str | Path) -> list[Example]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")    # tolerate the BOM that spreadsheet tools write
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError([f"{path}: cannot read: {getattr(err, 'strerror', None) or err}"]) from None
-    problems: list[str] = []
+    collect = problems is not None
+    problems = problems if problems is not None else []
     rows: list[Example] = []
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(text.splitlines())
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         if not reader.fieldnames:
             raise DatasetError([f"{path}:1: no header row"])
         for row in reader:
@@ -67,10 +72,23 @@ def read_examples(path: str | Path) -> list[Example]:
                 problems.append(f"{path}:{lineno}: expected a JSON object, got {type(value).__name__}")
                 continue
             rows.append(Example(value, f"{path}:{lineno}"))
+    if not rows and not problems:
+        problems.append(f"{path}: no rows")
+    if problems and not collect:
+        raise DatasetError(problems)
+    return rows
+
+
+def load_examples(path: str | Path, program, label_fields: list[str]) -> list[Example]:
+    """Read and check a dataset in one go: every unreadable line and every bad row, reported together."""
+    problems: list[str] = []
+    rows = read_examples(path, problems)
+    try:
+        rows = check_examples(rows, program, label_fields)
+    except DatasetError as err:
+        problems += err.problems
     if problems:
         raise DatasetError(problems)
-    if not rows:
-        raise DatasetError([f"{path}: no rows"])
     return rows
 
 

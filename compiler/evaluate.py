@@ -10,6 +10,7 @@ from .context import RowContext
 from .dataset import Example
 from .dsl.types import BOOL, STR
 from .metrics import Metric
+from .lm.base import LMError
 from .modules.base import ModuleFailure, Predictor
 from .prediction import Prediction
 from .progress import Progress
@@ -48,7 +49,7 @@ class EvalResult:
     @property
     def failures(self) -> int:
         """Rows whose prediction failed outright (no outputs), not merely wrong ones."""
-        return sum(r.error is not None for r in self.rows)
+        return sum(r.outputs is None for r in self.rows)
 
     def field_misses(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -77,8 +78,10 @@ class Judge:
             ctx = row.node(f"judge:{f}", "metric")
             try:
                 verdict = await self.predictor({"expected": _text(example.get(f)), "prediction": _text(pred[f])}, ctx)
-            except ModuleFailure:
-                continue                  # an unreadable verdict counts as a miss
+            except BudgetExhausted:
+                raise
+            except (ModuleFailure, LMError):
+                continue                  # an unreadable verdict or a failed judge call counts as a miss
             total += 1.0 if verdict["acceptable"] else 0.0
         return total / len(self.fields)
 
@@ -110,7 +113,11 @@ async def evaluate_async(program, examples: list[Example], metric: Metric, concu
             incomplete[0] = True
         if judge is not None:
             row = RowContext(runtime, program.inline)
-            score = await judge.score(ex.values, pred, row)
+            try:
+                score = await judge.score(ex.values, pred, row)
+            except BudgetExhausted:
+                incomplete[0] = True
+                score = 0.0
             pred.trace.extend(row.trace)
             misses = [] if score >= 1.0 else list(metric.fields)
         else:

@@ -5,6 +5,7 @@ Each metric takes the expected value and the predicted value of one field and re
 """
 from __future__ import annotations
 
+import json
 import re
 import string
 from collections import Counter
@@ -65,8 +66,8 @@ def contains(expected: Any, got: Any, **_) -> float:
     return float(normalize(expected) in normalize(got))
 
 
-def numeric(expected: Any, got: Any, tolerance: float = 1e-6, **_) -> float:
-    """1.0 when both parse as numbers within `tolerance` (relative for large values).
+def numeric(expected: Any, got: Any, tolerance: float | None = None, **_) -> float:
+    """1.0 when both parse as numbers that differ by at most `tolerance` (default: float noise only).
 
     >>> numeric("1,000", 1000.0000001)
     1.0
@@ -79,7 +80,9 @@ def numeric(expected: Any, got: Any, tolerance: float = 1e-6, **_) -> float:
     a, b = num(expected), num(got)
     if a is None or b is None:
         return 0.0
-    return float(abs(a - b) <= tolerance * max(1.0, abs(a)))
+    if tolerance is None:
+        return float(abs(a - b) <= 1e-9 * max(1.0, abs(a)))
+    return float(abs(a - b) <= tolerance)
 
 
 def regex(expected: Any, got: Any, pattern: str = "", **_) -> float:
@@ -207,6 +210,6 @@ def _show_call(c) -> str:
     parts = []
     for a in c.args:
         v = a.value
-        shown = v.name if isinstance(v, A.Var) else repr(v.value) if isinstance(v, A.Literal) else "..."
+        shown = v.name if isinstance(v, A.Var) else json.dumps(v.value) if isinstance(v, A.Literal) else "..."
         parts.append(f"{a.name}: {shown}" if a.name else shown)
     return f"{c.callee}({', '.join(parts)})"

@@ -39,7 +39,7 @@ def load(path: str | Path, pipeline: str | None = None, *, lm: str | LMBackend |
     'book_restaurant'
     """
     path = Path(path)
-    if path.suffix == ".json":
+    if path.suffix == ".json" or _looks_like_json(path):
         from .compiling import load_compiled
         return load_compiled(path, lm=lm, lms=lms, cache=cache)
     try:
@@ -73,6 +73,8 @@ class Program:
         self._tools: dict[str, Any] = {}
         self._tool_lock = threading.Lock()
         self.plan = self._plan(self.modules)
+        # The uncompiled parameters, kept so a compile always starts (and measures its baseline) from them.
+        self._pristine = {n: (p.instruction, list(p.demos)) for n, p in self.predictors().items()}
         self.members: list[dict[str, Any]] = []     # parameter sets of an ensemble, when compiled as one
         self.cache = None if cache is False else LMCache(None if cache is True else cache)
         self.stats = Stats()
@@ -249,6 +251,11 @@ class Program:
             out[name] = PredictorState(instruction=p.instruction, demos=list(p.demos), knn=knn)
         return out
 
+    def pristine_params(self) -> dict[str, Any]:
+        """The parameters the program had when loaded from its .pipe source (no tuning)."""
+        from .artifact import PredictorState
+        return {n: PredictorState(instruction=i, demos=d) for n, (i, d) in self._pristine.items()}
+
     def apply(self, params: dict[str, Any]) -> None:
         """Install tuned parameters (PredictorState objects or their dicts) by predictor name."""
         from .artifact import PredictorState
@@ -319,6 +326,15 @@ class Program:
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
+
+
+def _looks_like_json(path: Path) -> bool:
+    """Compiled artifacts may be saved under any name: recognise them by their first byte."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(64).lstrip().startswith(b"{")
+    except OSError:
+        return False
 
 
 def _knn(state):

@@ -343,8 +343,8 @@ class Search:
 
     def score_best(self) -> None:
         """Score on the full valset the configuration with the best mean minibatch score not yet scored."""
-        pending = [(total / rows, i, key, config, rows) for i, (key, (config, total, rows)) in enumerate(self.mini.items())
-                   if key not in self.full and rows]
+        pending = [(total / rows, i, key, config, rows)
+                   for i, (key, (config, total, rows)) in enumerate(self.mini.items()) if key not in self.full and rows]
         if not pending or not self.plan.affords(len(self.session.valset)):
             return
         mean, _, key, config, rows = max(pending, key=lambda p: (p[0], -p[1]))      # ties: the earliest seen

@@ -79,8 +79,8 @@ def describe_values(present: list[Any], total: int) -> str:
     if all(isinstance(p, bool) for p in present) or (
             all(isinstance(p, str) for p in present) and len(distinct) <= CATEGORICAL_MAX
             and len(distinct) <= max(2, len(present) // 2)):
-        shown = ", ".join(f"{render_value(k)} {round(100 * n / len(present))}%" for k, n in distinct.most_common(CATEGORICAL_MAX))
-        return shown + missing
+        common = distinct.most_common(CATEGORICAL_MAX)
+        return ", ".join(f"{render_value(k)} {round(100 * n / len(present))}%" for k, n in common) + missing
     if all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in present):
         return f"numbers from {min(present)} to {max(present)}, median {statistics.median(present):g}" + missing
     if all(isinstance(p, list) for p in present):

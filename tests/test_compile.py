@@ -99,8 +99,6 @@ def test_csv_rows_are_read_and_inputs_coerced(write_pipe, tmp_path):
     assert checked[0].values["a"] == "x, y"                            # labels are kept as they are
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: dataset.read_examples feeds csv.DictReader text.splitlines(), which drops "
-                                       "the line breaks inside quoted multi-line CSV cells ('two\\nlines' -> 'twolines')")
 def test_csv_multiline_cell_keeps_its_line_break(tmp_path):
     p = tmp_path / "d.csv"
     p.write_text('q,a\n"two\nlines",z\nnext,y\n', encoding="utf-8")
@@ -188,8 +186,6 @@ def test_rows_given_as_lists_of_dicts(write_pipe):
     assert exc.value.problems == ["row 2: missing input 'n'"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: read_examples raises on syntax errors before check_examples runs, so a "
-                                       "file with both bad JSON and a row missing an input reports only the first kind")
 def test_syntax_and_field_problems_reported_together(toy, tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text('{"q": "a", "a": "x"}\n{"q": oops}\n{"a": "x"}\n')
@@ -200,8 +196,6 @@ def test_syntax_and_field_problems_reported_together(toy, tmp_path):
     assert f"{train}:2: invalid JSON" in text and f"{train}:3: missing input 'q'" in text
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: dataset.read_examples reads with encoding='utf-8', so the BOM that Excel and "
-                                       "Windows tools write becomes part of the first CSV column name / breaks JSON line 1")
 @pytest.mark.parametrize("name,content", [("d.csv", "q,a\nx,y\n"), ("d.jsonl", '{"q": "x", "a": "y"}\n')])
 def test_utf8_bom_files_are_read(tmp_path, name, content):
     p = tmp_path / name
@@ -263,9 +257,6 @@ def test_builtin_metrics(metric, expected, got, score):
     assert m.score({"a": expected}, pred(a=got)) == pytest.approx(score, abs=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: metrics.numeric multiplies tolerance by max(1, |expected|), so "
-                                       "numeric(a, tolerance: 1) accepts 150 for 100; the option is documented "
-                                       "as 'allowed difference'")
 def test_numeric_tolerance_is_an_allowed_difference_for_large_values():
     m = Metric.parse("numeric(a, tolerance: 1)")
     assert m.score({"a": 100}, pred(a=101)) == 1.0
@@ -347,9 +338,6 @@ def test_python_metric_that_raises_scores_zero_for_that_row_only(toy, tool_modul
     assert result.rows[1].outputs == {"a": "revir"}                # the prediction itself was fine
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: evaluate.EvalResult.failures counts every row with an error, and a "
-                                       "metric exception is stored as the row's error, so rows that did produce "
-                                       "outputs are reported as 'failed to produce outputs'")
 def test_a_raising_metric_is_not_counted_as_a_failed_prediction(toy, tool_module):
     mod = tool_module(PY_METRICS)
     m = Metric.parse(f'python("{mod}:picky")', near=toy.parent)
@@ -404,8 +392,6 @@ def test_judge_unreadable_verdict_is_a_miss(toy):
     assert result.score == 0.0 and len(result.rows) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: evaluate.Judge.score catches only ModuleFailure; an LMError from the judge "
-                                       "LM (provider down, budget spent) escapes and aborts the whole evaluation")
 def test_judge_lm_error_fails_the_row_not_the_eval(toy):
     def rule(request):
         if request.messages[0]["content"].startswith("Judge whether"):
@@ -418,9 +404,6 @@ def test_judge_lm_error_fails_the_row_not_the_eval(toy):
     assert [r.score for r in result.rows] == [1.0, 0.0, 1.0]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: with a judge metric, BudgetExhausted (an LMError) raised by the judge's "
-                                       "call escapes evaluate.Judge.score, so compile raises instead of stopping at "
-                                       "the budget")
 def test_judge_metric_compile_stops_at_budget(toy):
     lm = pipec.ScriptedLM(rule=judge_rule(lambda e, p: e == p))
     compiled, _ = compile_toy(toy, "labeled_fewshot", lm=lm, metric="judge(a)", budget=5)
@@ -491,9 +474,6 @@ def test_same_seed_gives_byte_identical_artifacts(toy, tmp_path):
     assert paths[0].read_bytes() == paths[1].read_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Report.tokens counts only real LM calls (context.Stats.hit adds no tokens), "
-                                       "so the same compile on a warm LM cache writes a different artifact "
-                                       "(lm_requests already counts hits to stay cache-independent)")
 def test_same_seed_same_artifact_whether_or_not_the_lm_cache_is_warm(toy, tmp_path):
     cache = tmp_path / "cache"
     first, lm1 = compile_toy(toy, "bootstrap_fewshot", lm=pipec.ScriptedLM(rule=flip_rule, cacheable=True), cache=cache)
@@ -587,9 +567,6 @@ TWO_LMS = """
 """
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: compiling.lm_identity fingerprints declared LMs by their declared id "
-                                       "(program.lm_ids), not by the backend bound to them, so replacing one LM "
-                                       "with load(lms={...}) is a stale compile-cache hit")
 def test_replacing_a_declared_lm_by_name_recompiles(write_pipe, tmp_path):
     path = write_pipe(TWO_LMS)
     cache = tmp_path / "cache"
@@ -603,8 +580,6 @@ def test_replacing_a_declared_lm_by_name_recompiles(write_pipe, tmp_path):
     assert not c.compile_cache_hit and two.requests
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: compiling.compile_program leaves CompileConfig.val_fraction out of the "
-                                       "fingerprint, so another split of the same trainset is a stale cache hit")
 def test_changing_the_split_fraction_recompiles(toy, tmp_path):
     cache = tmp_path / "cache"
     a, _ = compile_toy(toy, cache=cache, train=ROWS, val=None)
@@ -612,9 +587,6 @@ def test_changing_the_split_fraction_recompiles(toy, tmp_path):
     assert not b.compile_cache_hit and b.report.valset == 4 != a.report.valset
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the compile fingerprint holds a python(...) metric's text only, not its "
-                                       "code, so editing the metric function and recompiling returns the stale "
-                                       "cached artifact")
 def test_editing_a_python_metric_recompiles(toy, tmp_path):
     mod = f"pipec_test_metric_edit_{abs(hash(str(tmp_path))) % 10**8}"
     src = tmp_path / f"{mod}.py"
@@ -713,10 +685,6 @@ def test_uncompiled_program_cannot_be_saved(toy, tmp_path):
         prog.save(tmp_path / "x.json")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: compile_program takes session._baseline from program.params(), i.e. the "
-                                       "parameters currently installed; compiling an already compiled program (a second "
-                                       ".compile() call, or a loaded artifact) starts from the old demos, so the "
-                                       "'baseline' and the 'zero-shot' candidate are not uncompiled")
 def test_compiling_twice_starts_again_from_the_uncompiled_program(toy):
     prog = pipec.load(toy, lm=pipec.ScriptedLM(rule=flip_rule), cache=False)
     prog.compile(TRAIN, VAL, "exact_match(a)", "labeled_fewshot")

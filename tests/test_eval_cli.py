@@ -125,7 +125,7 @@ def test_compile_flags_override_the_block(project, lm, tmp_path, capsys):
 
 
 def test_compile_flags_for_data_and_metric(project, lm, tmp_path, capsys):
-    write_rows(tmp_path / "other" / "t.csv", [])
+    (tmp_path / "other").mkdir()
     (tmp_path / "other" / "t.csv").write_text("q,a\n" + "".join(f"{r['q']},{r['a']}\n" for r in ROWS[:6]))
     rc = main("compile", project, "--trainset", tmp_path / "other" / "t.csv", "--metric", "f1(a)",
               "--trials", "3", "--optimizer", "random_search", "--no-cache")
@@ -153,9 +153,6 @@ def test_second_compile_is_a_cache_hit(project, lm, tmp_path, capsys):
     assert project.with_name("toy.compiled.json").read_bytes() == first
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: compiling._rows tries a relative compile-block path against the current "
-                                       "directory first, so a same-named file under the cwd silently replaces the "
-                                       "data beside the .pipe file (the checker says paths are relative to the .pipe)")
 def test_compile_block_paths_are_relative_to_the_pipe_file_even_if_the_cwd_has_the_same_path(project, lm, elsewhere,
                                                                                            capsys):
     write_rows(elsewhere / "data" / "train.jsonl", ROWS[:3])             # someone else's data
@@ -281,9 +278,6 @@ def test_eval_with_a_python_metric_that_raises_keeps_going(project, lm, test_row
     assert "RuntimeError: metric bug" in out
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: metrics._show_call writes string options with Python repr (single "
-                                       "quotes), e.g. regex(a, pattern: '^x'), which Metric.parse cannot read back; "
-                                       "`pipec eval` of an artifact compiled from such a compile block fails")
 def test_eval_an_artifact_whose_metric_has_a_string_option(project, lm, test_rows, capsys):
     project.write_text(project.read_text().replace("exact_match(a)", 'regex(a, pattern: "^[a-z]+$")'))
     assert main("compile", project, "--no-cache") == 0
@@ -311,8 +305,6 @@ def test_eval_requires_data(project):
     assert rc == 2 and "--data" in err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: cli.cmd_eval reports a missing --data file as a DatasetError (exit 1); "
-                                       "the documented exit status for missing files is 2, as `pipec run --inputs` does")
 def test_eval_missing_data_file_is_a_usage_error(project, tmp_path):
     rc, out, err = pipec_cmd("eval", project, "--data", tmp_path / "nope.jsonl")
     assert rc == 2 and "nope.jsonl" in err and "Traceback" not in err

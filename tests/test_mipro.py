@@ -159,6 +159,24 @@ def test_different_seeds_draw_different_minibatches(senti, tmp_path):
     assert seen[0] != seen[1]
 
 
+def test_a_known_baseline_score_saves_the_baseline_trial(senti, tmp_path, monkeypatch):
+    # Once compile_program hands the baseline's score to the session (`session.baseline_score`),
+    # the enqueued baseline trial reuses it instead of scoring a minibatch. Simulated here.
+    from pipec.compiling import Session
+    evaluate = Session.evaluate
+
+    def first_is_baseline(self, params, rows=None):
+        result = evaluate(self, params, rows)
+        if not hasattr(self, "baseline_score"):
+            self.baseline_score = result.score
+        return result
+    monkeypatch.setattr(Session, "evaluate", first_is_baseline)
+    prog = compile_mipro(senti, pipec.ScriptedLM(rule=make_rule()), tmp_path)
+    first = prog.report.trials[0]
+    assert first.note == "trial 1: classify: instruction 0, 0 demos (full score known)" and first.score == 0.0
+    assert prog.report.compiled_score == 1.0
+
+
 # ---------------------------------------------------------------------------- demos vs no demos
 def test_zero_demo_config_wins_when_demos_hurt(senti, tmp_path):
     lm = pipec.ScriptedLM(rule=make_rule(demos_help=False))

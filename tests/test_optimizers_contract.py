@@ -197,14 +197,9 @@ def test_unknown_options_are_a_clear_error_before_any_lm_call(chain, optimizer):
     assert lm.requests == []
 
 
-def test_options_match_what_the_checker_accepts(optimizer, request):
+def test_options_match_what_the_checker_accepts(optimizer):
     """A compile block is checked against SPECS; the optimizer is built from the same options. Any
     difference is an option the checker refuses but the optimizer takes, or the other way round."""
-    if optimizer in ("knn_fewshot", "ensemble"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG: optimizers/__init__.py SPECS and the optimizer class disagree on options "
-            "(knn_fewshot: class has 'pool'; ensemble: class has bootstrap options and 'candidates'), "
-            "so a compile block using them fails `pipec check`")))
     assert set(SPECS[optimizer].options) == set(get_optimizer(optimizer).options)
 
 

