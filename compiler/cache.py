@@ -36,7 +36,10 @@ def cache_key(model: str, request: LMRequest) -> str:
     >>> cache_key("m", LMRequest([{"role": "user", "content": "hi"}])) == cache_key("m", LMRequest([{"role": "user", "content": "hi"}]))
     True
     """
-    blob = json.dumps([FORMAT, model, request.messages, request.schema, request.params],
+    parts = [FORMAT, model, request.messages, request.schema, request.params]
+    if request.sample:
+        parts.append(request.sample)      # n samples of one prompt are n different cache entries
+    blob = json.dumps(parts,
                       sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

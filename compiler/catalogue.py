@@ -13,7 +13,8 @@ def catalogue() -> Catalogue:
     from .modules import kinds
     from pipec.optimizers import SPECS as optimizer_specs
     return Catalogue(
-        kinds={name: KindSpec(name, cls.options, cls.extra_outputs, cls.doc) for name, cls in kinds().items()},
+        kinds={name: KindSpec(name, cls.options, cls.extra_outputs, cls.doc, cls.validate_decl)
+               for name, cls in kinds().items()},
         metrics=dict(metrics.SPECS),
         optimizers=dict(optimizer_specs),
     )

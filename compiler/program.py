@@ -144,18 +144,36 @@ class Program:
         self.members = list(members)
         self.plan = EnsemblePlan(self.graph, plans)
 
-    def _modules(self) -> dict[str, ModuleKind]:
+    def _referenced(self) -> list[str]:
+        """Modules the graph calls, plus those they name in options (debate agents, fuse candidates)."""
         prog = self.checked
-        used = {n.target for n in self.graph.nodes if n.op == "module"}
-        out = {}
-        for name in used:
+        todo = [n.target for n in self.graph.nodes if n.op == "module"]
+        seen: list[str] = []
+        while todo:
+            name = todo.pop(0)
+            if name in seen:
+                continue
+            seen.append(name)
+            for o in prog.modules[name].options:
+                for ref in (o.value if isinstance(o.value, list) else [o.value]):
+                    if isinstance(ref, A.Ref) and ref.name in prog.modules and ref.name not in seen:
+                        todo.append(ref.name)
+        return seen
+
+    def _modules(self) -> dict[str, ModuleKind]:
+        from .modules.base import KindEnv
+        prog = self.checked
+        out: dict[str, ModuleKind] = {}
+        env = KindEnv(self, out)
+        for name in self._referenced():
             decl = prog.modules[name]
             sig = prog.signatures[decl.signature]
             lm_name = self._module_lm(decl)
             lm_decl = prog.lms.get(lm_name if lm_name != DEFAULT_LM else (prog.default_lm or ""))
             sampling = {o.name: o.value for o in lm_decl.options if o.name in SAMPLING} if lm_decl else {}
-            options = {o.name: (o.value.name if isinstance(o.value, A.Ref) else o.value) for o in decl.options}
-            spec = ModuleSpec(name, sig.decl.instruction, list(sig.inputs), list(sig.outputs), options, lm_name, sampling)
+            options = {o.name: _plain_option(o.value) for o in decl.options}
+            spec = ModuleSpec(name, sig.decl.instruction, list(sig.inputs), list(sig.outputs), options, lm_name,
+                              sampling, env)
             out[name] = kinds()[decl.kind](spec)
         return out
 
@@ -163,33 +181,54 @@ class Program:
         return [self._backends[p.lm] for m in self.modules.values() for p in m.predictors()]
 
     def _tool_runner(self, name: str):
+        async def run(args: dict[str, Any], ctx) -> Any:
+            return await self.call_tool(name, args, ctx)
+        return run
+
+    async def call_tool(self, name: str, args: dict[str, Any], ctx) -> Any:
+        """Call a declared tool with named (or `#i` positional) arguments; traced; failures raise ModuleFailure."""
         decl = self.checked.tools[name]
         ret_type = self.checked.tool_returns.get(name)
-
-        async def run(args: dict[str, Any], ctx) -> Any:
-            fn = self.tool(name)
-            pos = [v for k, v in args.items() if k.startswith("#")]
-            kw = {k: v for k, v in args.items() if not k.startswith("#")}
-            rec = CallRecord(ctx.node_id, name, name, f"tool:{decl.target}",
-                             [{"role": "tool", "content": json.dumps(args, default=str, ensure_ascii=False)}])
-            ctx.row.trace.append(rec)
+        fn = self.tool(name)
+        pos = [v for k, v in args.items() if k.startswith("#")]
+        kw = {k: v for k, v in args.items() if not k.startswith("#")}
+        rec = CallRecord(ctx.node_id, name, name, f"tool:{decl.target}",
+                         [{"role": "tool", "content": json.dumps(args, default=str, ensure_ascii=False)}])
+        ctx.row.trace.append(rec)
+        try:
+            result = fn(*pos, **kw)
+            if pyinspect.isawaitable(result):
+                result = await result
+        except Exception as err:
+            rec.error = f"{type(err).__name__}: {err}"
+            raise ModuleFailure(f"tool {name} raised {type(err).__name__}: {err}") from None
+        if ret_type is not None:
             try:
-                result = fn(*pos, **kw)
-                if pyinspect.isawaitable(result):
-                    result = await result
-            except Exception as err:
-                rec.error = f"{type(err).__name__}: {err}"
-                raise ModuleFailure(f"tool {name} raised {type(err).__name__}: {err}") from None
-            if ret_type is not None:
-                try:
-                    result = coerce(result, ret_type)
-                except ReplyError as err:
-                    rec.error = str(err)
-                    raise ModuleFailure(f"tool {name} returned a value that does not fit its declared type: {err}") from None
-            rec.raw = json.dumps(result, default=str, ensure_ascii=False)[:2000]
-            rec.parsed = {"result": result}
-            return result
-        return run
+                result = coerce(result, ret_type)
+            except ReplyError as err:
+                rec.error = str(err)
+                raise ModuleFailure(f"tool {name} returned a value that does not fit its declared type: {err}") from None
+        rec.raw = json.dumps(result, default=str, ensure_ascii=False)[:2000]
+        rec.parsed = {"result": result}
+        return result
+
+    def tool_doc(self, name: str) -> str:
+        """How a tool is described to a model: its declared signature and its docstring's first line."""
+        from .dsl.types import show
+        decl = self.checked.tools[name]
+        if decl.params is not None:
+            params = ", ".join(f"{p.name}: {show_ref(p.type)}" for p in decl.params)
+            sig = f"{name}({params})"
+        else:
+            try:
+                sig = f"{name}{pyinspect.signature(self.tool(name))}"
+            except (TypeError, ValueError):
+                sig = f"{name}(...)"
+        ret = self.checked.tool_returns.get(name)
+        if ret is not None:
+            sig += f" -> {show(ret)}"
+        doc = (pyinspect.getdoc(self.tool(name)) or "").strip().splitlines()
+        return sig + (f": {doc[0]}" if doc else "")
 
     def tool(self, name: str):
         fn = self._tools.get(name)
@@ -326,6 +365,24 @@ class Program:
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
+
+
+def show_ref(ref) -> str:
+    """A TypeRef as written (`list[str]`, `Hit?`)."""
+    if ref.name == "enum":
+        text = "enum(" + ", ".join(ref.values) + ")"
+    else:
+        text = f"{ref.name}[{show_ref(ref.arg)}]" if ref.arg is not None else ref.name
+    return text + ("?" if ref.optional else "")
+
+
+def _plain_option(value):
+    """Option values as kinds see them: names of declarations become plain strings."""
+    if isinstance(value, A.Ref):
+        return value.name
+    if isinstance(value, list):
+        return [_plain_option(v) for v in value]
+    return value
 
 
 def _looks_like_json(path: Path) -> bool:

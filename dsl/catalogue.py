@@ -7,13 +7,17 @@ imports nothing from the rest of pipec.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .types import Type
 
 
 @dataclass(frozen=True, slots=True)
 class OptionSpec:
-    """One option: its value type (`str int float bool lm list number`) and a one-line doc."""
+    """One option: its value type and a one-line doc.
+
+    Types: str int float number bool list, and names of declarations: lm lms tool tools module modules.
+    """
 
     type: str
     doc: str = ""
@@ -33,6 +37,8 @@ class KindSpec:
     options: dict[str, OptionSpec]
     extra_outputs: tuple[tuple[str, Type, str], ...] = ()
     doc: str = ""
+    # Kind-specific static checks: validate(module_decl, checked_program) -> [(message, hint), ...]
+    validate: Callable | None = None
 
 
 @dataclass(frozen=True, slots=True)

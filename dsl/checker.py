@@ -180,6 +180,7 @@ class _Checker:
                 self._module(it)
             elif isinstance(it, A.ToolDecl):
                 self._tool(it)
+        self._module_references()
         for it in items:
             if isinstance(it, A.Pipeline) and self.prog.pipelines.get(it.name) and \
                     self.prog.pipelines[it.name].decl is it:
@@ -322,15 +323,36 @@ class _Checker:
             "list": isinstance(v, list),
             "lm": isinstance(v, A.Ref),
             "name": isinstance(v, A.Ref),
+            "tool": isinstance(v, A.Ref),
+            "module": isinstance(v, A.Ref),
+            "tools": isinstance(v, list) and all(isinstance(x, A.Ref) for x in v),
+            "modules": isinstance(v, list) and all(isinstance(x, A.Ref) for x in v),
+            "lms": isinstance(v, list) and all(isinstance(x, A.Ref) for x in v),
         }.get(spec.type, True)
         if not ok:
             want = {"number": "a number", "int": "an integer", "float": "a number", "str": "a string",
                     "bool": "true or false", "list": "a list", "lm": "the name of an lm declaration",
-                    "name": "a name"}.get(spec.type, spec.type)
+                    "name": "a name", "tool": "the name of a tool declaration",
+                    "module": "the name of a module declaration",
+                    "tools": "a list of tool names, like [search, calculate]",
+                    "modules": "a list of module names, like [a, b]",
+                    "lms": "a list of lm names, like [local, gpt]"}.get(spec.type, spec.type)
             self.error(opt.span, f"{what} must be {want}", _value_hint(spec, v, self.prog.lms), "bad-option")
             return
         if spec.type == "lm" and v.name not in self.prog.lms:
             self.unknown(opt.span, "lm", v.name, self.prog.lms)
+        tables = {"tool": ("tool", self.prog.tools), "tools": ("tool", self.prog.tools),
+                  "module": ("module", self.prog.modules), "modules": ("module", self.prog.modules),
+                  "lms": ("lm", self.prog.lms)}
+        if spec.type in tables:
+            label, table = tables[spec.type]
+            for ref in (v if isinstance(v, list) else [v]):
+                if ref.name not in table:
+                    self.unknown(opt.span, label, ref.name, table)
+            if isinstance(v, list) and not v and spec.minimum:
+                self.error(opt.span, f"{what} needs at least {spec.minimum:g} name{'s' * (spec.minimum != 1)}",
+                           spec.doc, "bad-option")
+            return
         if spec.choices and v not in spec.choices:
             self.error(opt.span, f"{what} must be one of: " + ", ".join(map(str, spec.choices)),
                        did_you_mean(str(v), map(str, spec.choices)), "bad-option")
@@ -393,6 +415,42 @@ class _Checker:
                     if extra in names:
                         self.error(mod.kind_span, f"{mod.kind} adds an output named '{extra}', which signature "
                                    f"{mod.signature} already has", f"rename the signature's field '{extra}'", "duplicate")
+
+    def _module_references(self) -> None:
+        """Modules that name other modules in their options (ensembles, debates): no cycles, and
+        each kind's own checks (such as "candidates share my signature") once every name is known."""
+        refs: dict[str, list[str]] = {}
+        for mod in self.prog.modules.values():
+            kind = self.cat.kinds.get(mod.kind)
+            if kind is None:
+                continue
+            names = []
+            for o in mod.options:
+                spec = kind.options.get(o.name)
+                if spec is not None and spec.type in ("module", "modules"):
+                    names += [r.name for r in (o.value if isinstance(o.value, list) else [o.value])
+                              if isinstance(r, A.Ref) and r.name in self.prog.modules]
+            refs[mod.name] = names
+            if kind.validate is not None and mod.signature in self.prog.signatures:
+                for message, hint in kind.validate(mod, self.prog):
+                    self.error(mod.span, message, hint, "bad-option")
+        state: dict[str, str] = {}
+
+        def visit(name: str, chain: list[str]) -> None:
+            if state.get(name) == "done":
+                return
+            if state.get(name) == "busy":
+                loop = chain[chain.index(name):] + [name]
+                self.error(self.prog.modules[loop[0]].name_span, "module cycle: " + " -> ".join(loop),
+                           "a module cannot use itself, directly or through others", "cycle")
+                return
+            state[name] = "busy"
+            for other in refs.get(name, []):
+                visit(other, chain + [name])
+            state[name] = "done"
+
+        for name in refs:
+            visit(name, [])
 
     def _module_lm(self, mod: A.ModuleDecl) -> None:
         """With one lm it is the default; with several and no `default lm`, a module that names none

@@ -13,6 +13,7 @@ class LMRequest:
     messages: list[dict[str, str]]
     schema: dict | None = None                        # JSON schema of the expected reply object
     params: dict[str, Any] = field(default_factory=dict)   # temperature, max_tokens, stop, seed, ...
+    sample: int = 0     # which of n samples this is: part of the cache key, and of the seed where one is sent
 
 
 @dataclass(slots=True)

@@ -56,6 +56,8 @@ class HostedLM(LMBackend):
     def _kwargs(self, request: LMRequest) -> dict:
         kw = {"model": self.model, "messages": request.messages, "timeout": self.timeout, "num_retries": 0}
         kw.update({k: v for k, v in request.params.items() if k in ("temperature", "max_tokens", "top_p", "stop", "seed")})
+        if request.sample and "seed" in kw:
+            kw["seed"] = int(kw["seed"]) + request.sample
         if self.api_base:
             kw["api_base"] = self.api_base
         if self.api_key_env:

@@ -91,8 +91,8 @@ class LocalLM(LMBackend):
             kwargs["top_p"] = float(p["top_p"])
         if p.get("stop"):
             kwargs["stop"] = list(p["stop"])
-        if "seed" in p:
-            kwargs["seed"] = int(p["seed"])
+        if "seed" in p or request.sample:
+            kwargs["seed"] = int(p.get("seed", self.seed)) + request.sample
         with _lock:
             llama = self._llama()
             if request.schema is not None:

@@ -88,14 +88,17 @@ class Predictor:
         prefix = self._prefix if self.knn is None else self._prefix_for(self.knn.select(values))
         return prefix + [{"role": "user", "content": user_message(self.inputs, values)}]
 
-    def request(self, messages: list[dict[str, str]], ctx) -> LMRequest:
+    def request(self, messages: list[dict[str, str]], ctx, sample: int = 0, params: dict | None = None) -> LMRequest:
         backend = ctx.row.runtime.lms[self.lm]
         schema = self._schema if backend.structured != "text" else None
-        return LMRequest(messages, schema, self.params)
+        return LMRequest(messages, schema, {**self.params, **params} if params else self.params, sample)
 
-    async def __call__(self, values: dict[str, Any], ctx) -> dict[str, Any]:
-        messages = self.messages(values)
-        reply, rec = await ctx.complete(self.name, self.lm, self.request(messages, ctx))
+    async def __call__(self, values: dict[str, Any], ctx, sample: int = 0, params: dict | None = None,
+                       messages: list[dict[str, str]] | None = None) -> dict[str, Any]:
+        """Ask for the outputs. `sample` numbers independent draws of the same prompt (self-consistency),
+        `params` overrides sampling (a temperature), `messages` replaces the built prompt entirely."""
+        messages = messages if messages is not None else self.messages(values)
+        reply, rec = await ctx.complete(self.name, self.lm, self.request(messages, ctx, sample, params))
         rec.inputs = values
         try:
             rec.parsed = parse_reply(reply.text, self._fields)
@@ -105,7 +108,7 @@ class Predictor:
             first = str(err)
         retry = messages + [{"role": "assistant", "content": reply.text},
                             {"role": "user", "content": retry_message(first, self.outputs)}]
-        reply, rec = await ctx.complete(self.name, self.lm, self.request(retry, ctx), attempt=2)
+        reply, rec = await ctx.complete(self.name, self.lm, self.request(retry, ctx, sample, params), attempt=2)
         rec.inputs = values
         try:
             rec.parsed = parse_reply(reply.text, self._fields)
@@ -115,9 +118,36 @@ class Predictor:
             raise ModuleFailure(f"reply did not parse, even after a retry: {err}", raw=reply.text) from None
 
 
+class KindEnv:
+    """What a kind may reach beyond its own prompt: declared tools and other modules.
+
+    Built by the Program for one set of module instances (an ensemble member has its own).
+    """
+
+    def __init__(self, program, modules: dict[str, "ModuleKind"]):
+        self._program = program
+        self._modules = modules
+
+    def module(self, name: str) -> "ModuleKind":
+        return self._modules[name]
+
+    async def call_module(self, name: str, values: dict[str, Any], ctx) -> dict[str, Any]:
+        """Run another declared module (a debate's agent, a rank-and-fuse candidate) from inside this one."""
+        return await self._modules[name].forward(values, ctx.row.node(ctx.node_id, name))
+
+    async def call_tool(self, name: str, args: dict[str, Any], ctx) -> Any:
+        """Run a declared tool; traced like a tool node. Raises ModuleFailure when the tool fails."""
+        return await self._program.call_tool(name, args, ctx)
+
+    def tool_doc(self, name: str) -> str:
+        """`name(params) -> type: first line of its docstring`, for prompts that list tools."""
+        return self._program.tool_doc(name)
+
+
 @dataclass(slots=True)
 class ModuleSpec:
-    """What a kind is built from: the module's name, its signature, its options, its LM name."""
+    """What a kind is built from: the module's name, its signature, its options, its LM name, and
+    the environment for reaching tools and other modules."""
 
     name: str
     instruction: str
@@ -126,6 +156,7 @@ class ModuleSpec:
     options: dict[str, Any]
     lm: str
     sampling: dict[str, Any]
+    env: KindEnv | None = None
 
 
 class ModuleKind:
@@ -135,6 +166,8 @@ class ModuleKind:
     doc: ClassVar[str] = ""
     options: ClassVar[dict[str, OptionSpec]] = COMMON_OPTIONS
     extra_outputs: ClassVar[tuple[tuple[str, Type, str], ...]] = ()
+    # Static checks beyond option types: validate_decl(module_decl, checked_program) -> [(message, hint)]
+    validate_decl: ClassVar[Any] = None
 
     def __init__(self, spec: ModuleSpec):
         self.spec = spec
@@ -163,3 +196,9 @@ class ModuleKind:
 
     def instruction(self) -> str:
         return self.spec.options.get("instruction") or self.spec.instruction
+
+    def predictor(self, part: str, instruction: str, inputs: Fields, outputs: Fields,
+                  params: dict[str, Any] | None = None) -> Predictor:
+        """A named inner predictor (`module.part`) on this module's LM and sampling settings."""
+        return Predictor(f"{self.spec.name}.{part}" if part else self.spec.name, instruction, inputs, outputs,
+                         self.spec.lm, {**self.sampling(), **(params or {})})
