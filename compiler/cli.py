@@ -294,8 +294,10 @@ def cmd_graph(args) -> int:
     from .render import render
     prog = _load(args)
     labels = {}
-    for n in prog.graph.nodes:
-        if n.op == "module":
+    for n in prog.graph.walk():
+        if n.op == "map":
+            labels[n.id] = f"map {n.var}{' ordered' if n.ordered else ''}, at most {n.bound} items"
+        elif n.op == "module":
             labels[n.id] = f"{type(prog.modules[n.target]).kind} {n.target} · {prog.lm_of(n.target)}"
         else:
             labels[n.id] = f"tool {n.target}"

@@ -21,7 +21,7 @@ from .budget import Budget
 from .context import Stats
 from .dataset import DatasetError, Example, check_examples, read_examples, split
 from .evaluate import EvalResult, evaluate
-from .graph import show_expr
+from .graph import to_dict as graph_dict
 from .metrics import Metric
 from .progress import Progress
 from .version import __version__
@@ -335,10 +335,7 @@ def build_artifact(program, report: Report, folder: Path) -> Artifact:
     for rel, text in source_files(program).items():
         files[os.path.relpath(base / rel, folder).replace(os.sep, "/")] = text
     main = os.path.relpath(program.path.resolve(), folder).replace(os.sep, "/")
-    nodes = [{"id": n.id, "op": n.op, "target": n.target, "deps": list(n.deps),
-              "args": {k: show_expr(e) for k, e in n.args}} for n in program.graph.nodes]
-    graph = {"inputs": [n for n, _, _ in program.graph.inputs], "nodes": nodes,
-             "outputs": {n: show_expr(e) for n, _, e in program.graph.outputs}}
+    graph = graph_dict(program.graph)
     lms = {}
     for name, decl in program.checked.lms.items():
         lms[name] = LMState(model=decl.model, options={o.name: getattr(o.value, "name", o.value) for o in decl.options})

@@ -37,7 +37,11 @@ def compile_expr(e: Expr) -> Callable[[Env], Any]:
 
         def attr(env):
             base = inner(env)
-            return base.get(name) if isinstance(base, dict) else getattr(base, name)
+            if isinstance(base, dict):
+                return base.get(name)
+            if isinstance(base, list):        # a field of every item: answers.answer
+                return [x.get(name) if isinstance(x, dict) else None for x in base]
+            return getattr(base, name)
         return attr
     if tag == "list":
         items = [compile_expr(x) for x in e[1]]
@@ -65,10 +69,11 @@ def _text(v: Any) -> str:
 class Step:
     """A node ready to run: its argument closures and the coroutine function that runs it."""
 
-    __slots__ = ("id", "target", "args", "deps", "run")
+    __slots__ = ("id", "target", "args", "deps", "run", "needs_env")
 
-    def __init__(self, node_id: str, target: str, args, deps, run: Callable[[dict, Any], Awaitable[Any]]):
+    def __init__(self, node_id: str, target: str, args, deps, run: Callable[..., Awaitable[Any]], needs_env=False):
         self.id, self.target, self.args, self.deps, self.run = node_id, target, args, deps, run
+        self.needs_env = needs_env
 
 
 class Plan:
@@ -78,68 +83,119 @@ class Plan:
 
     def __init__(self, graph: Graph, runners: dict[str, Callable]):
         self.graph = graph
-        self.steps = [Step(n.id, n.target, [(name, compile_expr(x)) for name, x in n.args], n.deps,
-                           runners[n.target]) for n in graph.nodes]
+        self.steps = []
+        for n in graph.nodes:
+            args = [(name, compile_expr(x)) for name, x in n.args]
+            if n.op == "map":
+                self.steps.append(Step(n.id, "map", args, n.deps, _map_runner(n, Plan(n.body, runners)), True))
+            else:
+                self.steps.append(Step(n.id, n.target, args, n.deps, runners[n.target]))
         self.outputs = [(name, compile_expr(x)) for name, _, x in graph.outputs]
+
+    async def execute(self, env: Env, row: RowContext) -> None:
+        """Run every step into `env`. Inline rows run steps in order and never suspend; asyncio rows
+        start each step as soon as the steps it reads have finished."""
+        if row.inline:
+            for step in self.steps:
+                try:
+                    args = {name: f(env) for name, f in step.args}
+                    ctx = row.node(step.id, step.target)
+                    env[step.id] = await (step.run(args, ctx, env) if step.needs_env else step.run(args, ctx))
+                except Exception as err:
+                    raise _located(err, step) from None
+            return
+        tasks: dict[str, asyncio.Task] = {}
+
+        async def run(step: Step):
+            for d in step.deps:
+                if d in tasks:
+                    await tasks[d]
+            try:
+                args = {name: f(env) for name, f in step.args}
+                ctx = row.node(step.id, step.target)
+                env[step.id] = await (step.run(args, ctx, env) if step.needs_env else step.run(args, ctx))
+            except Exception as err:
+                raise _located(err, step) from None
+
+        for step in self.steps:
+            tasks[step.id] = asyncio.ensure_future(run(step))
+        if not tasks:
+            return
+        try:
+            await asyncio.gather(*tasks.values())
+        except BaseException:
+            for t in tasks.values():
+                t.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            raise
 
     def run_inline(self, inputs: dict[str, Any], runtime: Runtime) -> Prediction:
         """Run without an event loop: every LM call completes synchronously in this thread."""
         row = RowContext(runtime, True)
         env = dict(inputs)
-        step = None
+        coro = self.execute(env, row)
         try:
-            for step in self.steps:
-                args = {name: f(env) for name, f in step.args}
-                coro = step.run(args, row.node(step.id, step.target))
-                try:
-                    coro.send(None)
-                except StopIteration as done:
-                    env[step.id] = done.value
-                else:
-                    coro.close()
-                    raise RuntimeError(f"node {step.id} waited on I/O while running inline")
+            coro.send(None)
+        except StopIteration:
             return Prediction({name: f(env) for name, f in self.outputs}, row.trace)
-        except (ModuleFailure, LMError) as err:
-            return _failure(step, err, row)
-        except Exception as err:       # a bug in a module kind must cost one row, not the batch
-            return _failure(step, ModuleFailure(f"{type(err).__name__}: {err}"), row)
+        except Exception as err:
+            return _failure(err, row)
+        coro.close()
+        return _failure(RuntimeError("a step waited on I/O while running inline"), row)
 
     async def run_async(self, inputs: dict[str, Any], runtime: Runtime) -> Prediction:
         """Run on asyncio: each node starts as soon as the nodes it reads have finished."""
         row = RowContext(runtime, False)
         env = dict(inputs)
-        tasks: dict[str, asyncio.Task] = {}
-        failed: list = []
-
-        async def run(step: Step):
-            for d in step.deps:
-                await tasks[d]
-            try:
-                args = {name: f(env) for name, f in step.args}
-                env[step.id] = await step.run(args, row.node(step.id, step.target))
-            except (ModuleFailure, LMError) as err:
-                failed.append((step, err))
-                raise
-            except Exception as err:   # a bug in a module kind must cost one row, not the batch
-                failure = ModuleFailure(f"{type(err).__name__}: {err}")
-                failed.append((step, failure))
-                raise failure from err
-
-        for step in self.steps:
-            tasks[step.id] = asyncio.ensure_future(run(step))
-        if tasks:
-            try:
-                await asyncio.gather(*tasks.values())
-            except (ModuleFailure, LMError):
-                for t in tasks.values():
-                    t.cancel()
-                await asyncio.gather(*tasks.values(), return_exceptions=True)
-                step, err = failed[0]
-                return _failure(step, err, row)
+        try:
+            await self.execute(env, row)
+        except Exception as err:
+            return _failure(err, row)
         return Prediction({name: f(env) for name, f in self.outputs}, row.trace)
 
 
-def _failure(step: Step | None, err: Exception, row: RowContext) -> Prediction:
+def _map_runner(node, body: Plan):
+    """The coroutine that runs a map node: the body once per item, up to the bound."""
+    value = body.outputs[0][1]
+
+    async def run(args: dict[str, Any], ctx, env: Env) -> list[Any]:
+        items = args["over"]
+        items = list(items) if isinstance(items, (list, tuple)) else ([] if items is None else [items])
+        if len(items) > node.bound:
+            from .context import CallRecord
+            ctx.row.trace.append(CallRecord(node.id, "map", "map", "map", [], error=(
+                f"{len(items)} items, ran the first {node.bound} (the map's bound)")))
+            items = items[: node.bound]
+
+        async def one(item, earlier):
+            child = dict(env)
+            child[node.var] = item
+            if node.ordered:
+                child["earlier"] = earlier
+            await body.execute(child, ctx.row)
+            return value(child)
+
+        if node.ordered or ctx.row.inline:
+            results: list[Any] = []
+            for item in items:
+                results.append(await one(item, list(results)))
+            return results
+        return list(await asyncio.gather(*(one(item, []) for item in items)))
+    return run
+
+
+def _located(err: Exception, step: Step) -> Exception:
+    """Tag an exception with the innermost step it came from; unexpected ones become ModuleFailure
+    (a bug in a module kind must cost one row, not the batch)."""
+    if not isinstance(err, (ModuleFailure, LMError)):
+        err = ModuleFailure(f"{type(err).__name__}: {err}")
+    if getattr(err, "pipec_step", None) is None:
+        err.pipec_step = step
+    return err
+
+
+def _failure(err: Exception, row: RowContext) -> Prediction:
+    step = getattr(err, "pipec_step", None)
     where = f"{step.id} ({step.target})" if step is not None else "pipeline"
     raw = getattr(err, "raw", "")
     return Prediction(None, row.trace, f"{where}: {err}", raw, step.id if step else None)

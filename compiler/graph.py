@@ -21,11 +21,15 @@ Expr = tuple
 @dataclass(frozen=True, slots=True)
 class Node:
     id: str
-    op: str                            # "module" or "tool"
-    target: str                        # module or tool name
+    op: str                            # "module", "tool" or "map"
+    target: str                        # module or tool name ("map" for maps)
     args: tuple[tuple[str, Expr], ...]  # parameter name (or "#i" for positional tool args) → expression
     deps: tuple[str, ...]
     span: A.Span
+    body: "Graph | None" = None         # a map's body: its nodes and one output, "value"
+    var: str = ""                       # a map's item variable
+    ordered: bool = False
+    bound: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,13 @@ class Graph:
     inputs: tuple[tuple[str, Type, str], ...]
     outputs: tuple[tuple[str, Type, Expr], ...]
     nodes: tuple[Node, ...]
+
+    def walk(self):
+        """Every node, map bodies included (a map node comes before its body's nodes)."""
+        for n in self.nodes:
+            yield n
+            if n.body is not None:
+                yield from n.body.walk()
 
     def levels(self) -> list[list[Node]]:
         """Nodes grouped by depth: nodes of one level are independent and run concurrently."""
@@ -104,22 +115,50 @@ def lower(prog: Checked, pipeline: str) -> Graph:
     info = prog.pipelines[pipeline]
     decl = info.decl
     assigns = {s.name: s for s in decl.body if isinstance(s, A.Assign)}
-    nodes: dict[str, Node] = {}
+    stack: list[dict[str, Node]] = [{}]      # nodes of the pipeline, then of each enclosing map body
+    scopes: list[set[str]] = []               # map variables in scope
     lowered: dict[str, Expr] = {}
     counter = [0]
 
     def var(name: str) -> Expr:
+        for scope in reversed(scopes):
+            if name in scope:
+                return ("input", name)
         if name in info.params:
             return ("input", name)
         if name in lowered:
             return lowered[name]
+        # Assignments belong to the pipeline, even when first reached from inside a map body.
+        saved_stack, saved_scopes = stack[1:], scopes[:]
+        del stack[1:]
+        scopes.clear()
         value = assigns[name].value
         if isinstance(value, A.Call):
             call_node(value, name)
             lowered[name] = ("node", name)
         else:
             lowered[name] = expr(value)
+        stack.extend(saved_stack)
+        scopes.extend(saved_scopes)
         return lowered[name]
+
+    def map_node(m: A.MapExpr) -> Expr:
+        counter[0] += 1
+        node_id = f"map#{counter[0]}"
+        over = expr(m.over)
+        stack.append({})
+        scopes.append({m.var} | ({"earlier"} if m.ordered else set()))
+        value = expr(m.body)
+        scopes.pop()
+        inner = stack.pop()
+        body = Graph(f"{node_id} body", (), (("value", None, value),), tuple(inner.values()))
+        outer = expr_deps(over) | expr_deps(value)
+        for n in inner.values():
+            outer |= set(n.deps)
+        deps = sorted(outer - set(inner))
+        stack[-1][node_id] = Node(node_id, "map", "map", (("over", over),), tuple(deps), m.span, body, m.var,
+                                  m.ordered, m.bound)
+        return ("node", node_id)
 
     def expr(e) -> Expr:
         if isinstance(e, A.Literal):
@@ -137,6 +176,8 @@ def lower(prog: Checked, pipeline: str) -> Graph:
             node_id = f"{e.callee}#{counter[0]}"
             call_node(e, node_id)
             return ("node", node_id)
+        if isinstance(e, A.MapExpr):
+            return map_node(e)
         raise TypeError(f"cannot lower {type(e).__name__}")
 
     def call_node(c: A.Call, node_id: str) -> None:
@@ -158,7 +199,7 @@ def lower(prog: Checked, pipeline: str) -> Graph:
                 name = f"#{i}"
             args.append((name, expr(a.value)))
         deps = sorted(set().union(*(expr_deps(x) for _, x in args)) if args else set())
-        nodes[node_id] = Node(node_id, op, c.callee, tuple(args), tuple(deps), c.span)
+        stack[-1][node_id] = Node(node_id, op, c.callee, tuple(args), tuple(deps), c.span)
 
     outputs = []
     ret_items = {it.name: it for it in info.ret.items} if info.ret else {}
@@ -170,4 +211,16 @@ def lower(prog: Checked, pipeline: str) -> Graph:
     for name in assigns:
         var(name)
     inputs = tuple((p.name, info.params[p.name], p.description) for p in decl.params)
-    return Graph(pipeline, inputs, tuple(outputs), tuple(nodes.values()))
+    return Graph(pipeline, inputs, tuple(outputs), tuple(stack[0].values()))
+
+
+def to_dict(graph: Graph) -> dict:
+    """A JSON-ready description of a graph, for artifacts and diffs (expressions shown as source)."""
+    def node(n: Node) -> dict:
+        d = {"id": n.id, "op": n.op, "target": n.target, "deps": list(n.deps),
+             "args": {k: show_expr(e) for k, e in n.args}}
+        if n.op == "map":
+            d.update({"var": n.var, "ordered": n.ordered, "bound": n.bound, "body": to_dict(n.body)})
+        return d
+    return {"inputs": [name for name, _, _ in graph.inputs], "nodes": [node(n) for n in graph.nodes],
+            "outputs": {name: show_expr(e) for name, _, e in graph.outputs}}

@@ -5,18 +5,31 @@ import json
 from typing import Any
 
 
+def max_calls(program, graph=None) -> int:
+    """The static worst case of LM calls for one input: every module call (with its parse retries),
+    map bodies times their bounds, ensembles times their members."""
+    total = 0
+    for node in (graph or program.graph).nodes:
+        if node.op == "module":
+            total += program.modules[node.target].max_calls()
+        elif node.op == "map":
+            total += node.bound * max_calls(program, node.body)
+    return total if graph is not None else total * max(1, len(program.members))
+
+
 def inspect_program(program, values: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per module call site: kind, LM, reply schema, and the messages (inputs as `{name}` placeholders
     unless `values` gives pipeline inputs for a module fed directly by them)."""
     sites = []
-    total = 0
-    for node in program.graph.nodes:
+    for node in program.graph.walk():
+        if node.op == "map":
+            sites.append({"node": node.id, "map": node.var, "ordered": node.ordered, "bound": node.bound,
+                          "max_lm_calls": node.bound * max_calls(program, node.body)})
+            continue
         if node.op != "module":
             sites.append({"node": node.id, "tool": node.target, "target": program.checked.tools[node.target].target})
             continue
         module = program.modules[node.target]
-        calls = module.max_calls()
-        total += calls
         preds = []
         for p in module.predictors():
             shown = {}
@@ -36,9 +49,9 @@ def inspect_program(program, values: dict[str, Any] | None = None) -> dict[str, 
                 "schema": p.schema if backend.structured != "text" else None,
             })
         sites.append({"node": node.id, "module": node.target, "kind": type(module).kind,
-                      "max_lm_calls": calls, "predictors": preds})
+                      "max_lm_calls": module.max_calls(), "predictors": preds})
     members = max(1, len(program.members))
-    return {"pipeline": program.name, "max_lm_calls": total * members, "ensemble_members": members, "calls": sites}
+    return {"pipeline": program.name, "max_lm_calls": max_calls(program), "ensemble_members": members, "calls": sites}
 
 
 def render_inspection(report: dict[str, Any]) -> str:
@@ -49,13 +62,18 @@ def render_inspection(report: dict[str, Any]) -> str:
                    "the prompts below are member 1's")
     for site in report["calls"]:
         out.append("")
+        if "map" in site:
+            out.append(f"== {site['node']} = map over at most {site['bound']} items"
+                       f"{' in order' if site['ordered'] else ' in parallel'}, at most {site['max_lm_calls']} LM calls ==")
+            continue
         if "tool" in site:
             out.append(f"== {site['node']} = tool {site['tool']} -> python {site['target']} (no LM call) ==")
             continue
         out.append(f"== {site['node']} = {site['module']} ({site['kind']}), at most {site['max_lm_calls']} LM calls ==")
         for p in site["predictors"]:
             params = ", ".join(f"{k}={v}" for k, v in p["params"].items())
-            out.append(f"lm: {p['lm']}  structured output: {p['structured']}" + (f"  params: {params}" if params else ""))
+            out.append(f"[{p['predictor']}] lm: {p['lm']}  structured output: {p['structured']}"
+                       + (f"  params: {params}" if params else ""))
             for m in p["messages"]:
                 out.append(f"--- {m['role']}")
                 out.append(m["content"])

@@ -54,7 +54,7 @@ class Prediction:
 
     @property
     def lm_calls(self) -> int:
-        return sum(not r.cache_hit and r.model[:5] != "tool:" for r in self.trace)
+        return sum(not r.cache_hit and r.model[:5] != "tool:" and r.model != "map" for r in self.trace)
 
     def __repr__(self) -> str:
         if not self.ok:

@@ -81,7 +81,7 @@ class Program:
         self.artifact = None          # set on compiled programs
         # Async tools need an event loop, so they rule out the inline path.
         self.inline = all(b.inline for b in self._used_backends()) and not any(
-            pyinspect.iscoroutinefunction(self.tool(n.target)) for n in self.graph.nodes if n.op == "tool")
+            pyinspect.iscoroutinefunction(self.tool(n.target)) for n in self.graph.walk() if n.op == "tool")
 
     # ------------------------------------------------------------------ construction
     def _lm_ids(self, override) -> dict[str, str]:
@@ -116,7 +116,9 @@ class Program:
 
     def _plan(self, modules: dict[str, ModuleKind]) -> Plan:
         runners = {}
-        for node in self.graph.nodes:
+        for node in self.graph.walk():
+            if node.op == "map":
+                continue
             runners[node.target] = modules[node.target].forward if node.op == "module" else self._tool_runner(node.target)
         return Plan(self.graph, runners)
 
@@ -147,7 +149,7 @@ class Program:
     def _referenced(self) -> list[str]:
         """Modules the graph calls, plus those they name in options (debate agents, fuse candidates)."""
         prog = self.checked
-        todo = [n.target for n in self.graph.nodes if n.op == "module"]
+        todo = [n.target for n in self.graph.walk() if n.op == "module"]
         seen: list[str] = []
         while todo:
             name = todo.pop(0)

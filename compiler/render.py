@@ -1,21 +1,35 @@
 """Rendering a pipeline graph as Mermaid, Graphviz DOT, or plain text."""
 from __future__ import annotations
 
-from .graph import Graph, expr_deps, expr_inputs, show_expr
+from .graph import Graph, Node, expr_deps, expr_inputs, show_expr
 
 
-def _edges(graph: Graph):
-    """(source, target, label) for inputs→nodes, nodes→nodes and →outputs."""
+def _edges(graph: Graph, outer_inputs: set[str] | None = None):
+    """(source, target, label) for inputs→nodes, nodes→nodes and →outputs, map bodies included.
+
+    Inside a map body, the map variable is drawn as coming from the map node itself.
+    """
     edges = []
-    for n in graph.nodes:
-        for name, e in n.args:
-            label = name if not name.startswith("#") else ""
-            for src in sorted(expr_inputs(e)):
-                edges.append((f"in:{src}", n.id, label))
-            for src in sorted(expr_deps(e)):
-                edges.append((src, n.id, label))
+    inputs = {name for name, _, _ in graph.inputs} if outer_inputs is None else outer_inputs
+
+    def walk(nodes, local: dict[str, str]):
+        for n in nodes:
+            for name, e in n.args:
+                label = name if not name.startswith("#") else ""
+                for src in sorted(expr_inputs(e)):
+                    edges.append((local.get(src, f"in:{src}"), n.id, label))
+                for src in sorted(expr_deps(e)):
+                    edges.append((src, n.id, label))
+            if n.op == "map":
+                scope = {**local, n.var: n.id, "earlier": n.id}
+                walk(n.body.nodes, scope)
+                _, _, value = n.body.outputs[0]
+                for src in sorted(expr_deps(value)):
+                    edges.append((src, n.id, "result"))
+
+    walk(graph.nodes, {})
     for name, _, e in graph.outputs:
-        for src in sorted(expr_inputs(e)):
+        for src in sorted(expr_inputs(e) & inputs):
             edges.append((f"in:{src}", f"out:{name}", show_expr(e)))
         for src in sorted(expr_deps(e)):
             edges.append((src, f"out:{name}", show_expr(e)))
@@ -24,6 +38,43 @@ def _edges(graph: Graph):
 
 def _ident(key: str) -> str:
     return "n_" + "".join(c if c.isalnum() else "_" for c in key)
+
+
+def _mermaid_nodes(nodes, labels, indent: str, out: list[str]) -> None:
+    for n in nodes:
+        if n.op == "map":
+            out.append(f'{indent}subgraph {_ident(n.id + "_body")}["{labels.get(n.id, n.id)}"]')
+            out.append(f'{indent}    {_ident(n.id)}{{{{"{n.id}"}}}}')
+            _mermaid_nodes(n.body.nodes, labels, indent + "    ", out)
+            out.append(f"{indent}end")
+        else:
+            out.append(f'{indent}{_ident(n.id)}["{n.id}<br/>{labels.get(n.id, n.target)}"]')
+
+
+def _dot_nodes(nodes, labels, indent: str, out: list[str]) -> None:
+    for n in nodes:
+        label = labels.get(n.id, n.target).replace('"', "'")
+        if n.op == "map":
+            out.append(f'{indent}subgraph cluster_{_ident(n.id)} {{')
+            out.append(f'{indent}    label="{label}"; style=dashed;')
+            out.append(f'{indent}    {_ident(n.id)} [label="{n.id}", shape=diamond];')
+            _dot_nodes(n.body.nodes, labels, indent + "    ", out)
+            out.append(f"{indent}}}")
+        else:
+            out.append(f'{indent}{_ident(n.id)} [label="{n.id}\\n{label}", shape=box];')
+
+
+def _text_nodes(nodes: list[Node], labels, indent: str, out: list[str]) -> None:
+    for n in nodes:
+        if n.op == "map":
+            over = show_expr(dict(n.args)["over"])
+            out.append(f"{indent}{n.id} = map {n.var} in {over}{' ordered' if n.ordered else ''} max {n.bound} {{")
+            _text_nodes(list(n.body.nodes), labels, indent + "    ", out)
+            out.append(f"{indent}    value = {show_expr(n.body.outputs[0][2])}")
+            out.append(f"{indent}}}")
+            continue
+        args = ", ".join((f"{k}: " if not k.startswith("#") else "") + show_expr(e) for k, e in n.args)
+        out.append(f"{indent}{n.id} = {n.target}({args})    [{labels.get(n.id, n.op)}]")
 
 
 def render(graph: Graph, fmt: str, labels: dict[str, str] | None = None) -> str:
@@ -39,8 +90,7 @@ def render(graph: Graph, fmt: str, labels: dict[str, str] | None = None) -> str:
         out = ["flowchart LR"]
         for name, t, _ in graph.inputs:
             out.append(f'    {_ident("in:" + name)}(["{name}"])')
-        for n in graph.nodes:
-            out.append(f'    {_ident(n.id)}["{n.id}<br/>{labels.get(n.id, n.target)}"]')
+        _mermaid_nodes(graph.nodes, labels, "    ", out)
         for name, _, _ in graph.outputs:
             out.append(f'    {_ident("out:" + name)}(["{name}"])')
         for a, b, label in edges:
@@ -51,9 +101,7 @@ def render(graph: Graph, fmt: str, labels: dict[str, str] | None = None) -> str:
         out = [f'digraph "{graph.name}" {{', "    rankdir=LR;", '    node [fontname="Helvetica"];']
         for name, _, _ in graph.inputs:
             out.append(f'    {_ident("in:" + name)} [label="{name}", shape=ellipse];')
-        for n in graph.nodes:
-            label = labels.get(n.id, n.target).replace('"', "'")
-            out.append(f'    {_ident(n.id)} [label="{n.id}\\n{label}", shape=box];')
+        _dot_nodes(graph.nodes, labels, "    ", out)
         for name, _, _ in graph.outputs:
             out.append(f'    {_ident("out:" + name)} [label="{name}", shape=ellipse, style=bold];')
         for a, b, label in edges:
@@ -66,9 +114,7 @@ def render(graph: Graph, fmt: str, labels: dict[str, str] | None = None) -> str:
                + ", ".join(n for n, _, _ in graph.outputs) + ")"]
         for depth, level in enumerate(graph.levels()):
             out.append(f"  level {depth}" + (" (concurrent)" if len(level) > 1 else ""))
-            for n in level:
-                args = ", ".join((f"{k}: " if not k.startswith("#") else "") + show_expr(e) for k, e in n.args)
-                out.append(f"    {n.id} = {n.target}({args})    [{labels.get(n.id, n.op)}]")
+            _text_nodes(level, labels, "    ", out)
         for name, _, e in graph.outputs:
             out.append(f"  return {name} = {show_expr(e)}")
         return "\n".join(out)

@@ -183,7 +183,21 @@ class Call:
     callee_span: Span
 
 
-Expr = Union[Var, Attr, Literal, ListLit, Concat, Call]
+@dataclass(slots=True)
+class MapExpr:
+    """`map var in over [ordered] max bound { body }`."""
+
+    span: Span
+    var: str
+    over: "Expr"
+    ordered: bool
+    bound: int
+    body: "Expr"
+    var_span: Span
+    bound_span: Span
+
+
+Expr = Union[Var, Attr, Literal, ListLit, Concat, Call, MapExpr]
 
 
 # ---------------------------------------------------------------- pipelines, compile, test

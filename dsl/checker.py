@@ -955,6 +955,9 @@ def _mismatch_hint(chk: _Checker, want: Type, got: Type, value: A.Expr) -> str:
     return ""
 
 
+_MAP_LIMIT = 1000
+
+
 class _PipelineScope:
     """Types the expressions of one pipeline; variables may be used before the line that sets them."""
 
@@ -964,6 +967,36 @@ class _PipelineScope:
         self.busy: list[str] = []
         self.used: set[str] = set()
         self.reported_cycles: set[frozenset] = set()
+        self.locals: list[dict[str, Type]] = []      # map variables in scope, innermost last
+
+    def map_type(self, e: A.MapExpr) -> Type:
+        """`map v in xs max N { body }` is list[type of body], with v bound to an item of xs."""
+        chk = self.chk
+        over = self.type_of(e.over)
+        item = ANY
+        if over.kind == "list":
+            item = over.arg or ANY
+        elif over.kind != "any":
+            chk.error(e.over.span, f"map needs a list to go over, but this is {show(over)}",
+                      "map over a list field, like `map q in plan.questions max 6 { ... }`", "type-mismatch")
+        if not 1 <= e.bound <= _MAP_LIMIT:
+            chk.error(e.bound_span, f"the bound of a map must be a whole number from 1 to {_MAP_LIMIT}",
+                      "it caps how many items run, so the worst-case number of LM calls is known", "bad-map")
+        names = {e.var} | ({"earlier"} if e.ordered else set())
+        for name in sorted(names):
+            if name in self.info.params or name in self.assigns or any(name in sc for sc in self.locals):
+                chk.error(e.var_span, f"map variable '{name}' hides another value of the same name",
+                          "choose another name for the map variable", "duplicate")
+        scope = {e.var: item}
+        if e.ordered:
+            scope["earlier"] = Type("list", arg=ANY)     # the results so far, in order
+        self.locals.append(scope)
+        body = self.type_of(e.body)
+        self.locals.pop()
+        if e.var not in self.used:
+            chk.warn(e.var_span, f"map variable '{e.var}' is not used in the body",
+                     "the body runs once per item; pass the item to it", "unused")
+        return Type("list", arg=body)
 
     def type_of_var(self, name: str, span: A.Span) -> Type:
         if name in self.var_types:
@@ -988,6 +1021,10 @@ class _PipelineScope:
         if isinstance(e, A.Literal):
             return _value_type(e.value)
         if isinstance(e, A.Var):
+            for scope in reversed(self.locals):
+                if e.name in scope:
+                    self.used.add(e.name)
+                    return scope[e.name]
             if e.name in self.info.params:
                 self.used.add(e.name)
                 return self.info.params[e.name]
@@ -1004,10 +1041,24 @@ class _PipelineScope:
             else:
                 chk.unknown(e.span, "name", e.name, list(self.info.params) + list(self.assigns))
             return ANY
+        if isinstance(e, A.MapExpr):
+            return self.map_type(e)
         if isinstance(e, A.Attr):
             base = self.type_of(e.value)
             if base.kind == "any":
                 return ANY
+            if base.kind == "list" and base.arg is not None and base.arg.kind in ("record", "any"):
+                # Field access on a list of results projects the field: answers.answer is list[str].
+                item = base.arg
+                if item.kind == "any":
+                    return Type("list", arg=ANY)
+                ft = item.field(e.name)
+                if ft is None:
+                    names = [n for n, _, _ in item.fields]
+                    chk.error(e.span, f"{item.name or 'these values'} have no field '{e.name}'",
+                              did_you_mean(e.name, names) or "their fields are: " + ", ".join(names), "bad-field")
+                    return ANY
+                return Type("list", arg=ft)
             if base.kind != "record":
                 chk.error(e.span, f"{show(base)} has no field '{e.name}'",
                           "only module results and records have fields", "bad-field")

@@ -471,6 +471,13 @@ class _Builder(Transformer):
     def pos_arg(self, meta, ch):
         return A.Arg(self._s(meta), None, _e(ch[0]))
 
+    def map_expr(self, meta, ch):
+        var, over, order, bound, body = ch
+        text = str(bound)
+        value = int(text) if text.lstrip("-").isdigit() else -1     # the checker reports a non-integer bound
+        return A.MapExpr(self._s(meta), str(var), _e(over), order is not None, value, _e(body),
+                         _tok_span(self.path, var), _tok_span(self.path, bound))
+
     def call(self, meta, ch):
         return A.Call(self._s(meta), str(ch[0]), [c for c in ch[1:] if c is not None], _tok_span(self.path, ch[0]))
 

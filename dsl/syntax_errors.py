@@ -15,6 +15,14 @@ from typing import Callable
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput
 
 KNOWN_MISTAKES: dict[str, list[str]] = {
+    "a map needs a bound: `map q in xs max 8 { ... }`|the bound caps the items it runs, so the worst-case LM calls are known": [
+        "pipeline p(x: list[str]) -> (a) { y = map q in x { m(q: q) } return a = y }",
+        "pipeline p(x: list[str]) -> (a) { y = map q in x ordered { m(q: q) } return a = y }",
+        "pipeline p(x: str) -> (a) { y = map q in x.y { m(q: q) } return a = y }",
+        "pipeline p(x: str) -> (a) { y = map q in x.y ordered { m(q: q) } return a = y }",
+        "pipeline p(x: str) -> (a) { y = map q in m(a: x).y { m(q: q) } return a = y }",
+        "pipeline p(x: str) -> (a) { y = map q in x + x { m(q: q) } return a = y }",
+    ],
     "missing '=' in lm declaration|write `lm name = \"provider/model\"`": [
         'lm local "local/smollm2"',
         'lm local: "local/smollm2"',

@@ -1,0 +1,147 @@
+"""Majority: self-consistency (Wang et al. 2023, "Self-Consistency Improves Chain of Thought
+Reasoning in Language Models").
+
+Instead of one greedy chain of thought, sample `n` reasoning paths of the same chain-of-thought prompt
+at a temperature (in parallel, each an independent draw: `sample=0..n-1`), then marginalize the
+reasoning out: the most frequent answer wins. Answers are compared after normalization (case,
+whitespace, trailing punctuation, 3 == 3.0), over one output (`field`) or all outputs jointly; a tie
+goes to the earliest sample. The winner's outputs and reasoning are returned, with the tally in
+`.votes` ("4: 3, 5: 2"). A sample whose reply does not parse is left out of the vote; only when every
+sample fails does the call fail.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..dsl.catalogue import OptionSpec
+from ..dsl.diagnostics import did_you_mean
+from ..dsl.types import STR
+from ..budget import BudgetExhausted
+from ..lm.base import LMError
+from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor
+from .chain_of_thought import DEFAULT_RATIONALE
+
+DEFAULT_N = 5
+DEFAULT_TEMPERATURE = 0.7
+_SPACE = re.compile(r"\s+")
+
+
+def normalize(value: Any) -> Any:
+    """The form in which two answers count as the same vote.
+
+    >>> normalize("  The Answer. "), normalize(3.0), normalize(["A ", "b"])
+    ('the answer', 3, ['a', 'b'])
+    """
+    if isinstance(value, str):
+        return _SPACE.sub(" ", value).strip().rstrip(".!").strip().lower()
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [normalize(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k).lower(): normalize(v) for k, v in value.items()}
+    return value
+
+
+def vote_key(outputs: dict[str, Any], fields: list[str]) -> str:
+    return json.dumps([normalize(outputs.get(f)) for f in fields], sort_keys=True, default=str, ensure_ascii=False)
+
+
+def show_value(outputs: dict[str, Any], fields: list[str]) -> str:
+    """How one answer is written in the tally: the value alone, or `a=1, b=x` for several fields."""
+    def one(v):
+        return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
+    if len(fields) == 1:
+        return one(outputs.get(fields[0]))
+    return ", ".join(f"{f}={one(outputs.get(f))}" for f in fields)
+
+
+def tally(samples: list[dict[str, Any] | None], fields: list[str]) -> tuple[int, str]:
+    """The index of the winning sample and the tally text; `None` samples failed.
+
+    Most votes win; among equal counts, the answer first given (earliest sample) wins.
+
+    >>> tally([{"a": "x"}, {"a": "Y"}, None, {"a": "y."}], ["a"])
+    (1, 'Y: 2, x: 1 (1 sample failed)')
+    """
+    counts: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for i, s in enumerate(samples):
+        if s is None:
+            continue
+        k = vote_key(s, fields)
+        counts[k] = counts.get(k, 0) + 1
+        first.setdefault(k, i)
+    order = sorted(counts, key=lambda k: (-counts[k], first[k]))
+    text = ", ".join(f"{show_value(samples[first[k]], fields)}: {counts[k]}" for k in order)
+    failed = sum(s is None for s in samples)
+    if failed:
+        text += f" ({failed} sample{'s' * (failed != 1)} failed)"
+    return first[order[0]], text
+
+
+class Majority(ModuleKind):
+    """Sample n chains of thought at a temperature, in parallel, and return the most common answer.
+
+    .pipe: `module solve = Majority(Word, n: 5, temperature: 0.7, field: answer)`
+    """
+
+    kind = "Majority"
+    doc = "self-consistency: n chain-of-thought samples in parallel, then a majority vote over the answers"
+    options = {**COMMON_OPTIONS,
+               "temperature": OptionSpec("number", f"sampling temperature of the n samples (default "
+                                                   f"{DEFAULT_TEMPERATURE}; overrides the LM's)", minimum=0),
+               "n": OptionSpec("int", f"how many reasoning paths to sample (default {DEFAULT_N})", minimum=1),
+               "field": OptionSpec("str", "the output that votes (default: all outputs jointly)"),
+               "rationale": OptionSpec("str", "how the reasoning field is described to the model")}
+    extra_outputs = (("reasoning", STR, "the reasoning of the winning sample"),
+                     ("votes", STR, "the tally of the vote, most votes first, like \"4: 3, 5: 2\""))
+
+    @staticmethod
+    def validate_decl(decl, program) -> list[tuple[str, str]]:
+        outputs = [n for n, _, _ in program.signatures[decl.signature].outputs]
+        out = []
+        for o in decl.options:
+            if o.name == "field" and isinstance(o.value, str) and o.value not in outputs:
+                hint = did_you_mean(o.value, outputs) or f"outputs of {decl.signature}: {', '.join(outputs)}"
+                out.append((f"option 'field' of Majority module {decl.name} names '{o.value}', which is not an "
+                            f"output of {decl.signature}", hint))
+        return out
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.n = int(spec.options.get("n", DEFAULT_N))
+        field = spec.options.get("field")
+        self.fields = [field] if field else [n for n, _, _ in spec.outputs]
+        params = {**self.sampling(), "temperature": spec.options.get("temperature", DEFAULT_TEMPERATURE)}
+        rationale = spec.options.get("rationale") or DEFAULT_RATIONALE
+        self.reason = Predictor(f"{spec.name}.reason", self.instruction(), spec.inputs,
+                                [("reasoning", STR, rationale)] + list(spec.outputs), spec.lm, params)
+
+    def predictors(self) -> list[Predictor]:
+        return [self.reason]
+
+    def max_calls(self) -> int:
+        return 2 * self.n          # n samples, each with at most one parse retry
+
+    async def _sample(self, values, ctx, i: int):
+        try:
+            return await self.reason(values, ctx, sample=i)
+        except BudgetExhausted:
+            raise                  # a compile out of budget must see it, not a vote over fewer samples
+        except (ModuleFailure, LMError) as err:
+            return err
+
+    async def forward(self, values, ctx):
+        results = await ctx.gather(*(self._sample(values, ctx, i) for i in range(self.n)))
+        samples = [None if isinstance(r, Exception) else r for r in results]
+        if all(s is None for s in samples):
+            first = results[0]
+            raise ModuleFailure(f"all {self.n} samples failed; the first: {first}", getattr(first, "raw", ""))
+        best, votes = tally(samples, self.fields)
+        winner = samples[best]
+        return {**winner, "reasoning": winner.get("reasoning") or "", "votes": votes}

@@ -1,0 +1,356 @@
+"""ReAct: interleaved reasoning and acting over declared tools (Yao et al., 2022, "ReAct: Synergizing
+Reasoning and Acting in Language Models", arXiv:2210.03629), in the shape of DSPy's `dspy.ReAct`.
+
+Each step is one call of the `module.react` predictor. Its reply has a `thought`, an `action` (one of
+the tools named in `tools`, or `finish`) and an `action_input` (the tool's arguments: an object keyed
+by parameter name, or a plain string for a tool that takes one parameter). The tool runs and its
+result, or its error text (a failing tool is an observation, not a crash), is appended to the
+trajectory that the next step reads:
+
+    Thought 1: I need the year Eiffel was born.
+    Action 1: search
+    Action input 1: Gustave Eiffel born
+    Observation 1: ["Gustave Eiffel was born in Dijon, France, in 1832."]
+
+`finish`, or reaching `max_steps`, ends the loop; then the `module.extract` predictor reads the inputs
+and the trajectory and produces the signature's outputs (as DSPy does). A step whose reply cannot be
+used even after the retry also ends the loop (as in DSPy): the extract answers from what was gathered.
+The call result exposes the trajectory as `.trajectory`.
+
+Tools: each tool in `tools` must be fillable from the model's `action_input`:
+- a tool with a declared signature (`tool search(query: str) -> list[str] = python(...)`) is filled
+  from an object by parameter name (values coerced to the declared types), or from a plain string
+  when it has exactly one parameter; the reply schema constrains `action_input` to those shapes;
+- a tool without one (`tool search = python(...)`) is accepted only if its Python function takes
+  exactly one parameter without a default (checked statically by importing it, as `pipec check` does
+  for every tool); the string goes to that parameter, and an object may name the function's parameters.
+Arguments that do not fit (a missing parameter, an unknown name, a value of the wrong type) become an
+error observation too, so the model can correct itself at the next step.
+
+.pipe:
+    tool search(query: str) -> list[str] = python("examples.corpus:search")
+    tool calculate(expression: str) -> float = python("examples.tools:calculate")
+    module agent = ReAct(Answer, tools: [search, calculate], max_steps: 5)
+    ... r = agent(question: q) ... r.answer, r.trajectory
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+from ..dsl import ast as A
+from ..dsl.catalogue import OptionSpec
+from ..dsl.types import ANY, SCALARS, STR, Type
+from ..prompt import render_value
+from ..reply_parser import ReplyError, coerce
+from ..schema import type_schema
+from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor
+
+FINISH = "finish"
+DEFAULT_MAX_STEPS = 5
+MAX_OBSERVATION = 1500          # characters of one observation kept in the trajectory
+STEP_FIELDS = ("thought", "action", "action_input")
+
+# (name, type, required) of one tool parameter.
+Param = tuple[str, Type, bool]
+
+
+# ---------------------------------------------------------------------------- tools (shared with SelfAsk)
+def resolve_ref(ref: A.TypeRef, records: dict[str, Type]) -> Type:
+    """A tool parameter's TypeRef as a Type (the checker has already reported bad ones)."""
+    if ref.name in SCALARS:
+        t = Type(ref.name)
+    elif ref.name == "enum":
+        t = Type("enum", values=tuple(dict.fromkeys(ref.values)))
+    elif ref.name == "list":
+        t = Type("list", arg=resolve_ref(ref.arg, records) if ref.arg is not None else ANY)
+    else:
+        t = records.get(ref.name, ANY)
+    return Type(t.kind, t.arg, t.values, t.name, t.fields, True) if ref.optional else t
+
+
+def python_params(fn) -> list[Param] | None:
+    """The parameters of an undeclared tool's function (untyped), or None if it has no signature."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    return [(p.name, ANY, p.default is inspect.Parameter.empty) for p in sig.parameters.values()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def undeclared_problem(fn) -> str | None:
+    """Why an undeclared tool cannot be filled from one string, or None (exactly one required parameter)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    ps = list(sig.parameters.values())
+    required = [p.name for p in ps if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if len(required) == 1 and not any(p.kind == p.KEYWORD_ONLY and p.name in required for p in ps):
+        return None
+    if not required:
+        return "its function takes no required parameter"
+    return f"its function takes {len(required)} required parameters ({', '.join(required)})" if len(required) > 1 \
+        else f"its function's one required parameter ({required[0]}) is keyword-only"
+
+
+def import_tool(decl: A.ToolDecl, mod: A.ModuleDecl):
+    """Import a tool's function from beside the .pipe file that declares `mod`, or None if it cannot be."""
+    from ..tools import import_target
+    try:
+        return import_target(decl.target, Path(mod.span.file).parent.resolve())
+    except Exception:       # an import problem is reported by the tool checks themselves
+        return None
+
+
+# Workarounds, until KindEnv offers them: kinds are built inside Program.__init__ before its tool table
+# exists (`env.tool_doc` raises AttributeError then), and KindEnv exposes no tool parameters. These read
+# the Program behind the env and import tools the way Program.tool does.
+def _tool_fn(env, name: str):
+    program = env._program
+    if hasattr(program, "_tools"):
+        return program.tool(name)
+    from ..tools import import_target
+    return import_target(program.checked.tools[name].target, program.path.parent.resolve())
+
+
+def tool_params(env, name: str) -> list[Param]:
+    """A tool's parameters: the declared ones (typed), else those of its Python function (untyped)."""
+    program = env._program
+    decl = program.checked.tools[name]
+    if decl.params is not None:
+        return [(p.name, resolve_ref(p.type, program.checked.records), not p.type.optional) for p in decl.params]
+    return python_params(_tool_fn(env, name)) or []
+
+
+def tool_doc(env, name: str) -> str:
+    """`name(params) -> type: first docstring line`, as `KindEnv.tool_doc` words it."""
+    program = env._program
+    if hasattr(program, "_tools"):
+        return env.tool_doc(name)
+    from ..dsl.types import show
+    from ..program import show_ref
+    decl = program.checked.tools[name]
+    fn = _tool_fn(env, name)
+    if decl.params is not None:
+        sig = f"{name}({', '.join(f'{p.name}: {show_ref(p.type)}' for p in decl.params)})"
+    else:
+        try:
+            sig = f"{name}{inspect.signature(fn)}"
+        except (TypeError, ValueError):
+            sig = f"{name}(...)"
+    ret = program.checked.tool_returns.get(name)
+    if ret is not None:
+        sig += f" -> {show(ret)}"
+    doc = (inspect.getdoc(fn) or "").strip().splitlines()
+    return sig + (f": {doc[0]}" if doc else "")
+
+
+def tool_returns(env, name: str) -> Type:
+    program = getattr(env, "_program", None)
+    return program.checked.tool_returns.get(name, ANY) if program is not None else ANY
+
+
+def fill_args(tool: str, params: list[Param], value: Any) -> dict[str, Any]:
+    """The keyword arguments of one tool call from the model's input; ValueError says what does not fit."""
+    required = [n for n, _, req in params if req]
+    names = [n for n, _, _ in params]
+    if isinstance(value, dict):
+        given = dict(value)
+        unknown = [k for k in given if k not in names]
+        missing = [n for n in required if n not in given]
+        # A lone parameter under another name ({"q": ...} for search(query)) is still that parameter.
+        if len(unknown) == 1 and len(missing) == 1:
+            given[missing[0]] = given.pop(unknown[0])
+            unknown, missing = [], []
+        if unknown:
+            raise ValueError(f"{tool} has no parameter {', '.join(map(repr, unknown))}; "
+                             f"its parameters: {', '.join(names) or 'none'}")
+        if missing:
+            raise ValueError(f"{tool} needs {', '.join(map(repr, missing))}")
+    elif value is None or value == "":
+        if required:
+            raise ValueError(f"{tool} needs {', '.join(map(repr, required))}; give them in action_input")
+        given = {}
+    else:
+        single = required if len(required) == 1 else names if len(names) == 1 else []
+        if len(single) != 1:
+            raise ValueError(f"{tool} takes {', '.join(names) or 'no parameters'}: give action_input as an object "
+                             "with those keys")
+        given = {single[0]: value}
+    types = {n: t for n, t, _ in params}
+    out = {}
+    for k, v in given.items():
+        try:
+            out[k] = coerce(v, types[k])
+        except ReplyError as err:
+            raise ValueError(f"argument '{k}' of {tool}: {err}") from None
+    return out
+
+
+def observe(result: Any) -> str:
+    text = render_value(result)
+    return text if len(text) <= MAX_OBSERVATION else text[:MAX_OBSERVATION] + " ..."
+
+
+def shown_input(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------------------- static checks
+def validate_react(decl: A.ModuleDecl, prog) -> list[tuple[str, str]]:
+    """`tools` is given, names each tool once, avoids `finish`, and every tool can be filled from the
+    model's action input; signature inputs do not shadow the step's reply fields."""
+    out: list[tuple[str, str]] = []
+    opts = {o.name: o.value for o in decl.options}
+    if "tools" not in opts:
+        out.append((f"ReAct module {decl.name} needs a `tools` option naming the tools it may call",
+                    "for example `tools: [search]`, naming `tool` declarations"))
+    refs = opts.get("tools")
+    names = [r.name for r in refs if isinstance(r, A.Ref)] if isinstance(refs, list) else []
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        out.append((f"ReAct module {decl.name} names tool {', '.join(dupes)} more than once", "name each tool once"))
+    if FINISH in names:
+        out.append((f"ReAct module {decl.name}: a tool named '{FINISH}' clashes with the action that ends the loop",
+                    f"rename the tool declaration '{FINISH}'"))
+    for name in dict.fromkeys(names):
+        tool = prog.tools.get(name)
+        if tool is None or tool.params is not None:
+            continue                            # unknown names are reported by the option check
+        fn = import_tool(tool, decl)
+        problem = undeclared_problem(fn) if fn is not None else None
+        if problem:
+            out.append((f"ReAct tool {name} has no declared parameters and {problem}, so the model's action "
+                        "input cannot be matched to them",
+                        f"declare them: `tool {name}(a: str, b: int) -> T = python(\"{tool.target}\")`"))
+    sig = prog.signatures.get(decl.signature)
+    if sig is not None:
+        clash = [n for n, _, _ in sig.inputs if n in STEP_FIELDS]
+        if clash:
+            out.append((f"ReAct module {decl.name}: signature {decl.signature} has an input named "
+                        f"{', '.join(map(repr, clash))}, which ReAct's steps reply with",
+                        "rename the input (thought, action and action_input are the step's fields)"))
+    return out
+
+
+# ---------------------------------------------------------------------------- the kind
+class StepPredictor(Predictor):
+    """The step predictor: its reply schema constrains `action_input` to the tools' argument shapes."""
+
+    def rebuild(self) -> None:
+        Predictor.rebuild(self)
+        extra = getattr(self, "action_input_schema", None)
+        if extra is not None:
+            self._schema = {**self._schema, "properties": {**self._schema["properties"], "action_input": extra}}
+
+
+class ReAct(ModuleKind):
+    """Thought, action, observation, repeated; then the outputs from the trajectory.
+
+    .pipe: `module agent = ReAct(Answer, tools: [search, calculate], max_steps: 5)`
+    """
+
+    kind = "ReAct"
+    doc = "an agent loop: thought, tool call and observation per step over declared tools, then the outputs"
+    options = {**COMMON_OPTIONS,
+               "tools": OptionSpec("tools", "the tools the agent may call, like [search, calculate]", minimum=1),
+               "max_steps": OptionSpec("int", f"most thought/action/observation steps (default {DEFAULT_MAX_STEPS})",
+                                       minimum=1)}
+    extra_outputs = (("trajectory", STR, "the thoughts, actions and observations of every step"),)
+    validate_decl = staticmethod(validate_react)
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.tools: list[str] = list(spec.options.get("tools") or [])
+        self.max_steps: int = int(spec.options.get("max_steps", DEFAULT_MAX_STEPS))
+        env = spec.env
+        self.params: dict[str, list[Param]] = {t: tool_params(env, t) for t in self.tools} if env else {}
+        docs = [tool_doc(env, t) if env else t for t in self.tools]
+        ins = ", ".join(f"`{n}`" for n, _, _ in spec.inputs)
+        outs = ", ".join(f"`{n}`" for n, _, _ in spec.outputs)
+        tool_lines = "\n".join(f"- {d}" for d in docs)
+        task = self.instruction().strip()
+        step_instruction = (
+            (task + "\n\n" if task else "")
+            + f"You are an agent. You are given {ins or 'the inputs'} and your trajectory so far. Use the tools to "
+            f"collect the information needed to produce {outs}. In each step, write your next thought (reason about "
+            "the situation and plan ahead), then choose the next action and its input. After each tool call its "
+            "result is appended to your trajectory as an observation.\n\n"
+            f"Actions:\n{tool_lines}\n- {FINISH}: the task is complete; the trajectory holds everything needed "
+            f"to produce {outs}.")
+        actions = tuple(self.tools) + (FINISH,)
+        step_inputs = list(spec.inputs) + [("trajectory", STR, "the thoughts, actions and observations so far")]
+        step_outputs = [
+            ("thought", STR, "your reasoning about the next step"),
+            ("action", Type("enum", values=actions), "the tool to call, or finish"),
+            ("action_input", Type("any", optional=True),
+             "the tool's arguments: an object keyed by parameter name, or a plain string for a tool with one "
+             "parameter; empty for finish"),
+        ]
+        self.react = StepPredictor(f"{spec.name}.react", step_instruction, step_inputs, step_outputs, spec.lm,
+                                   self.sampling())
+        self.react.action_input_schema = self._input_schema()
+        self.react.rebuild()
+        extract_instruction = ((task + "\n\n" if task else "")
+                               + "The trajectory shows the thoughts, tool calls and observations gathered so far; "
+                               "produce the outputs from it.")
+        self.extract = self.predictor("extract", extract_instruction, step_inputs, list(spec.outputs))
+
+    def _input_schema(self) -> dict:
+        """`action_input`: a string (for one-parameter tools and finish) or one tool's argument object."""
+        shapes: list[dict] = [{"type": "string"}]
+        for tool in self.tools:
+            params = self.params.get(tool, [])
+            shape = {"type": "object",
+                     "properties": {n: (type_schema(t) if t.kind != "any" else {}) for n, t, _ in params},
+                     "required": [n for n, _, req in params if req],
+                     "additionalProperties": False}
+            if shape not in shapes:
+                shapes.append(shape)
+        return {"anyOf": shapes}
+
+    def predictors(self):
+        return [self.react, self.extract]
+
+    def max_calls(self) -> int:
+        return 2 * self.max_steps + 2
+
+    async def forward(self, values, ctx):
+        steps: list[str] = []
+        for i in range(1, self.max_steps + 1):
+            try:
+                step = await self.react({**values, "trajectory": render_trajectory(steps)}, ctx)
+            except ModuleFailure:
+                break               # as in DSPy: a step that cannot be read ends the loop; the trace keeps it
+            action, arg = step["action"], step.get("action_input")
+            lines = [f"Thought {i}: {step['thought']}", f"Action {i}: {action}"]
+            if action == FINISH:
+                steps.append("\n".join(lines))
+                break
+            lines.append(f"Action input {i}: {shown_input(arg)}")
+            lines.append(f"Observation {i}: {await self._act(action, arg, ctx)}")
+            steps.append("\n".join(lines))
+        trajectory = render_trajectory(steps)
+        out = await self.extract({**values, "trajectory": trajectory}, ctx)
+        return {**out, "trajectory": trajectory}
+
+    async def _act(self, tool: str, arg: Any, ctx) -> str:
+        """Run one tool call; whatever goes wrong is the observation."""
+        try:
+            args = fill_args(tool, self.params.get(tool, []), arg)
+        except ValueError as err:
+            return f"error: {err}"
+        try:
+            return observe(await self.spec.env.call_tool(tool, args, ctx))
+        except ModuleFailure as err:
+            return f"error: {err}"
+
+
+def render_trajectory(steps: list[str]) -> str:
+    return "\n\n".join(steps) if steps else "(no steps yet)"
