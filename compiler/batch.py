@@ -111,11 +111,11 @@ class BatchSummary:
     line: str = ""
 
 
-def read_rows(path: Path, skipped: list[str]) -> Iterator[tuple[int, dict]]:
+def read_rows(path: Path, skipped: list[str], shard: tuple[int, int] | None = None) -> Iterator[tuple[int, dict]]:
     """Rows of a JSONL file as (line number, object); bad lines go to `skipped` with their number."""
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:
         for lineno, text in enumerate(fh, 1):
-            if not text.strip():
+            if not text.strip() or not in_shard(lineno, shard):
                 continue
             try:
                 row = json.loads(text)
@@ -153,18 +153,35 @@ def finished_rows(out_path: Path, retry_failed: bool) -> dict[int, str]:
     return done
 
 
+def in_shard(lineno: int, shard: tuple[int, int] | None) -> bool:
+    """Whether input line `lineno` belongs to shard K of N (1-based): lines K, K+N, K+2N, ...
+
+    >>> [n for n in range(1, 9) if in_shard(n, (3, 4))]
+    [3, 7]
+    """
+    if shard is None:
+        return True
+    k, n = shard
+    return (lineno - 1) % n == k - 1
+
+
 def run_jsonl(program, in_path: Path, out_path: Path, concurrency: int = 4, progress: bool | None = None,
-              retry_failed: bool = False, with_trace: bool = False, on_skip: Callable[[str], None] | None = None) -> BatchSummary:
-    """Run every row of a JSONL file into a JSONL output file, resuming where an earlier run stopped."""
+              retry_failed: bool = False, with_trace: bool = False, on_skip: Callable[[str], None] | None = None,
+              shard: tuple[int, int] | None = None) -> BatchSummary:
+    """Run every row of a JSONL file into a JSONL output file, resuming where an earlier run stopped.
+
+    With `shard=(k, n)` only every n-th line starting at line k runs (machines split a batch; `merge_outputs`
+    puts the parts back together and checks that every row is there once)."""
     summary = BatchSummary()
     done = finished_rows(out_path, retry_failed)
     if retry_failed and out_path.exists():
         _drop_failed(out_path)
-    total = sum(1 for line in open(in_path, encoding="utf-8") if line.strip())
+    with open(in_path, encoding="utf-8") as fh:
+        total = sum(1 for i, line in enumerate(fh, 1) if line.strip() and in_shard(i, shard))
     summary.total = total
 
     def todo():
-        for lineno, row in read_rows(in_path, summary.skipped):
+        for lineno, row in read_rows(in_path, summary.skipped, shard):
             if done.get(lineno) == row_key(row):
                 summary.resumed += 1
                 bar.done += 1
@@ -217,3 +234,58 @@ def _drop_failed(out_path: Path) -> None:
     tmp = out_path.with_suffix(out_path.suffix + ".tmp")
     tmp.write_text("".join(keep), encoding="utf-8")
     os.replace(tmp, out_path)
+
+
+@dataclass
+class MergeResult:
+    rows: int = 0
+    missing: list[int] = field(default_factory=list)       # input lines no part answered
+    duplicated: list[int] = field(default_factory=list)    # input lines answered by several parts
+    stale: list[int] = field(default_factory=list)         # answered for a different row content
+    failed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.duplicated or self.stale)
+
+
+def merge_outputs(in_path: Path, parts: list[Path], out_path: Path) -> MergeResult:
+    """Merge shard outputs into one file in input order, checking every input row appears exactly once.
+
+    Rows the input file could not provide (bad JSON) are not expected in the parts. The merged file is
+    written only when the check passes.
+    """
+    expected: dict[int, str] = {}
+    for lineno, row in read_rows(in_path, []):
+        expected[lineno] = row_key(row)
+    seen: dict[int, dict] = {}
+    result = MergeResult()
+    for part in parts:
+        with open(part, encoding="utf-8") as fh:
+            for text in fh:
+                try:
+                    rec = json.loads(text)
+                except ValueError:
+                    continue              # a torn last line of a killed run: that row counts as missing
+                line = rec.get("line")
+                if not isinstance(line, int):
+                    continue
+                if line in seen:
+                    result.duplicated.append(line)
+                    continue
+                seen[line] = rec
+    for line, key in expected.items():
+        if line not in seen:
+            result.missing.append(line)
+        elif seen[line].get("key") != key:
+            result.stale.append(line)
+    result.duplicated = sorted(set(result.duplicated))
+    result.rows = sum(1 for line in expected if line in seen)
+    result.failed = sum(1 for line in expected if line in seen and not seen[line].get("ok"))
+    if result.ok:
+        tmp = out_path.with_name(out_path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as out:
+            for line in sorted(expected):
+                out.write(json.dumps(seen[line], ensure_ascii=False) + "\n")
+        os.replace(tmp, out_path)
+    return result

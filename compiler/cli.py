@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--retry-failed", action="store_true", help="when resuming, run failed rows again")
     r.add_argument("--trace", action="store_true", help="include every LM call (messages, reply, timing) in the output")
     r.add_argument("--json", action="store_true", help="print the single-input result as JSON")
+    r.add_argument("--shard", metavar="K/N", help="run only shard K of N of the input rows (lines K, K+N, ...); "
+                                                  "combine the parts with `pipec merge`")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress line (default: when stderr is a terminal)")
     lm_opts(r)
@@ -124,6 +126,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     lm_opts(ev)
 
+    mg = sub.add_parser("merge", help="merge sharded batch outputs, checking every row appears once",
+                        description="Merge the outputs of `pipec run --shard K/N` into one JSONL file in input "
+                                    "order. Fails (exit 1, nothing written) if a row is missing, answered twice, "
+                                    "or answered for different content than the input has now.")
+    mg.add_argument("parts", nargs="+", help="shard output files")
+    mg.add_argument("--inputs", required=True, help="the input JSONL file the shards ran over")
+    mg.add_argument("--output", "-o", required=True, help="merged output file")
+
     t = sub.add_parser("test", help="run the file's test blocks")
     t.add_argument("file", help="a .pipe file")
     t.add_argument("-k", dest="name", help="only tests whose name contains this text")
@@ -143,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return {"check": cmd_check, "run": cmd_run, "graph": cmd_graph, "inspect": cmd_inspect,
-                "test": cmd_test, "compile": cmd_compile, "eval": cmd_eval}[args.command](args)
+                "test": cmd_test, "compile": cmd_compile, "eval": cmd_eval, "merge": cmd_merge}[args.command](args)
     except UsageError as err:
         print(f"pipec {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -238,6 +248,13 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     if args.inputs and args.input:
         raise UsageError("give either --input values or an --inputs file, not both")
+    if args.shard and not args.inputs:
+        raise UsageError("--shard splits a batch: use it with --inputs")
+    if args.shard:
+        k, slash, n = args.shard.partition("/")
+        if not (slash and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+            raise UsageError(f"--shard expects K/N with 1 <= K <= N, like 3/8; got '{args.shard}'")
+        args.shard = (int(k), int(n))
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     prog = _load(args)
@@ -275,12 +292,14 @@ def _run_batch(prog, args) -> int:
     src = Path(args.inputs)
     if not src.is_file():
         raise UsageError(f"no such file: {src}")
-    out = Path(args.output) if args.output else src.with_suffix(".out.jsonl")
+    default = src.with_suffix(f".{args.shard[0]}-of-{args.shard[1]}.out.jsonl" if args.shard else ".out.jsonl")
+    out = Path(args.output) if args.output else default
     if out.resolve() == src.resolve():
         raise UsageError("--output must differ from --inputs")
     try:
         summary = run_jsonl(prog, src, out, args.concurrency, progress=args.progress, retry_failed=args.retry_failed,
-                            with_trace=args.trace, on_skip=lambda msg: print(f"skipped: {msg}", file=sys.stderr))
+                            with_trace=args.trace, on_skip=lambda msg: print(f"skipped: {msg}", file=sys.stderr),
+                            shard=args.shard)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished rows are in {out}; run the same command again to resume", file=sys.stderr)
         return 130
@@ -349,6 +368,30 @@ def cmd_test(args) -> int:
         print(f"{mark} {r.test} ({r.span})" + (f": {r.detail}" if r.detail else ""))
     print(f"{passed} passed, {len(results) - passed} failed")
     return EXIT_OK if passed == len(results) else EXIT_FAIL
+
+
+def cmd_merge(args) -> int:
+    from pathlib import Path
+    from .batch import merge_outputs
+    for f in [args.inputs, *args.parts]:
+        if not os.path.isfile(f):
+            raise UsageError(f"no such file: {f}")
+    result = merge_outputs(Path(args.inputs), [Path(p) for p in args.parts], Path(args.output))
+    def show(lines):
+        return ", ".join(map(str, lines[:20])) + (" ..." if len(lines) > 20 else "")
+    if result.missing:
+        print(f"pipec merge: {len(result.missing)} rows missing (input lines {show(result.missing)})", file=sys.stderr)
+    if result.duplicated:
+        print(f"pipec merge: {len(result.duplicated)} rows answered more than once (lines {show(result.duplicated)})",
+              file=sys.stderr)
+    if result.stale:
+        print(f"pipec merge: {len(result.stale)} rows answered for different input content (lines {show(result.stale)})",
+              file=sys.stderr)
+    if not result.ok:
+        print("pipec merge: nothing written; rerun the shards that own these lines", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"merged {result.rows} rows from {len(args.parts)} parts into {args.output} ({result.failed} failed rows)")
+    return EXIT_OK
 
 
 def _literal(text: str):
