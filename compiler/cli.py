@@ -109,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--concurrency", "-c", type=int, help="parallel evaluations (default 4)")
     cp.add_argument("--storage", help="optuna storage URL (sqlite:///x.db, postgresql://...) to resume or share a search")
     cp.add_argument("--study", help="optuna study name (with --storage)")
+    role = cp.add_mutually_exclusive_group()
+    role.add_argument("--worker", action="store_true",
+                      help="join the shared study (--storage, --study) and run its trials with this machine's LM; "
+                           "start as many workers as you like, anywhere")
+    role.add_argument("--finalize", action="store_true",
+                      help="once the study's trials are done, score the best configuration and write the artifact")
     cp.add_argument("--output", "-o", help="artifact path (default: FILE with .compiled.json)")
     cp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="show a progress line (default: when stderr is a terminal)")
@@ -460,11 +466,19 @@ def cmd_compile(args) -> int:
                                optimizer=s.get("optimizer", "bootstrap_fewshot"), options=s["options"],
                                seed=int(s.get("seed", 0)), budget=s.get("budget"), teacher=s.get("teacher"),
                                proposer=s.get("proposer"), concurrency=int(s.get("concurrency", 4)),
-                               storage=s.get("storage"), study=s.get("study"), progress=args.progress, base_dir=base)
+                               storage=s.get("storage"), study=s.get("study"), progress=args.progress, base_dir=base,
+                               mode="worker" if args.worker else "finalize" if args.finalize else "single")
         compiled = compile_program(prog, config)
     except (DatasetError, MetricError, ValueError) as err:
         print(f"pipec compile: error: {err}", file=sys.stderr)
         return EXIT_FAIL
+    if args.worker:
+        st = compiled.compile_stats
+        print(f"worker done: ran {compiled.worker_trials} trials of study '{config.study}' "
+              f"({st.calls} LM calls, {st.cache_hits} cache hits, {compiled.compile_seconds:.1f}s); "
+              f"when every worker is done: pipec compile {args.file} --storage ... --study {config.study} --finalize")
+        prog.close()
+        return EXIT_OK
     out = Path(args.output) if args.output else prog.path.with_suffix(".compiled.json")
     compiled.save(out)
     how = "cache hit: nothing changed since the last compile, no LM call" if compiled.compile_cache_hit else \

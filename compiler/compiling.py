@@ -43,6 +43,7 @@ class CompileConfig:
     concurrency: int = 4
     storage: str | None = None        # an optuna storage URL
     study: str | None = None
+    mode: str = "single"              # "worker": join a shared study and run trials; "finalize": write the result
     progress: bool | None = False
     val_fraction: float = 0.4
     base_dir: Path | None = None      # data paths are relative to this (the .pipe file's folder)
@@ -277,11 +278,16 @@ def compile_program(program, config: CompileConfig):
         train, val = split(train, config.seed, config.val_fraction)
         val_id = "split"
     optimizer = get_optimizer(config.optimizer)(**config.options)
+    if config.mode != "single":
+        if config.optimizer != "mipro":
+            raise ValueError("--worker and --finalize share an optuna study: use them with the mipro optimizer")
+        if not (config.storage and config.study):
+            raise ValueError("--worker and --finalize need --storage URL and --study NAME (the shared study)")
     fp = fingerprint(FORMAT_VERSION, source_files(program), python_sources(program, metric), program.name,
                      train_id, val_id, config.val_fraction if config.valset is None else None, metric.text,
                      config.optimizer, optimizer.settings(), config.seed, config.budget, lm_identity(program),
                      config.teacher, config.proposer)
-    cached = _cached_artifact(program, fp)
+    cached = _cached_artifact(program, fp) if config.mode == "single" else None
     if cached is not None:
         program.set_ensemble(cached.ensemble)
         program.apply(cached.predictors)
@@ -296,6 +302,14 @@ def compile_program(program, config: CompileConfig):
     session = Session(program, config, train, val, metric, budget, stats, progress)
     session._baseline = program.pristine_params()
     try:
+        if config.mode == "worker":
+            # A worker only runs trials of the shared study; `--finalize` scores and writes the result.
+            progress.update("worker")
+            optimizer.optimize(session)
+            program.worker_trials = getattr(session, "worker_trials", 0)
+            program.compile_stats = stats
+            program.compile_seconds = time.perf_counter() - started
+            return program
         progress.update("baseline")
         baseline = session.evaluate(session.baseline())
         session.baseline_score = None if baseline.incomplete else baseline.score

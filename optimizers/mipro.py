@@ -19,6 +19,8 @@ workers share the same candidates.
 from __future__ import annotations
 
 import math
+import os
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,7 @@ from .base import Optimizer
 from .bootstrap_fewshot import BootstrapFewShot
 from .labeled_fewshot import LabeledFewShot
 from .propose import Proposer, propose_instructions, summarize_data
+from .study_storage import HEARTBEAT_SECONDS, fail_stale, heartbeat, make_storage, study_lock
 
 FULL_EVERY = 5                 # trials between full-valset scorings of the best minibatch configuration
 SPLIT_AT = 4                   # minibatches this large are scored in two halves, so the pruner can stop early
@@ -56,11 +59,21 @@ class MIPRO(Optimizer):
         session.progress.total = self.opts["trials"]
         study = open_study(optuna, session, self.space_settings(), seed)
         plan = Spend(session)
-        space = Space.load(study, session, self.space_settings())
-        if space is None:
-            space = build_space(session, self.opts, seed, plan)
-            study.set_user_attr(SPACE_ATTR, {"settings": self.space_settings(), **space.to_json()})
-        return Search(optuna, session, study, space, self.opts, seed, plan).run()
+        mode = session.config.mode
+        # One process builds the candidates; the others wait for them and reuse them.
+        with study_lock(study, session.config.storage):
+            space = Space.load(study, session, self.space_settings())
+            if space is None:
+                if mode == "finalize":
+                    raise ValueError(f"study '{study.study_name}' has no candidates yet: run workers first")
+                space = build_space(session, self.opts, seed, plan)
+                study.set_user_attr(SPACE_ATTR, {"settings": self.space_settings(), **space.to_json()})
+        search = Search(optuna, session, study, space, self.opts, seed, plan)
+        if mode == "worker":
+            return search.work()
+        if mode == "finalize":
+            return search.finalize()
+        return search.run()
 
     def space_settings(self) -> dict[str, Any]:
         """The settings that shape the candidates (everything but `trials`): a study's identity."""
@@ -89,15 +102,26 @@ def study_name(session, space_settings: dict[str, Any], seed: int) -> str:
 
 
 def open_study(optuna, session, space_settings: dict[str, Any], seed: int):
-    """An in-memory study, or one loaded or created in `config.storage` (a URL) to resume and share."""
+    """An in-memory study, or one loaded or created in `config.storage` (a URL) to resume and share.
+
+    Workers of one study seed their samplers differently (by process), or they would all propose
+    the same configurations at once; a single compile stays deterministic for its seed.
+    """
     cfg = session.config
     name = cfg.study or study_name(session, space_settings, seed)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
+    sampler_seed = seed if cfg.mode == "single" else hash((seed, os.uname().nodename, os.getpid())) % (2 ** 31)
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=4)
     # Prune only trials whose first half lands in the bottom quarter: minibatch halves are noisy.
     pruner = optuna.pruners.PercentilePruner(25.0, n_startup_trials=4, n_warmup_steps=0)
+    storage = make_storage(optuna, cfg.storage)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")          # optuna's experimental-feature warnings are not the user's concern
-        return optuna.create_study(storage=cfg.storage, study_name=name, sampler=sampler, pruner=pruner,
+        if cfg.mode == "finalize":
+            try:
+                return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+            except KeyError:
+                raise ValueError(f"no study '{name}' in {cfg.storage}: run workers first") from None
+        return optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner,
                                    direction="maximize", load_if_exists=cfg.storage is not None)
 
 
@@ -258,7 +282,8 @@ class Search:
 
     def _load(self) -> None:
         """Known scores: the baseline's (compile scored it already), and a resumed study's full and
-        minibatch scores."""
+        minibatch scores (other workers' too, when reloaded)."""
+        self.mini.clear()
         baseline = getattr(self.session, "baseline_score", None)
         if baseline is not None:
             self.full[config_key(self.space.baseline_config())] = float(baseline)
@@ -274,28 +299,95 @@ class Search:
         states = (self.optuna.trial.TrialState.COMPLETE, self.optuna.trial.TrialState.PRUNED)
         return len(self.study.get_trials(deepcopy=False, states=states))
 
+    def counts(self) -> dict[str, int]:
+        TS = self.optuna.trial.TrialState
+        out = {"finished": 0, "running": 0, "waiting": 0, "failed": 0}
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state in (TS.COMPLETE, TS.PRUNED):
+                out["finished"] += 1
+            elif t.state == TS.RUNNING:
+                out["running"] += 1
+            elif t.state == TS.WAITING:
+                out["waiting"] += 1
+            elif t.state == TS.FAIL:
+                out["failed"] += 1
+        return out
+
+    def claim(self):
+        """Under the study lock: a trial to run (a re-queued one first), or None when the study's
+        trials are all finished or taken by other workers."""
+        with study_lock(self.study, self.session.config.storage):
+            fail_stale(self.optuna, self.study)
+            if not self.study.trials:
+                self.study.enqueue_trial(self.space.baseline_config())     # the uncompiled program is trial 0
+            c = self.counts()
+            if not c["waiting"] and c["finished"] + c["running"] >= self.trials:
+                return None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")   # "heartbeat is meant for optimize()": we beat ourselves
+                return self.study.ask(self.distributions)
+
     def run(self) -> tuple[dict[str, PredictorState], float | None]:
         """Run the missing trials, score the best on the full valset, return the best full score."""
         session = self.session
         session.progress.update("search")
         done = self.finished()
-        if not self.study.trials:
-            self.study.enqueue_trial(self.space.baseline_config())     # the uncompiled program is trial 0
         while done < self.trials and not session.out_of_budget:
             if not self.plan.affords(self.size + (0 if self.whole else len(session.valset))):
                 break                     # keep what the final full scoring needs
-            if self.trial() is None:
-                break                     # the budget ran out inside the trial
+            trial = self.claim()
+            if trial is None or self.trial(trial) is None:
+                break                     # every trial is taken, or the budget ran out inside the trial
             done += 1
             if done % FULL_EVERY == 0 and done < self.trials:
                 self.score_best()
         self.score_best()
         return self.best()
 
-    def trial(self) -> str | None:
-        """Ask TPE for a configuration and score it; None when the budget ran out."""
+    def work(self) -> tuple[dict[str, PredictorState], float | None]:
+        """A worker: claim and run trials until the study has its trials; no final scoring."""
+        session = self.session
+        session.progress.update("worker")
+        ran = 0
+        while not session.out_of_budget:
+            if not self.plan.affords(self.size):
+                break
+            trial = self.claim()
+            if trial is None:
+                c = self.counts()
+                if c["finished"] >= self.trials or not (c["running"] or c["waiting"]):
+                    break
+                # Trials are still running elsewhere; if their worker died, its heartbeat goes stale
+                # and the next claim re-queues the trial, so wait rather than leave it orphaned.
+                time.sleep(max(1.0, HEARTBEAT_SECONDS / 2))
+                continue
+            trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+            if self.trial(trial) is None:
+                break
+            ran += 1
+            if ran % FULL_EVERY == 0:
+                self.score_best()
+        session.worker_trials = ran
+        return self.best()
+
+    def finalize(self) -> tuple[dict[str, PredictorState], float | None]:
+        """Once every trial is finished: make sure the best configuration has a full score, return it."""
+        with study_lock(self.study, self.session.config.storage):
+            fail_stale(self.optuna, self.study)
+        c = self.counts()
+        if c["finished"] < self.trials or c["running"] or c["waiting"]:
+            raise ValueError(f"study '{self.study.study_name}' is not done: {c['finished']} of {self.trials} trials "
+                             f"finished, {c['running']} running, {c['waiting']} waiting; wait for the workers")
+        self.score_best()
+        return self.best()
+
+    def trial(self, trial) -> str | None:
+        """Score one claimed trial's configuration; None when the budget ran out."""
+        with heartbeat(self.optuna, self.study, trial):
+            return self._trial(trial)
+
+    def _trial(self, trial) -> str | None:
         TrialState = self.optuna.trial.TrialState
-        trial = self.study.ask(self.distributions)
         config = {k: trial.params[k] for k in self.distributions}
         key, note = config_key(config), f"trial {trial.number + 1}: {self.space.describe(config)}"
         if key in self.full:              # already scored on the full valset: no LM call needed
@@ -343,6 +435,8 @@ class Search:
 
     def score_best(self) -> None:
         """Score on the full valset the configuration with the best mean minibatch score not yet scored."""
+        if self.session.config.storage is not None:
+            self._load()                  # other workers' trials and full scores
         pending = [(total / rows, i, key, config, rows)
                    for i, (key, (config, total, rows)) in enumerate(self.mini.items()) if key not in self.full and rows]
         if not pending or not self.plan.affords(len(self.session.valset)):
