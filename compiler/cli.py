@@ -116,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     role.add_argument("--finalize", action="store_true",
                       help="once the study's trials are done, score the best configuration and write the artifact")
     cp.add_argument("--output", "-o", help="artifact path (default: FILE with .compiled.json)")
+    cp.add_argument("--report", metavar="REPORT.html", help="also write a self-contained HTML report of the compile")
     cp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="show a progress line (default: when stderr is a terminal)")
     lm_opts(cp)
@@ -130,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--show", type=int, default=20, help="misses to list (default 20; 0 for none)")
     ev.add_argument("--output", "-o", help="write every row's result as JSONL here")
     ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    ev.add_argument("--report", metavar="REPORT.html", help="also write a self-contained HTML report with every row")
     lm_opts(ev)
 
     mg = sub.add_parser("merge", help="merge sharded batch outputs, checking every row appears once",
@@ -139,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     mg.add_argument("parts", nargs="+", help="shard output files")
     mg.add_argument("--inputs", required=True, help="the input JSONL file the shards ran over")
     mg.add_argument("--output", "-o", required=True, help="merged output file")
+
+    from .html_report import add_cli as add_report_cli
+    add_report_cli(sub)
 
     t = sub.add_parser("test", help="run the file's test blocks")
     t.add_argument("file", help="a .pipe file")
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return {"check": cmd_check, "run": cmd_run, "graph": cmd_graph, "inspect": cmd_inspect,
-                "test": cmd_test, "compile": cmd_compile, "eval": cmd_eval, "merge": cmd_merge}[args.command](args)
+                "test": cmd_test, "compile": cmd_compile, "eval": cmd_eval, "merge": cmd_merge, "report": cmd_report}[args.command](args)
     except UsageError as err:
         print(f"pipec {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -376,6 +381,11 @@ def cmd_test(args) -> int:
     return EXIT_OK if passed == len(results) else EXIT_FAIL
 
 
+def cmd_report(args) -> int:
+    from .html_report import cmd_report as report
+    return report(args)
+
+
 def cmd_merge(args) -> int:
     from pathlib import Path
     from .batch import merge_outputs
@@ -487,6 +497,11 @@ def cmd_compile(args) -> int:
     for t in compiled.report.trials:
         print(f"    trial {t.number:>3}  {t.score:.3f}{'' if t.full else ' (minibatch)'}  {t.note}")
     print(f"  {how}, {compiled.compile_seconds:.1f}s\nwrote {out}")
+    if args.report:
+        from .html_report import write_report
+        write_report(args.report, compiled, source=str(out), compile_seconds=compiled.compile_seconds,
+                     compile_stats=compiled.compile_stats)
+        print(f"wrote {args.report}")
     prog.close()
     return EXIT_OK
 
@@ -516,8 +531,15 @@ def cmd_eval(args) -> int:
         print(f"pipec eval: error: {err}", file=sys.stderr)
         return EXIT_FAIL
     bar = Progress(len(examples), prog.stats, enabled=args.progress)
+    import time
+    started = time.perf_counter()
     result = evaluate(prog, examples, metric, args.concurrency, progress=bar)
+    seconds = time.perf_counter() - started
     line = bar.finish()
+    if args.report:
+        from .html_report import write_report
+        write_report(args.report, prog, rows=result, data=args.data, source=args.file, eval_stats=prog.stats,
+                     eval_seconds=seconds)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
             for r in result.rows:
