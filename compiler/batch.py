@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from .jsonl import read_objects
 from .prediction import Prediction
 from .progress import Progress
 
@@ -113,19 +114,7 @@ class BatchSummary:
 
 def read_rows(path: Path, skipped: list[str], shard: tuple[int, int] | None = None) -> Iterator[tuple[int, dict]]:
     """Rows of a JSONL file as (line number, object); bad lines go to `skipped` with their number."""
-    with open(path, encoding="utf-8-sig") as fh:
-        for lineno, text in enumerate(fh, 1):
-            if not text.strip() or not in_shard(lineno, shard):
-                continue
-            try:
-                row = json.loads(text)
-            except ValueError as err:
-                skipped.append(f"{path}:{lineno}: invalid JSON: {err}")
-                continue
-            if not isinstance(row, dict):
-                skipped.append(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-                continue
-            yield lineno, row
+    return read_objects(path, skipped, (lambda n: in_shard(n, shard)) if shard else None)
 
 
 def finished_rows(out_path: Path, retry_failed: bool) -> dict[int, str]:

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .jsonl import read_objects
 
 
 class DatasetError(Exception):
@@ -60,18 +61,7 @@ def read_examples(path: str | Path, problems: list[str] | None = None) -> list[E
                 continue
             rows.append(Example(dict(row), f"{path}:{line}"))
     else:
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except ValueError as err:
-                problems.append(f"{path}:{lineno}: invalid JSON: {err}")
-                continue
-            if not isinstance(value, dict):
-                problems.append(f"{path}:{lineno}: expected a JSON object, got {type(value).__name__}")
-                continue
-            rows.append(Example(value, f"{path}:{lineno}"))
+        rows += [Example(value, f"{path}:{lineno}") for lineno, value in read_objects(path, problems)]
     if not rows and not problems:
         problems.append(f"{path}: no rows")
     if problems and not collect:

@@ -50,27 +50,23 @@ ROW_KEYS = ("where", "inputs", "expected", "outputs", "score", "passed", "error"
 
 def read_eval_rows(path: str | Path) -> list[dict[str, Any]]:
     """The rows of a `pipec eval --output` JSONL file; raise ReportError naming every bad line."""
+    from .jsonl import read_objects
     path = Path(path)
+    rows, problems = [], []
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        objects = list(read_objects(path, problems))
     except (OSError, UnicodeDecodeError) as err:
         raise ReportError(f"{path}: cannot read: {getattr(err, 'strerror', None) or err}") from None
-    rows, problems = [], []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError as err:
-            problems.append(f"{path}:{lineno}: invalid JSON: {err}")
-            continue
-        if not isinstance(value, dict) or not ({"inputs", "score"} <= value.keys()):
+    for lineno, value in objects:
+        if not ({"inputs", "score"} <= value.keys()):
             problems.append(f"{path}:{lineno}: not an eval row (expected the keys of `pipec eval --output`: "
                             f"{', '.join(ROW_KEYS)})")
             continue
         value.setdefault("where", f"{path.name}:{lineno}")
         rows.append(_row(value))
     if problems:
+        prefix = len(str(path)) + 1
+        problems.sort(key=lambda m: int(m[prefix:].split(":", 1)[0]) if m[prefix:].split(":", 1)[0].isdigit() else 0)
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise ReportError("\n".join(shown))
     return rows

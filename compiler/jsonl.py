@@ -1,0 +1,30 @@
+"""Reading JSON Lines files: one object per line, every bad line reported by its number."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+def read_objects(path: Path, problems: list[str], keep: Callable[[int], bool] | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each JSON object line, streamed; bad lines go to `problems` as
+    `file:line: reason`; blank lines and lines `keep` rejects are skipped. A UTF-8 BOM is tolerated.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "r.jsonl"); _ = open(p, "w").write('{"a": 1}\\n[2]\\n')
+    >>> problems = []; list(read_objects(Path(p), problems)), problems[0].endswith(":2: expected a JSON object, got list")
+    ([(1, {'a': 1})], True)
+    """
+    import json
+    with open(path, encoding="utf-8-sig") as fh:
+        for lineno, text in enumerate(fh, 1):
+            if not text.strip() or (keep is not None and not keep(lineno)):
+                continue
+            try:
+                value = json.loads(text)
+            except ValueError as err:
+                problems.append(f"{path}:{lineno}: invalid JSON: {err}")
+                continue
+            if not isinstance(value, dict):
+                problems.append(f"{path}:{lineno}: expected a JSON object, got {type(value).__name__}")
+                continue
+            yield lineno, value
