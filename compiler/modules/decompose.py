@@ -136,11 +136,12 @@ class Decompose(ModuleKind):
         self.max_steps = int(spec.options.get("max_steps", DEFAULT_MAX_STEPS))
         self.solver = spec.options.get("solver")
         task = self.instruction().strip() or "Produce the outputs from the inputs."
-        taken = {n for n, _, _ in spec.inputs + spec.outputs} | {"steps", "step_answers"}
-        self.f_steps = "steps"
-        self.f_solved = _fresh("solved", taken)
-        self.f_sub = _fresh("subquestion", taken)
-        self.f_answer = _fresh("answer", taken)
+        # Inner field names must not clash with the fields they share a prompt (and a demo) with.
+        ins = {n for n, _, _ in spec.inputs}
+        self.f_steps = _fresh("steps", ins)
+        self.f_solved = _fresh("solved", ins | {n for n, _, _ in spec.outputs})
+        self.f_sub = _fresh("subquestion", ins | {self.f_solved})
+        self.f_answer = _fresh("answer", ins | {self.f_solved, self.f_sub})
         s = "" if self.max_steps == 1 else "s"
         self.plan = self.predictor(
             "plan",

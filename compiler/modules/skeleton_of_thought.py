@@ -84,12 +84,13 @@ class SkeletonOfThought(ModuleKind):
         mode = spec.options.get("join", "auto")
         self.concatenate = mode == "concatenate" or (mode == "auto" and _concatenable(spec.outputs))
         task = self.instruction().strip() or "Produce the outputs from the inputs."
-        taken = {n for n, _, _ in spec.inputs + spec.outputs} | {"points"}
-        self.f_points = "points"
-        self.f_skeleton = _fresh("skeleton", taken)
-        self.f_point = _fresh("point", taken)
-        self.f_text = _fresh("expansion", taken)
-        self.f_draft = _fresh("draft", taken)
+        # Inner field names must not clash with the fields they share a prompt (and a demo) with.
+        ins = {n for n, _, _ in spec.inputs}
+        self.f_points = _fresh("points", ins)
+        self.f_skeleton = _fresh("skeleton", ins)
+        self.f_point = _fresh("point", ins | {self.f_skeleton})
+        self.f_text = _fresh("expansion", ins | {self.f_skeleton, self.f_point})
+        self.f_draft = _fresh("draft", ins | {n for n, _, _ in spec.outputs})
         s = "" if self.max_points == 1 else "s"
         self.skeleton = self.predictor(
             "skeleton",

@@ -78,15 +78,16 @@ class TreeOfThought(ModuleKind):
         self.sample_temperature = float(opt["sample_temperature"])
         self.scale = opt["value"]
         task = self.instruction().strip() or "Produce the outputs from the inputs."
-        taken = {n for n, _, _ in spec.inputs + spec.outputs} | {"thoughts"}
-        self.f_path = _fresh("path", taken)
-        self.f_thought = _fresh("thought", taken)
-        self.f_value = _fresh("value", taken)
+        # Inner field names must not clash with the fields they share a prompt (and a demo) with.
+        ins = {n for n, _, _ in spec.inputs}
+        self.f_path = _fresh("path", ins | {n for n, _, _ in spec.outputs})
+        self.f_thought = _fresh("thought", ins | {self.f_path})
+        self.f_value = _fresh("value", ins | {self.f_path})
         path_field = (self.f_path, LIST_STR, "the thoughts so far, in order (empty at the start)")
         self.expand = self.predictor(
             "expand",
             f"{task}\n\nDo not give the final answer yet. Write the next thought: one short, concrete step that "
-            "moves the thoughts so far toward the answer.",
+            "moves the thoughts so far toward the answer without repeating them.",
             list(spec.inputs) + [path_field],
             [(self.f_thought, STR, "the next step of reasoning, one or two sentences")])
         if self.scale == "label":
