@@ -143,6 +143,13 @@ class KindEnv:
         """`name(params) -> type: first line of its docstring`, for prompts that list tools."""
         return self._program.tool_doc(name)
 
+    def lm_sampling(self, name: str) -> dict[str, Any]:
+        """The sampling options (temperature, max_tokens, ...) declared on lm `name`, for kinds that
+        put inner predictors on other LMs than their own."""
+        from ..lm import SAMPLING
+        decl = self._program.checked.lms.get(name)
+        return {o.name: o.value for o in decl.options if o.name in SAMPLING} if decl else {}
+
 
 @dataclass(slots=True)
 class ModuleSpec:

@@ -16,7 +16,7 @@ Agents that share an LM make numbered independent draws (`sample` = the agent's 
 them a temperature above 0 (or different LMs) for the agents to differ.
 
 The vote: each agent's final answer gets one point for every agent (itself included) that gave the
-same value for an output field (strings compared case- and whitespace-insensitively); the answer
+same value for an output field (strings compared ignoring case, spacing and a final period); the answer
 with the most points wins, the earlier agent on ties. With one output field this is a plain
 majority vote; with several it picks a whole, consistent answer that agrees most with the others.
 
@@ -64,15 +64,8 @@ def fresh_name(name: str, taken: set[str]) -> str:
 
 
 def declared_sampling(env, lm: str) -> dict[str, Any]:
-    """The sampling options (temperature, max_tokens, ...) declared on lm `lm`.
-
-    Workaround: `KindEnv` has no public accessor for another LM's declared options, so this reads
-    the program's checked declarations through `env._program`.
-    """
-    from ..lm import SAMPLING
-    program = getattr(env, "_program", None)
-    decl = program.checked.lms.get(lm) if program is not None else None
-    return {o.name: o.value for o in decl.options if o.name in SAMPLING} if decl is not None else {}
+    """The sampling options (temperature, max_tokens, ...) declared on lm `lm`."""
+    return env.lm_sampling(lm) if env is not None else {}
 
 
 def show_answer(answer: dict[str, Any], fields) -> str:
@@ -82,7 +75,7 @@ def show_answer(answer: dict[str, Any], fields) -> str:
 
 def _norm(value: Any) -> str:
     if isinstance(value, str):
-        return " ".join(value.split()).casefold()
+        return " ".join(value.split()).casefold().rstrip(".")
     return json.dumps(value, sort_keys=True, default=str)
 
 
@@ -189,7 +182,8 @@ class Debate(ModuleKind):
         latest: list[dict | None] = []
         for i, (ans, err) in enumerate(results):
             latest.append(ans)
-            lines.append(f"{self._label(i)}: " + (f"failed ({err})" if ans is None else "\n" + show_answer(ans, fields)))
+            lines.append(f"{self._label(i)}: failed ({err})" if ans is None else
+                         f"{self._label(i)}:\n{show_answer(ans, fields)}")
         if all(a is None for a in latest):
             raise ModuleFailure(f"every agent of debate {self.name} failed; first: {results[0][1]}")
 
