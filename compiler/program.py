@@ -69,9 +69,9 @@ class Program:
         self.graph: Graph = lower(prog, self.name)
         self.lm_ids = self._lm_ids(lm)
         self._backends = self._backends_for(lm, lms or {})
-        self.modules: dict[str, ModuleKind] = self._modules()
         self._tools: dict[str, Any] = {}
         self._tool_lock = threading.Lock()
+        self.modules: dict[str, ModuleKind] = self._modules()
         self.plan = self._plan(self.modules)
         # The uncompiled parameters, kept so a compile always starts (and measures its baseline) from them.
         self._pristine = {n: (p.instruction, list(p.demos)) for n, p in self.predictors().items()}
@@ -79,9 +79,9 @@ class Program:
         self.cache = None if cache is False else LMCache(None if cache is True else cache)
         self.stats = Stats()
         self.artifact = None          # set on compiled programs
-        # Async tools need an event loop, so they rule out the inline path.
+        # Async tools (called by nodes or by kinds such as ReAct) need an event loop: no inline path then.
         self.inline = all(b.inline for b in self._used_backends()) and not any(
-            pyinspect.iscoroutinefunction(self.tool(n.target)) for n in self.graph.walk() if n.op == "tool")
+            pyinspect.iscoroutinefunction(self.tool(name)) for name in self._used_tools())
 
     # ------------------------------------------------------------------ construction
     def _lm_ids(self, override) -> dict[str, str]:
@@ -145,6 +145,18 @@ class Program:
         self.apply(members[0])
         self.members = list(members)
         self.plan = EnsemblePlan(self.graph, plans)
+
+    def _used_tools(self) -> set[str]:
+        """Tools the graph calls, plus those named in the options of the modules it uses."""
+        names = {n.target for n in self.graph.walk() if n.op == "tool"}
+        for m in self._referenced():
+            decl = self.checked.modules[m]
+            spec = kinds()[decl.kind].options
+            for o in decl.options:
+                if o.name in spec and spec[o.name].type in ("tool", "tools"):
+                    names |= {r.name for r in (o.value if isinstance(o.value, list) else [o.value])
+                              if isinstance(r, A.Ref) and r.name in self.checked.tools}
+        return names
 
     def _referenced(self) -> list[str]:
         """Modules the graph calls, plus those they name in options (debate agents, fuse candidates)."""

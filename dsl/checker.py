@@ -49,6 +49,7 @@ class Program:
     modules: dict[str, A.ModuleDecl] = field(default_factory=dict)
     tools: dict[str, A.ToolDecl] = field(default_factory=dict)
     tool_returns: dict[str, Type] = field(default_factory=dict)
+    tool_params: dict[str, list[tuple[str, Type, bool]]] = field(default_factory=dict)   # (name, type, required)
     pipelines: dict[str, PipelineInfo] = field(default_factory=dict)
     compiles: list[A.CompileBlock] = field(default_factory=list)
     tests: list[A.TestBlock] = field(default_factory=list)
@@ -476,11 +477,14 @@ class _Checker:
             self.error(tool.target_span or tool.span, f"tool target '{tool.target}' is not `package.module:function`",
                        hint, "bad-tool")
         seen = set()
+        params = []
         for p in tool.params or ():
             if p.name in seen:
                 self.error(p.span, f"duplicate parameter '{p.name}'", "", "duplicate")
             seen.add(p.name)
-            self.resolve(p.type)
+            params.append((p.name, self.resolve(p.type), not p.type.optional))
+        if tool.params is not None:
+            self.prog.tool_params[tool.name] = params
         if tool.returns is not None:
             self.prog.tool_returns[tool.name] = self.resolve(tool.returns)
 

@@ -143,6 +143,10 @@ class KindEnv:
         """`name(params) -> type: first line of its docstring`, for prompts that list tools."""
         return self._program.tool_doc(name)
 
+    def tool_params(self, name: str) -> list[tuple[str, Type, bool]] | None:
+        """A tool's declared parameters as (name, type, required), or None when it declares none."""
+        return self._program.checked.tool_params.get(name)
+
     def lm_sampling(self, name: str) -> dict[str, Any]:
         """The sampling options (temperature, max_tokens, ...) declared on lm `name`, for kinds that
         put inner predictors on other LMs than their own."""

@@ -96,7 +96,7 @@ class Majority(ModuleKind):
                "temperature": OptionSpec("number", f"sampling temperature of the n samples (default "
                                                    f"{DEFAULT_TEMPERATURE}; overrides the LM's)", minimum=0),
                "n": OptionSpec("int", f"how many reasoning paths to sample (default {DEFAULT_N})", minimum=1),
-               "field": OptionSpec("str", "the output that votes (default: all outputs jointly)"),
+               "field": OptionSpec("name", "the output that votes, like `field: answer` (default: all outputs jointly)"),
                "rationale": OptionSpec("str", "how the reasoning field is described to the model")}
     extra_outputs = (("reasoning", STR, "the reasoning of the winning sample"),
                      ("votes", STR, "the tally of the vote, most votes first, like \"4: 3, 5: 2\""))
@@ -106,9 +106,10 @@ class Majority(ModuleKind):
         outputs = [n for n, _, _ in program.signatures[decl.signature].outputs]
         out = []
         for o in decl.options:
-            if o.name == "field" and isinstance(o.value, str) and o.value not in outputs:
-                hint = did_you_mean(o.value, outputs) or f"outputs of {decl.signature}: {', '.join(outputs)}"
-                out.append((f"option 'field' of Majority module {decl.name} names '{o.value}', which is not an "
+            name = getattr(o.value, "name", None)
+            if o.name == "field" and isinstance(name, str) and name not in outputs:
+                hint = did_you_mean(name, outputs) or f"outputs of {decl.signature}: {', '.join(outputs)}"
+                out.append((f"option 'field' of Majority module {decl.name} names '{name}', which is not an "
                             f"output of {decl.signature}", hint))
         return out
 

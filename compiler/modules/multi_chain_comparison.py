@@ -65,7 +65,8 @@ class MultiChainComparison(ModuleKind):
                "temperature": OptionSpec("number", f"sampling temperature of the attempts (default "
                                                    f"{DEFAULT_TEMPERATURE}); the comparison uses the LM's",
                                          minimum=0),
-               "rationale": OptionSpec("str", "how the attempts' reasoning field is described to the model")}
+               "reasoning": OptionSpec("str", "how the attempts' reasoning field is described to the model (the "
+                                              "comparison's own is `rationale`)")}
     extra_outputs = (("rationale", STR, RATIONALE_DOC),)
 
     @staticmethod
@@ -84,7 +85,7 @@ class MultiChainComparison(ModuleKind):
         self.attempts = int(spec.options.get("attempts", DEFAULT_ATTEMPTS))
         self.output_names = [n for n, _, _ in spec.outputs]
         instruction = self.instruction()
-        rationale = spec.options.get("rationale") or DEFAULT_RATIONALE
+        rationale = spec.options.get("reasoning") or DEFAULT_RATIONALE
         sample_params = {**self.sampling(), "temperature": spec.options.get("temperature", DEFAULT_TEMPERATURE)}
         self.reason = Predictor(f"{spec.name}.reason", instruction, spec.inputs,
                                 [("reasoning", STR, rationale)] + list(spec.outputs), spec.lm, sample_params)

@@ -50,7 +50,7 @@ from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor
 
 FINISH = "finish"
 DEFAULT_MAX_STEPS = 5
-MAX_OBSERVATION = 1500          # characters of one observation kept in the trajectory
+MAX_OBSERVATION = 1000          # characters of one observation kept in the trajectory
 STEP_FIELDS = ("thought", "action", "action_input")
 
 # (name, type, required) of one tool parameter.
@@ -126,6 +126,23 @@ def tool_params(env, name: str) -> list[Param]:
     return python_params(_tool_fn(env, name)) or []
 
 
+def call_keys(env, name: str) -> dict[str, str]:
+    """Positional-only parameters of an undeclared tool's function (`math:sqrt`), as `#i` call keys."""
+    if env._program.checked.tools[name].params is not None:
+        return {}
+    try:
+        sig = inspect.signature(_tool_fn(env, name))
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: f"#{i}" for i, p in enumerate(sig.parameters.values()) if p.kind == p.POSITIONAL_ONLY}
+
+
+def call_args(args: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
+    """Filled arguments as `call_tool` takes them: positional-only ones first, in order, as `#i`."""
+    pos = sorted((keys[k], v) for k, v in args.items() if k in keys)
+    return {**dict(pos), **{k: v for k, v in args.items() if k not in keys}}
+
+
 def tool_doc(env, name: str) -> str:
     """`name(params) -> type: first docstring line`, as `KindEnv.tool_doc` words it."""
     program = env._program
@@ -147,11 +164,6 @@ def tool_doc(env, name: str) -> str:
         sig += f" -> {show(ret)}"
     doc = (inspect.getdoc(fn) or "").strip().splitlines()
     return sig + (f": {doc[0]}" if doc else "")
-
-
-def tool_returns(env, name: str) -> Type:
-    program = getattr(env, "_program", None)
-    return program.checked.tool_returns.get(name, ANY) if program is not None else ANY
 
 
 def fill_args(tool: str, params: list[Param], value: Any) -> dict[str, Any]:
@@ -226,9 +238,10 @@ def validate_react(decl: A.ModuleDecl, prog) -> list[tuple[str, str]]:
         fn = import_tool(tool, decl)
         problem = undeclared_problem(fn) if fn is not None else None
         if problem:
+            shown = ", ".join(f"{n}: T" for n, _, req in python_params(fn) or [] if req) or "x: T"
             out.append((f"ReAct tool {name} has no declared parameters and {problem}, so the model's action "
                         "input cannot be matched to them",
-                        f"declare them: `tool {name}(a: str, b: int) -> T = python(\"{tool.target}\")`"))
+                        f"declare them with their types: `tool {name}({shown}) -> T = python(\"{tool.target}\")`"))
     sig = prog.signatures.get(decl.signature)
     if sig is not None:
         clash = [n for n, _, _ in sig.inputs if n in STEP_FIELDS]
@@ -271,6 +284,7 @@ class ReAct(ModuleKind):
         self.max_steps: int = int(spec.options.get("max_steps", DEFAULT_MAX_STEPS))
         env = spec.env
         self.params: dict[str, list[Param]] = {t: tool_params(env, t) for t in self.tools} if env else {}
+        self.keys: dict[str, dict[str, str]] = {t: call_keys(env, t) for t in self.tools} if env else {}
         docs = [tool_doc(env, t) if env else t for t in self.tools]
         ins = ", ".join(f"`{n}`" for n, _, _ in spec.inputs)
         outs = ", ".join(f"`{n}`" for n, _, _ in spec.outputs)
@@ -331,6 +345,8 @@ class ReAct(ModuleKind):
             action, arg = step["action"], step.get("action_input")
             lines = [f"Thought {i}: {step['thought']}", f"Action {i}: {action}"]
             if action == FINISH:
+                if shown_input(arg).strip():
+                    lines.append(f"Action input {i}: {shown_input(arg)}")
                 steps.append("\n".join(lines))
                 break
             lines.append(f"Action input {i}: {shown_input(arg)}")
@@ -343,7 +359,7 @@ class ReAct(ModuleKind):
     async def _act(self, tool: str, arg: Any, ctx) -> str:
         """Run one tool call; whatever goes wrong is the observation."""
         try:
-            args = fill_args(tool, self.params.get(tool, []), arg)
+            args = call_args(fill_args(tool, self.params.get(tool, []), arg), self.keys.get(tool, {}))
         except ValueError as err:
             return f"error: {err}"
         try:

@@ -8,7 +8,8 @@ The first call answers zero-shot. Then, for at most `rounds` rounds:
 3. `done: true` ends refinement (unless `stop_on_done: false`; a failed check is never overruled by
    it: the tool is the better judge);
 4. the revise call sees the inputs, the current outputs (as `draft_<name>`) and the critique, and
-   gives improved outputs.
+   gives improved outputs; a revision identical to its draft also ends refinement (the next round
+   would only critique the same answer again).
 Worst case: 1 + 2·rounds predictor calls. The critiques, in order, are exposed as `.critiques`.
 """
 from __future__ import annotations
@@ -144,5 +145,9 @@ class Refine(ModuleKind):
             if review.get("done") and self.stop_on_done and not self.check:
                 break
             drafts = {f"draft_{n}": outputs.get(n) for n in self.output_names}
-            outputs = await self.revise({**values, **drafts, "critique": critiques[-1]}, ctx)
+            revised = await self.revise({**values, **drafts, "critique": critiques[-1]}, ctx)
+            unchanged = all(revised.get(n) == outputs.get(n) for n in self.output_names)
+            outputs = revised
+            if unchanged:
+                break           # a fixed point: the next round would critique the very same answer
         return {**outputs, "critiques": critiques}
