@@ -30,28 +30,41 @@ def inspect_program(program, values: dict[str, Any] | None = None) -> dict[str, 
             sites.append({"node": node.id, "tool": node.target, "target": program.checked.tools[node.target].target})
             continue
         module = program.modules[node.target]
-        preds = []
-        for p in module.predictors():
-            shown = {}
-            for name, _, _ in p.inputs:
-                expr = dict(node.args).get(name)
-                if values is not None and expr is not None and expr[0] == "input" and expr[1] in values:
-                    shown[name] = values[expr[1]]
-                else:
-                    shown[name] = "{" + name + "}"
-            backend = program.backend(p.lm)
-            preds.append({
-                "predictor": p.name,
-                "lm": backend.model,
-                "structured": backend.structured,
-                "params": p.params,
-                "messages": p.messages(shown),
-                "schema": p.schema if backend.structured != "text" else None,
-            })
         sites.append({"node": node.id, "module": node.target, "kind": type(module).kind,
-                      "max_lm_calls": module.max_calls(), "predictors": preds})
+                      "max_lm_calls": module.max_calls(), "predictors": _predictors(program, module, node, values)})
+    # Modules reached only through another module's options (a Decompose solver, RankFuse candidates).
+    in_graph = {n.target for n in program.graph.walk() if n.op == "module"}
+    for name, module in program.modules.items():
+        if name not in in_graph:
+            sites.append({"node": f"(used by options of other modules)", "module": name, "kind": type(module).kind,
+                          "max_lm_calls": module.max_calls(), "predictors": _predictors(program, module, None, None)})
     members = max(1, len(program.members))
     return {"pipeline": program.name, "max_lm_calls": max_calls(program), "ensemble_members": members, "calls": sites}
+
+
+def _predictors(program, module, node, values) -> list[dict[str, Any]]:
+    """Each predictor's exact messages: inputs fed straight from pipeline inputs are filled in from
+    `values` when given, everything else shows as a `{name}` placeholder."""
+    out = []
+    args = dict(node.args) if node is not None else {}
+    for p in module.predictors():
+        shown = {}
+        for name, _, _ in p.inputs:
+            expr = args.get(name)
+            if values is not None and expr is not None and expr[0] == "input" and expr[1] in values:
+                shown[name] = values[expr[1]]
+            else:
+                shown[name] = "{" + name + "}"
+        backend = program.backend(p.lm)
+        out.append({
+            "predictor": p.name,
+            "lm": backend.model,
+            "structured": backend.structured,
+            "params": p.params,
+            "messages": p.messages(shown),
+            "schema": p.schema if backend.structured != "text" else None,
+        })
+    return out
 
 
 def render_inspection(report: dict[str, Any]) -> str:
