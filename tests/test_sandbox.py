@@ -1,0 +1,285 @@
+"""The sandbox that runs model-written Python: it computes, and every escape is refused or stopped.
+
+Each escape is tried with the audit hook on (what ProgramOfThought uses) and, where the machine
+allows it, with the hook off, to show that the process layers (nobody, a network namespace,
+resource limits, the process group) hold on their own. After each, the parent must be unharmed:
+it can still run a normal program.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+
+from pipec.sandbox import SandboxResult, run_python
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="the privilege drop to nobody only happens as root")
+
+
+def healthy() -> None:
+    """The parent can still run an ordinary program, quickly."""
+    start = time.monotonic()
+    r = run_python("result = sum(range(10))")
+    assert r.ok and r.value == 45, r.error
+    assert time.monotonic() - start < 5
+
+
+def nobody_processes() -> int:
+    """Processes of the sandbox user, zombies included (they count against its process limit)."""
+    count = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat(f"/proc/{name}").st_uid == 65534:
+                    count += 1
+            except OSError:
+                pass
+    return count
+
+
+def drained(baseline: int = 0, seconds: float = 15.0) -> bool:
+    """Wait until the killed processes of a stopped fork bomb are gone (init reaps them in its own time)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if nobody_processes() <= baseline:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def refused(r: SandboxResult, *words: str) -> None:
+    assert not r.ok
+    assert r.error, "a refusal must say why"
+    for w in words:
+        assert w in r.error, r.error
+
+
+# ------------------------------------------------------------------ the happy path
+def test_computes_a_value_from_inputs():
+    r = run_python("result = price * count + 1", {"price": 3, "count": 14})
+    assert r.ok and r.has_value and r.value == 43
+    assert r.error == "" and r.duration < 5
+
+
+def test_uses_math_imported_or_not():
+    r = run_python("import math\nresult = math.sqrt(16) + math.factorial(4)")
+    assert r.ok and r.value == 28.0
+    assert run_python("result = math.floor(math.pi * 100)").value == 314     # math is already there
+
+
+def test_returns_structured_json_and_printed_text():
+    code = "from fractions import Fraction\nprint('working')\nresult = {'a': [1, 2.5], 'b': {'c': (3, 4)}, 'f': Fraction(1, 4), 's': {2, 1}}"
+    r = run_python(code)
+    assert r.ok and r.value == {"a": [1, 2.5], "b": {"c": [3, 4]}, "f": 0.25, "s": [1, 2]}
+    assert r.stdout == "working\n"
+
+
+def test_last_expression_is_the_value_and_captured_variables_come_back():
+    r = run_python("answer = 6 * 7\nanswer + 0.5", capture=["answer", "missing"])
+    assert r.ok and r.value == 42.5 and r.variables == {"answer": 42}
+
+
+def test_exceptions_and_syntax_errors_name_the_line():
+    r = run_python("x = 1\ny = x / 0\n")
+    refused(r, "ZeroDivisionError", "line 2", "y = x / 0")
+    assert r.error_type == "exception"
+    r = run_python("def f(:\n  pass")
+    refused(r, "SyntaxError", "line 1")
+    assert r.error_type == "syntax"
+
+
+def test_the_working_directory_is_private_writable_and_removed():
+    r = run_python("import os\nopen('notes.txt', 'w').write('hi')\nresult = [os.getcwd(), open('notes.txt').read()]")
+    assert r.ok, r.error
+    cwd, text = r.value
+    assert text == "hi" and "pipec-sandbox-" in cwd
+    assert not os.path.exists(cwd)
+
+
+# ------------------------------------------------------------------ escapes
+def test_writing_outside_the_temp_dir_is_refused(tmp_path):
+    inside_tmp = f"/tmp/pipec-escape-{uuid.uuid4().hex}"
+    for target in (str(tmp_path / "escaped.txt"), inside_tmp):
+        r = run_python(f"open({target!r}, 'w').write('x')")
+        refused(r, "not allowed", "writable")
+        assert not os.path.exists(target)
+    r = run_python(f"import os\nos.rename('.', {inside_tmp!r})")
+    refused(r, "not allowed")
+    healthy()
+
+
+@needs_root
+def test_writing_outside_is_refused_by_the_file_system_too(tmp_path):
+    target = tmp_path / "escaped.txt"                 # root's directory: nobody may not write there
+    r = run_python(f"open({str(target)!r}, 'w').write('x')", audit=False)
+    assert "nobody" in r.isolation
+    refused(r, "Permission denied")
+    assert not target.exists()
+
+
+def test_the_parent_environment_and_api_keys_are_not_visible(monkeypatch):
+    secret = "sk-fake-" + uuid.uuid4().hex
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    monkeypatch.setenv("PIPEC_TEST_SECRET", secret)
+    r = run_python("import os\nprint(os.environ.get('OPENAI_API_KEY'))\nresult = dict(os.environ)")
+    assert r.ok, r.error
+    assert "OPENAI_API_KEY" not in r.value and "PIPEC_TEST_SECRET" not in r.value
+    assert secret not in json.dumps(r.to_dict())
+    # nor through /proc
+    r = run_python(f"result = open('/proc/{os.getpid()}/environ', 'rb').read().decode()")
+    refused(r, "not allowed")
+    assert secret not in json.dumps(r.to_dict())
+
+
+@needs_root
+def test_the_parent_environment_is_unreadable_through_proc_for_nobody(monkeypatch):
+    secret = "sk-fake-" + uuid.uuid4().hex
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    r = run_python(f"result = open('/proc/{os.getpid()}/environ', 'rb').read().decode()", audit=False)
+    refused(r, "Permission denied")
+    assert secret not in json.dumps(r.to_dict())
+
+
+@pytest.mark.parametrize("audit", [True, False])
+def test_no_network_connection_reaches_a_local_listener(audit):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.settimeout(0.3)
+    port = listener.getsockname()[1]
+    try:
+        r = run_python(f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+                       "s.sendall(b'hello')\nresult = 'connected'", audit=audit)
+        if not audit and "netns" not in r.isolation:
+            pytest.skip("no network namespace can be made here")
+        assert not r.ok and r.value is None
+        assert ("network access" in r.error) if audit else ("unreachable" in r.error), r.error
+        with pytest.raises(socket.timeout):
+            listener.accept()
+    finally:
+        listener.close()
+    healthy()
+
+
+def test_starting_programs_is_refused():
+    r = run_python("import subprocess\nresult = subprocess.run(['id'], capture_output=True).stdout")
+    refused(r, "not allowed", "starting programs")
+    r = run_python("import os\nresult = os.system('id > escaped.txt')")
+    refused(r, "not allowed", "os.system")
+    r = run_python("import os\nos.execv('/bin/sh', ['sh', '-c', 'id'])")
+    refused(r, "not allowed")
+    r = run_python("import ctypes\nctypes.CDLL(None).system(b'id')")
+    refused(r, "not allowed", "ctypes")
+    healthy()
+
+
+def test_a_fork_bomb_is_stopped_at_once():
+    start = time.monotonic()
+    r = run_python("import os\nwhile True:\n    os.fork()", timeout=3)
+    refused(r, "not allowed", "os.fork")
+    assert time.monotonic() - start < 3
+    healthy()
+
+
+@needs_root
+def test_a_fork_bomb_is_bounded_by_the_process_limit_without_the_hook():
+    baseline = nobody_processes()
+    start = time.monotonic()
+    r = run_python("import os\nwhile True:\n    os.fork()", timeout=3, audit=False)
+    assert not r.ok and ("Resource temporarily unavailable" in r.error or r.timed_out), r.error
+    assert time.monotonic() - start < 8
+    healthy()
+    assert drained(baseline), "killed fork-bomb processes are still around"
+
+
+@needs_root
+def test_a_timeout_kills_what_the_program_started():
+    r = run_python("import os, time\npid = os.fork()\nif pid == 0:\n    time.sleep(60)\n"
+                   "os.write(2, b'CHILD %d\\n' % pid)\ntime.sleep(60)", timeout=1, audit=False)
+    assert r.timed_out
+    pid = int(r.stderr.split("CHILD ")[1].split()[0])
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            break                                   # gone
+        if state in ("Z", "X"):
+            break                                   # dead, waiting to be reaped by init
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the grandchild {pid} survived the timeout")
+    healthy()
+
+
+def test_memory_exhaustion_is_stopped():
+    r = run_python("x = bytearray(10**10)", memory_mb=128)
+    refused(r, "MemoryError", "128 MB")
+    assert r.memory_exceeded and r.error_type == "memory"
+    start = time.monotonic()
+    r = run_python("x = []\nwhile True:\n    x.append(bytearray(10**6))", memory_mb=128, timeout=10)
+    refused(r, "MemoryError")
+    assert r.memory_exceeded and time.monotonic() - start < 10
+    healthy()
+
+
+def test_an_infinite_loop_is_stopped_at_the_time_limit():
+    start = time.monotonic()
+    r = run_python("while True:\n    pass", timeout=1)
+    elapsed = time.monotonic() - start
+    refused(r, "timed out", "1 s")
+    assert r.timed_out and r.error_type == "timeout"
+    assert 1 <= elapsed < 4
+    healthy()
+
+
+def test_huge_output_is_capped():
+    start = time.monotonic()
+    r = run_python("while True:\n    print('x' * 1000)", timeout=5, max_output=10_000)
+    refused(r, "output limit exceeded")
+    assert r.output_exceeded and len(r.stdout) <= 10_000
+    assert time.monotonic() - start < 5
+    r = run_python("result = 'y' * (5 * 1024 * 1024)", memory_mb=256)
+    refused(r, "too large")
+    # writing straight to the descriptors does not flood the parent either
+    r = run_python("import os\nfor _ in range(2000):\n    os.write(1, b'z' * 100_000)\nresult = 1", timeout=5)
+    assert r.ok and r.value == 1 and len(r.stderr) <= 64 * 1024
+    healthy()
+
+
+def test_reading_secrets_is_refused():
+    r = run_python("result = open('/etc/shadow').read()")
+    refused(r, "not allowed", "/etc/shadow")
+    assert r.value is None
+
+
+@needs_root
+def test_reading_etc_shadow_fails_as_nobody():
+    r = run_python("result = open('/etc/shadow').read()", audit=False)
+    refused(r, "Permission denied")
+    r = run_python("import os\nresult = [os.getuid(), os.getgid(), os.getgroups()]")
+    assert r.value == [65534, 65534, []]
+
+
+def test_the_parent_stays_healthy_over_many_runs():
+    fds_before = len(os.listdir("/proc/self/fd"))
+    threads_before = threading.active_count()
+    results: list[SandboxResult] = []
+
+    def one(i: int) -> None:
+        results.append(run_python("result = n * n", {"n": i}))
+    workers = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert sorted(r.value for r in results) == [i * i for i in range(6)]
+    assert len(os.listdir("/proc/self/fd")) <= fds_before
+    assert threading.active_count() == threads_before
