@@ -226,8 +226,10 @@ def test_different_api_base_does_not_share_entries(write_pipe, tmp_path, monkeyp
     fake = FakeLiteLLM(reply=lambda kw: '{"n": %d}' % (1 if "one" in kw["api_base"] else 2))
     monkeypatch.setattr(hosted, "_litellm", fake)
     cache = tmp_path / "cache"
-    a = pipec.load(write_pipe(HOSTED.format(extra=', api_base: "http://one.invalid/v1"'), "a.pipe"), cache=cache)
-    b = pipec.load(write_pipe(HOSTED.format(extra=', api_base: "http://two.invalid/v1"'), "b.pipe"), cache=cache)
+    # A provider litellm serves (openai/ ids with an api_base take pipec's direct client instead).
+    src = HOSTED.replace('"openai/gpt-4o-mini"', '"hosted_vllm/gpt-4o-mini"')
+    a = pipec.load(write_pipe(src.format(extra=', api_base: "http://one.invalid/v1"'), "a.pipe"), cache=cache)
+    b = pipec.load(write_pipe(src.format(extra=', api_base: "http://two.invalid/v1"'), "b.pipe"), cache=cache)
     assert a(q="x").n == 1
     assert b(q="x").n == 2
 

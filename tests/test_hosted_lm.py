@@ -100,3 +100,12 @@ def test_batch_over_http_is_bounded_by_concurrency(pipe_for, tmp_path):
         assert all(p.ok for p in preds)
         # each row has two concurrent nodes, so at most 2 x 3 requests are in flight
         assert 2 <= server.max_in_flight <= 6
+
+
+def test_self_hosted_openai_endpoints_take_the_direct_client_and_the_rest_litellm():
+    from pipec.lm import backend_for
+    from pipec.lm.hosted import HostedLM
+    from pipec.lm.openai_compat import OpenAICompatLM
+    assert isinstance(backend_for("openai/m", {"api_base": "http://127.0.0.1:9/v1"}), OpenAICompatLM)
+    assert isinstance(backend_for("openai/gpt-4o-mini", {}), HostedLM)
+    assert isinstance(backend_for("anthropic/claude-3-5-haiku", {"api_base": "http://127.0.0.1:9"}), HostedLM)

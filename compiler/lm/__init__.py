@@ -20,6 +20,11 @@ def backend_for(model: str, options: dict | None = None) -> LMBackend:
                                      seed=int(options.get("seed", 0)))
         if options.get("structured") == "text":
             backend.structured = "text"
+    elif model.startswith("openai/") and options.get("api_base"):
+        # A self-hosted OpenAI-compatible server: a direct, pooled client (litellm adds nothing here and
+        # costs throughput at high concurrency; see BENCHMARKS.md).
+        from .openai_compat import OpenAICompatLM
+        backend = OpenAICompatLM.from_options(model, options)
     else:
         from .hosted import HostedLM
         backend = HostedLM(model, api_base=options.get("api_base"), api_key_env=options.get("api_key_env"),
