@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .lm.base import LMReply, LMRequest
 
-FORMAT = 1
+FORMAT = 2
 log = logging.getLogger("pipec.cache")
 
 
@@ -36,11 +36,21 @@ def cache_key(model: str, request: LMRequest) -> str:
     >>> cache_key("m", LMRequest([{"role": "user", "content": "hi"}])) == cache_key("m", LMRequest([{"role": "user", "content": "hi"}]))
     True
     """
-    parts = [FORMAT, model, request.messages, request.schema, request.params]
+    if request.prefix_key:
+        # The fixed prompt (system message, demos, schema) was digested once by its predictor.
+        parts = [FORMAT, model, request.prefix_key, request.messages[request.prefix_len:],
+                 request.schema is not None, request.params]
+    else:
+        parts = [FORMAT, model, request.messages, request.schema, request.params]
     if request.sample:
         parts.append(request.sample)      # n samples of one prompt are n different cache entries
-    blob = json.dumps(parts,
-                      sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def prefix_digest(messages: list[dict[str, str]], schema: dict | None) -> str:
+    """The digest of a fixed prompt prefix and reply schema (see `LMRequest.prefix_key`)."""
+    blob = json.dumps([messages, schema], sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -14,6 +14,10 @@ class LMRequest:
     schema: dict | None = None                        # JSON schema of the expected reply object
     params: dict[str, Any] = field(default_factory=dict)   # temperature, max_tokens, stop, seed, ...
     sample: int = 0     # which of n samples this is: part of the cache key, and of the seed where one is sent
+    # A digest of messages[:prefix_len] plus the schema (a predictor's fixed prompt), computed once
+    # per predictor so a cache key hashes only what changes per call. 0 means no prefix digest.
+    prefix_key: str = ""
+    prefix_len: int = 0
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from ..dsl.catalogue import OptionSpec
 from ..dsl.types import Type
 from ..lm.base import LMRequest
 from ..prompt import assistant_message, retry_message, system_message, user_message
+from ..cache import prefix_digest
 from ..reply_parser import ReplyError, parse_reply
 from ..schema import object_schema
 
@@ -53,6 +54,7 @@ class Predictor:
     _prefix: list[dict[str, str]] = field(default_factory=list, repr=False)
     _fields: list[tuple[str, Type]] = field(default_factory=list, repr=False)
     _schema: dict | None = field(default=None, repr=False)
+    _prefix_key: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         self.rebuild()
@@ -62,6 +64,7 @@ class Predictor:
         self._prefix = self._prefix_for(self.demos)
         self._fields = [(n, t) for n, t, _ in self.outputs]
         self._schema = object_schema(self._fields)
+        self._prefix_key = prefix_digest(self._prefix, self._schema)
 
     def _prefix_for(self, demos: list[dict[str, Any]]) -> list[dict[str, str]]:
         prefix = [{"role": "system", "content": system_message(self.instruction, self.inputs, self.outputs)}]
@@ -91,7 +94,12 @@ class Predictor:
     def request(self, messages: list[dict[str, str]], ctx, sample: int = 0, params: dict | None = None) -> LMRequest:
         backend = ctx.row.runtime.lms[self.lm]
         schema = self._schema if backend.structured != "text" else None
-        return LMRequest(messages, schema, {**self.params, **params} if params else self.params, sample)
+        request = LMRequest(messages, schema, {**self.params, **params} if params else self.params, sample)
+        prefix = self._prefix
+        # Only when the messages really start with this predictor's fixed prefix (not per-input KNN demos).
+        if self.knn is None and len(messages) > len(prefix) and messages[0] is prefix[0]:
+            request.prefix_key, request.prefix_len = self._prefix_key, len(prefix)
+        return request
 
     async def __call__(self, values: dict[str, Any], ctx, sample: int = 0, params: dict | None = None,
                        messages: list[dict[str, str]] | None = None) -> dict[str, Any]:
