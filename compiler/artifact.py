@@ -119,6 +119,8 @@ def read_artifact(path: str | Path) -> Artifact:
         raise ArtifactError(f"{path}: cannot read: {err.strerror or err}") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise ArtifactError(f"{path}: not a JSON document (truncated or damaged?): {err}") from None
+    except RecursionError:
+        raise ArtifactError(f"{path}: not a JSON document pipec can read (nested too deeply)") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not a pipec compiled artifact (no \"format\": \"{FORMAT}\")")
     version = raw.get("format_version")

@@ -91,6 +91,8 @@ class LMCache:
             d = json.loads(raw)
             if d.get("v") != FORMAT or not isinstance(d.get("text"), str):
                 raise ValueError("stale or malformed entry")
+            if d.get("sum") != _checksum(key, d["text"]):
+                raise ValueError("damaged entry")         # sqlite does not checksum its pages; we do
             reply = LMReply(d["text"], int(d.get("pt", 0)), int(d.get("ct", 0)), float(d.get("cost", 0.0)))
         except Exception:
             self._discard(key)
@@ -101,7 +103,8 @@ class LMCache:
     def put(self, key: str, reply: LMReply) -> None:
         self._remember(key, reply)
         value = json.dumps({"v": FORMAT, "text": reply.text, "pt": reply.prompt_tokens,
-                            "ct": reply.completion_tokens, "cost": reply.cost}, ensure_ascii=False)
+                            "ct": reply.completion_tokens, "cost": reply.cost,
+                            "sum": _checksum(key, reply.text)}, ensure_ascii=False)
         try:
             self._store().set(key, value)
         except Exception as err:             # disk full, read-only, locked: keep running uncached
@@ -112,6 +115,11 @@ class LMCache:
         mem[key] = reply
         if len(mem) > self._mem_items:
             mem.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        """Forget an entry (in memory and on disk)."""
+        self._mem.pop(key, None)
+        self._discard(key)
 
     def _discard(self, key: str) -> None:
         try:
@@ -128,3 +136,8 @@ class LMCache:
         if self._disk is not None:
             self._disk.close()
             self._disk = None
+
+
+def _checksum(key: str, text: str) -> str:
+    """A digest tying a stored reply to its key, so a flipped byte on disk reads as a miss."""
+    return hashlib.sha256(f"{key}\0{text}".encode()).hexdigest()[:16]

@@ -399,11 +399,13 @@ def load_compiled(path: str | Path, *, lm=None, lms=None, cache=True):
         program = Program(loaded, main, art.pipeline, lm=lm, lms=lms, cache=cache)
     except PipeError as err:
         raise ArtifactError(f"{path}: the embedded sources no longer check with this pipec:\n{err.render()}") from None
+    except ValueError as err:           # the artifact names a pipeline its sources do not have
+        raise ArtifactError(f"{path}: {err}") from None
     try:
         program.set_ensemble(art.ensemble)
         program.apply(art.predictors)
-    except ValueError as err:
-        raise ArtifactError(f"{path}: {err}") from None
+    except (ValueError, KeyError) as err:
+        raise ArtifactError(f"{path}: parameters for a predictor the pipeline does not have: {err}") from None
     program.artifact = art
     return program
 

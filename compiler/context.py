@@ -37,6 +37,7 @@ class CallRecord:
     cost: float = 0.0
     attempt: int = 1
     inputs: dict | None = None      # the values the predictor was called with (demo material)
+    cache_key: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -144,7 +145,15 @@ class NodeContext:
         rt.stats.add(reply)
         if key is not None:
             cache.put(key, reply)
+            rec.cache_key = key
         return reply, rec
+
+    def forget(self, rec: "CallRecord") -> None:
+        """Drop a cached reply that turned out unusable (did not parse), so a rerun asks the LM again
+        instead of replaying a transient fault forever."""
+        cache = self.row.runtime.cache
+        if cache is not None and rec.cache_key:
+            cache.discard(rec.cache_key)
 
     async def _call(self, backend: LMBackend, request: LMRequest) -> LMReply:
         tries = backend.max_retries + 1
@@ -159,8 +168,7 @@ class NodeContext:
             except TransientLMError as err:
                 if i == tries - 1:
                     raise LMError(f"{err} (gave up after {tries} attempts)") from None
-                delay = err.retry_after if err.retry_after is not None else min(30.0, 0.5 * 2 ** i)
-                delay *= 1.0 + random.random() * 0.25
+                delay = min(MAX_RETRY_AFTER, _retry_delay(err.retry_after, i) * (1.0 + random.random() * 0.25))
                 if self.row.inline:
                     self.row.runtime.sleep(delay)
                 else:
@@ -170,3 +178,24 @@ class NodeContext:
             except Exception as err:   # a backend bug or an unexpected library error: this row fails, not the batch
                 raise LMError(f"{backend.model}: {type(err).__name__}: {redact(str(err))}") from err
         raise AssertionError("unreachable")
+
+
+MAX_RETRY_AFTER = 60.0
+
+
+def _retry_delay(retry_after, attempt: int) -> float:
+    """Seconds before the next attempt: the server's Retry-After when it is sane (finite, from 0 to a
+    minute), else exponential backoff; a hostile or broken value (a day, infinity) cannot stall a row.
+
+    >>> _retry_delay(2.0, 0), _retry_delay(float("inf"), 1), _retry_delay(86400, 0)
+    (2.0, 1.0, 0.5)
+    """
+    import math
+    if retry_after is not None:
+        try:
+            value = float(retry_after)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if math.isfinite(value) and 0 <= value <= MAX_RETRY_AFTER:
+            return value
+    return min(30.0, 0.5 * 2 ** attempt)

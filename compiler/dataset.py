@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,23 @@ def read_examples(path: str | Path, problems: list[str] | None = None) -> list[E
     problems = problems if problems is not None else []
     rows: list[Example] = []
     if path.suffix.lower() == ".csv":
+        csv.field_size_limit(min(sys.maxsize, 2 ** 31 - 1))    # long documents in a cell are data, not errors
         reader = csv.DictReader(io.StringIO(text, newline=""))
-        if not reader.fieldnames:
+        try:
+            header = reader.fieldnames
+        except csv.Error as err:
+            raise DatasetError([f"{path}:1: {err}"]) from None
+        if not header:
             raise DatasetError([f"{path}:1: no header row"])
-        for row in reader:
+        rows_iter = iter(reader)
+        while True:
+            try:
+                row = next(rows_iter)
+            except StopIteration:
+                break
+            except csv.Error as err:            # a cell over the field size limit, a stray NUL
+                problems.append(f"{path}:{reader.line_num}: {err}")
+                continue
             line = reader.line_num
             if None in row:
                 problems.append(f"{path}:{line}: more values than header columns")
@@ -93,7 +107,7 @@ def check_examples(examples: list[Example], program, label_fields: list[str]) ->
     for ex in examples:
         try:
             coerced = program.prepare(ex.values)
-        except ValueError as err:
+        except (ValueError, OverflowError) as err:
             problems.append(f"{ex.where}: {err}")
             continue
         missing = [f for f in label_fields if f not in ex.values]

@@ -15,14 +15,24 @@ def read_objects(path: Path, problems: list[str], keep: Callable[[int], bool] | 
     ([(1, {'a': 1})], True)
     """
     import json
-    with open(path, encoding="utf-8-sig") as fh:
-        for lineno, text in enumerate(fh, 1):
-            if not text.strip() or (keep is not None and not keep(lineno)):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip() or (keep is not None and not keep(lineno)):
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                problems.append(f"{path}:{lineno}: not UTF-8 text (byte {raw[err.start]:#04x} at column {err.start + 1})")
                 continue
             try:
                 value = json.loads(text)
             except ValueError as err:
                 problems.append(f"{path}:{lineno}: invalid JSON: {err}")
+                continue
+            except RecursionError:
+                problems.append(f"{path}:{lineno}: JSON nested too deeply to read")
                 continue
             if not isinstance(value, dict):
                 problems.append(f"{path}:{lineno}: expected a JSON object, got {type(value).__name__}")

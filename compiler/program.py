@@ -267,6 +267,8 @@ class Program:
         `strict` also refuses names that are not inputs (a typo would otherwise silently drop an
         optional input); batch rows are not strict, since they carry ids and labels along.
         """
+        if not isinstance(values, dict):
+            raise ValueError(f"a row of inputs must be an object with the inputs by name, not {type(values).__name__}")
         out = {}
         problems = []
         for name, t, _ in self.graph.inputs:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import difflib
 import json
+import math
 import re
 from typing import Any
 
@@ -254,6 +255,12 @@ def coerce(value: Any, t: Type) -> Any:
             if not m:
                 raise ReplyError(f"expected a number, got {str(value)[:40]!r}")
             num = float(m.group(0).replace(",", ""))
+        try:
+            finite = math.isfinite(float(num))
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise ReplyError(f"expected a finite number, got {str(value)[:40]!r}")
         if k == "int":
             if float(num) != int(float(num)):
                 raise ReplyError(f"expected a whole number, got {num}")

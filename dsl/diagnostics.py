@@ -36,6 +36,10 @@ class Diagnostic:
             lines = source.split("\n")
             if 1 <= self.span.line <= len(lines):
                 text = _printable(lines[self.span.line - 1].rstrip("\r"))
+                if self.code == "secret":
+                    # Never echo a key into logs: mask string literals inside the flagged span.
+                    text = _mask_strings(text, self.span.col - 1,
+                                         self.span.end_col - 1 if self.span.end_line == self.span.line else len(text))
                 width = 1
                 if self.span.end_line == self.span.line and self.span.end_col > self.span.col:
                     width = self.span.end_col - self.span.col
@@ -113,3 +117,10 @@ def render_all(diagnostics: list[Diagnostic], sources: dict[str, str], color: bo
     if diagnostics:
         parts.append(f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}")
     return "\n".join(parts)
+
+
+def _mask_strings(text: str, start: int, end: int) -> str:
+    """`text` with the contents of double-quoted strings between columns start and end replaced by ***."""
+    import re
+    head, body, tail = text[:start], text[start:end], text[end:]
+    return head + re.sub(r'"(?:[^"\\]|\\.)*"', '"***"', body) + tail

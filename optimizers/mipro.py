@@ -331,6 +331,7 @@ class Search:
         """Run the missing trials, score the best on the full valset, return the best full score."""
         session = self.session
         session.progress.update("search")
+        self.recover_crashed()
         done = self.finished()
         while done < self.trials and not session.out_of_budget:
             if not self.plan.affords(self.size + (0 if self.whole else len(session.valset))):
@@ -343,6 +344,19 @@ class Search:
                 self.score_best()
         self.score_best()
         return self.best()
+
+    def recover_crashed(self) -> None:
+        """A single compile owns its study: trials left RUNNING belong to an earlier run that died, so
+        fail them and queue their configurations again (workers wait for heartbeats instead)."""
+        if self.session.config.storage is None:
+            return
+        TS = self.optuna.trial.TrialState
+        for t in self.study.get_trials(deepcopy=False, states=(TS.RUNNING,)):
+            try:
+                self.study.tell(t.number, state=TS.FAIL)
+            except Exception:
+                continue                  # finished meanwhile, or already failed
+            self.study.enqueue_trial(dict(t.params), skip_if_exists=False)
 
     def work(self) -> tuple[dict[str, PredictorState], float | None]:
         """A worker: claim and run trials until the study has its trials; no final scoring."""

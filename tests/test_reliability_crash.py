@@ -326,10 +326,6 @@ def test_mipro_killed_mid_trial_resumes_from_its_optuna_study(mipro_resumed):
                   final_states=dict(r["states"]), requests=r["requests"], repeated_after_cached=0)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a single (non-worker) mipro compile resumed right after a crash counts "
-                   "the dead run's RUNNING trial as another worker's (its heartbeat is within the grace period), so "
-                   "Search.claim stops at finished + running >= trials and the compile ends with one trial fewer "
-                   "than asked, that trial never run (optimizers/mipro.py Search.run/claim)")
 def test_mipro_resumed_after_a_crash_runs_every_trial(mipro_resumed):
     r = mipro_resumed
     assert r["states"]["COMPLETE"] + r["states"]["PRUNED"] >= r["trials"], r["states"]

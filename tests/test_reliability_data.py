@@ -195,9 +195,6 @@ def test_batch_rows_of_the_wrong_type_are_recorded_failed_naming_the_input(proje
     assert [p.ok for p in preds] == [True] + [False] * len(WRONG_TYPES) + [True]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: reply_parser.coerce raises OverflowError (not ReplyError) for 1e999 or "
-                   "10**400 given to an int input; batch.drive catches only ValueError around prepare(), so one "
-                   "such row kills the whole batch")
 @pytest.mark.parametrize("value", ["1e999", "1" + "0" * 400, "-1e999"])
 def test_batch_row_with_an_out_of_range_number_fails_alone(project, tmp_path, value):
     src, out = tmp_path / "rows.jsonl", tmp_path / "out.jsonl"
@@ -210,8 +207,6 @@ def test_batch_row_with_an_out_of_range_number_fails_alone(project, tmp_path, va
     assert "input 'n'" in recs[2]["error"] and summary.failed == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Program.prepare assumes a dict: run_batch([None]) or a row that is "
-                   "a list or a number raises TypeError and kills the batch instead of one failed Prediction")
 @pytest.mark.parametrize("row", [None, 5, ["q"], "quiz"], ids=["none", "int", "list", "str"])
 def test_run_batch_with_a_row_that_is_not_a_dict_fails_alone(project, row):
     prog = pipec.load(project / "toy.pipe", lm=pipec.ScriptedLM(rule=flip_rule), cache=False)
@@ -220,9 +215,6 @@ def test_run_batch_with_a_row_that_is_not_a_dict_fails_alone(project, row):
     assert preds[1].error
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: batch.run_jsonl/read_rows open the input as strict UTF-8 and catch "
-                   "only ValueError per line: one non-UTF-8 line raises UnicodeDecodeError out of the whole run "
-                   "(a traceback from the CLI) instead of skipping that line by number")
 def test_batch_line_that_is_not_utf8_is_skipped_by_number(project, tmp_path, lm, capsys):
     src, out = tmp_path / "rows.jsonl", tmp_path / "out.jsonl"
     src.write_bytes(b'{"q": "ab"}\n{"q": "caf\xe9"}\n{"q": "cd"}\n')
@@ -231,8 +223,6 @@ def test_batch_line_that_is_not_utf8_is_skipped_by_number(project, tmp_path, lm,
     assert sorted(r["line"] for r in read_jsonl(out)) == [1, 3]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: batch.read_rows catches ValueError only; a deeply nested JSON row "
-                   "raises RecursionError from json.loads and kills the whole run")
 def test_batch_deeply_nested_row_is_skipped_by_number(project, tmp_path):
     src, out = tmp_path / "rows.jsonl", tmp_path / "out.jsonl"
     src.write_text('{"q": "ab"}\n{"q": ' + DEEP + '}\n{"q": "cd"}\n')
@@ -329,9 +319,6 @@ def test_csv_quirks_that_are_fine(project, tmp_path):
     assert [r.values["q"] for r in rows] == ["multi\nline", 'with "quotes"', "nul\x00byte"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: dataset.read_examples does not catch csv.Error: a CSV cell over "
-                   "131072 characters (csv.field_size_limit) raises _csv.Error out of eval/compile (a traceback) "
-                   "instead of a DatasetError naming the line")
 def test_csv_with_a_huge_cell_is_a_dataset_error_or_reads(project, tmp_path):
     data = tmp_path / "d.csv"
     data.write_text("q,a\napple,elppa\n" + "x" * 200_000 + ",y\n")
@@ -343,8 +330,6 @@ def test_csv_with_a_huge_cell_is_a_dataset_error_or_reads(project, tmp_path):
         assert len(rows) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: dataset.read_examples catches ValueError only; a deeply nested JSON "
-                   "row raises RecursionError out of eval/compile instead of a DatasetError naming the line")
 def test_jsonl_dataset_deeply_nested_row_is_a_dataset_error(project, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text('{"q": "ab", "a": "ba"}\n{"q": ' + DEEP + ', "a": "x"}\n')
@@ -353,8 +338,6 @@ def test_jsonl_dataset_deeply_nested_row_is_a_dataset_error(project, tmp_path):
     assert f"{data}:2: " in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an int input given 1e999 in a dataset raises OverflowError from "
-                   "reply_parser.coerce; dataset.check_examples catches only ValueError, so eval/compile crash")
 def test_dataset_out_of_range_number_is_a_dataset_error(project, tmp_path):
     data = tmp_path / "d.jsonl"
     rows = [{**GOOD_TYPED, "a": "x"}, {**GOOD_TYPED, "a": "x"}]
@@ -530,9 +513,6 @@ def test_unknown_format_names_are_refused(artifacts, tmp_path, fmt):
     assert "not a pipec compiled artifact" in str(_error(path))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an ensemble member naming an unknown predictor raises KeyError from "
-                   "Program.set_ensemble (preds[name]); compiling.load_compiled only turns ValueError into "
-                   "ArtifactError, so the CLI prints a traceback")
 def test_ensemble_member_with_an_unknown_predictor_is_refused(artifacts, tmp_path):
     doc = json.loads(artifacts["ensemble"])
     assert doc["ensemble"], "the ensemble optimizer kept no members"
@@ -542,10 +522,6 @@ def test_ensemble_member_with_an_unknown_predictor_is_refused(artifacts, tmp_pat
     assert "nope" in str(_error(path))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an artifact whose 'pipeline' names no pipeline of its embedded sources "
-                   "raises a bare ValueError from program.choose_pipeline (load_compiled does not wrap it): the API "
-                   "raises ValueError, not ArtifactError, and the CLI exits 2 (usage) naming the embedded .pipe path, "
-                   "not the artifact")
 def test_artifact_naming_an_unknown_pipeline_is_refused(artifacts, tmp_path, lm, capsys):
     doc = json.loads(artifacts["fixed"])
     doc["pipeline"] = "nope"
@@ -556,8 +532,6 @@ def test_artifact_naming_an_unknown_pipeline_is_refused(artifacts, tmp_path, lm,
     assert "nope" in str(_error(path))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: artifact.read_artifact catches ValueError/UnicodeDecodeError from "
-                   "json.loads but not RecursionError: a deeply nested artifact is a traceback, not an ArtifactError")
 def test_deeply_nested_artifact_is_refused(tmp_path):
     path = tmp_path / "deep.compiled.json"
     path.write_text('{"format": "pipec-compiled", "format_version": 1, "x": ' + DEEP + "}")

@@ -143,11 +143,6 @@ def test_key_from_openai_api_key_without_api_key_env_is_redacted(tmp_path, monke
     assert leaks(KEY, {"error": pred.error, "trace": repr([r.to_dict() for r in pred.trace])}, [tmp_path]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: lm.secrets.redact only knows values of variables whose NAME looks "
-                   "secret (KEY|TOKEN|SECRET|PASSWORD) and sk-/AIza-shaped strings; a key in a variable named "
-                   "by api_key_env like ACME_LLM_CREDENTIAL, echoed in a provider's error, is written verbatim "
-                   "to the row's error, the output file and the trace. redact should also mask the value of "
-                   "every api_key_env the program declares")
 def test_key_in_an_unusually_named_variable_is_redacted(tmp_path, monkeypatch):
     secret = "acme-live-7f3c9e2b1d5a8f60c4e2"
     monkeypatch.setenv("ACME_LLM_CREDENTIAL", secret)
@@ -162,9 +157,6 @@ def test_key_in_an_unusually_named_variable_is_redacted(tmp_path, monkeypatch):
     assert leaks(secret, {}, [out]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the diagnostic for an API key written into a .pipe file quotes the "
-                   "source line, key included, on stderr (CI logs): dsl rendering should mask the string value "
-                   "of an option the checker flagged as a secret")
 def test_a_key_written_in_the_file_is_not_echoed_by_the_diagnostic(tmp_path):
     pipe = tmp_path / "k.pipe"
     pipe.write_text(f'lm x = "openai/m" (api_key: "{KEY}")\n'

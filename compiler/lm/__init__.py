@@ -14,6 +14,9 @@ def backend_for(model: str, options: dict | None = None) -> LMBackend:
     'local/smollm2'
     """
     options = options or {}
+    if options.get("api_key_env"):
+        from .secrets import declare_secret_env
+        declare_secret_env(str(options["api_key_env"]))
     if model.startswith("local/"):
         from .local import LocalLM
         backend: LMBackend = LocalLM(model.split("/", 1)[1], n_ctx=int(options.get("n_ctx", 2048)),

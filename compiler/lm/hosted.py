@@ -89,7 +89,9 @@ class HostedLM(LMBackend):
         message = redact(f"{self.model}: {name}: {err}")
         if name in _TRANSIENT or status in (408, 409, 429) or (isinstance(status, int) and status >= 500):
             retry_after = None
-            headers = getattr(getattr(err, "response", None), "headers", None) or {}
+            # litellm keeps the provider's headers on the exception itself; older versions on .response.
+            headers = getattr(err, "litellm_response_headers", None) or \
+                getattr(getattr(err, "response", None), "headers", None) or {}
             try:
                 retry_after = float(headers.get("retry-after")) if headers.get("retry-after") else None
             except (TypeError, ValueError):

@@ -218,8 +218,9 @@ class OpenAICompatLM(LMBackend):
             data = json.loads(content)
             text = data["choices"][0]["message"].get("content") or ""
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise LMError(redact(f"{self.model}: {self.url} sent a reply that is not a chat completion: "
-                                 f"{content[:200]!r}")) from None
+            # A proxy's error page or a body cut in transit: worth another attempt, like a 5xx.
+            raise TransientLMError(redact(f"{self.model}: {self.url} sent a reply that is not a chat completion: "
+                                          f"{content[:200]!r}")) from None
         usage = data.get("usage") or {}
         return LMReply(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), 0.0)
 

@@ -114,6 +114,7 @@ class Predictor:
         except ReplyError as err:
             rec.error = str(err)
             first = str(err)
+            ctx.forget(rec)
         retry = messages + [{"role": "assistant", "content": reply.text},
                             {"role": "user", "content": retry_message(first, self.outputs)}]
         reply, rec = await ctx.complete(self.name, self.lm, self.request(retry, ctx, sample, params), attempt=2)
@@ -123,6 +124,7 @@ class Predictor:
             return rec.parsed
         except ReplyError as err:
             rec.error = str(err)
+            ctx.forget(rec)
             raise ModuleFailure(f"reply did not parse, even after a retry: {err}", raw=reply.text) from None
 
 
