@@ -64,13 +64,16 @@ def test_hit_within_one_program(make_pipe, tmp_path):
     assert a == b and len(lm.requests) == 1 and b.trace[0].cache_hit
 
 
-def test_parse_retry_is_cached_too(make_pipe, tmp_path):
+def test_an_unparseable_reply_is_not_replayed_from_the_cache(make_pipe, tmp_path):
+    """A reply that did not parse may be a transient fault: a rerun asks again instead of replaying it."""
     path, cache = make_pipe(), tmp_path / "cache"
     first, lm1, _ = run(path, cache, lm=pipec.ScriptedLM(["many", {"n": 7}], cacheable=True))
     assert first.n == 7 and len(lm1.requests) == 2
-    second, lm2, _ = run(path, cache, lm=pipec.ScriptedLM([], cacheable=True))
-    assert second.n == 7 and lm2.requests == []
-    assert [r.cache_hit for r in second.trace] == [True, True]
+    second, lm2, _ = run(path, cache, lm=pipec.ScriptedLM([{"n": 8}], cacheable=True))
+    assert second.n == 8 and len(lm2.requests) == 1
+    assert [r.cache_hit for r in second.trace] == [False]
+    third, lm3, _ = run(path, cache, lm=pipec.ScriptedLM([], cacheable=True))
+    assert third.n == 8 and lm3.requests == [] and [r.cache_hit for r in third.trace] == [True]
 
 
 def test_cache_false_bypasses(make_pipe, tmp_path):
