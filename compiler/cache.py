@@ -93,7 +93,8 @@ class LMCache:
                 raise ValueError("stale or malformed entry")
             if d.get("sum") != _checksum(key, d["text"]):
                 raise ValueError("damaged entry")         # sqlite does not checksum its pages; we do
-            reply = LMReply(d["text"], int(d.get("pt", 0)), int(d.get("ct", 0)), float(d.get("cost", 0.0)))
+            reply = LMReply(d["text"], int(d.get("pt", 0)), int(d.get("ct", 0)), float(d.get("cost", 0.0)),
+                            bool(d.get("tr", False)))
         except Exception:
             self._discard(key)
             return None
@@ -104,7 +105,7 @@ class LMCache:
         self._remember(key, reply)
         value = json.dumps({"v": FORMAT, "text": reply.text, "pt": reply.prompt_tokens,
                             "ct": reply.completion_tokens, "cost": reply.cost,
-                            "sum": _checksum(key, reply.text)}, ensure_ascii=False)
+                            "tr": reply.truncated, "sum": _checksum(key, reply.text)}, ensure_ascii=False)
         try:
             self._store().set(key, value)
         except Exception as err:             # disk full, read-only, locked: keep running uncached

@@ -165,7 +165,7 @@ def _field_lines(text: str, names: list[str]) -> dict[str, str]:
     return {k: "\n".join(v).strip() for k, v in found.items()}
 
 
-def parse_reply(text: str, fields: list[tuple[str, Type]]) -> dict[str, Any]:
+def parse_reply(text: str, fields: list[tuple[str, Type]], truncated: bool = False) -> dict[str, Any]:
     """Read a reply as the expected output fields, coerced to their types.
 
     >>> from pipec.dsl.types import Type
@@ -184,6 +184,15 @@ def parse_reply(text: str, fields: list[tuple[str, Type]]) -> dict[str, Any]:
             pass     # the slow path below names every problem at once
     names = [n for n, _ in fields]
     obj = extract_object(text)
+    if truncated and obj:
+        # The reply stopped at the token limit inside the object: its last value may be cut short.
+        # A cut number or flag is a wrong answer (12 of 12345), so it does not count; cut text
+        # (a long rationale) is still the model's text and is kept.
+        obj = dict(obj)
+        last = next(reversed(obj))
+        kinds = {_norm(n): t.kind for n, t in fields}
+        if not (isinstance(obj[last], str) and kinds.get(_norm(last)) == "str"):
+            obj.pop(last)
     raw: dict[str, Any] = {}
     if obj is not None:
         by_norm = {_norm(k): v for k, v in obj.items()}

@@ -315,10 +315,6 @@ pipeline count(text: str) -> (note, n) {{
 """
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a reply cut off mid-value (finish_reason 'length') is salvaged "
-                   "together with its cut value: '{\"note\": \"fine\", \"n\": 12' (of 12345) is accepted as n=12, a "
-                   "wrong answer instead of a retry or a failure (reply_parser._balanced_object closes the cut "
-                   "object; the backends' _reply ignore finish_reason)")
 def test_reply_cut_mid_value_is_not_taken_as_the_answer(tmp_path, key_env):
     full = '{"note": "fine", "n": 12345}'
     plan = FaultPlan(rate=1.0, kinds=("truncated",), truncate_at=24)     # every reply: '{"note": "fine", "n": 12'

@@ -26,6 +26,7 @@ class LMReply:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
+    truncated: bool = False     # the reply stopped at the token limit (finish_reason "length")
 
 
 class LMError(Exception):

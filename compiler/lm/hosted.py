@@ -81,7 +81,9 @@ class HostedLM(LMBackend):
         except Exception:
             cost = 0.0
         text = resp.choices[0].message.content or ""
-        return LMReply(text, getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0, cost)
+        truncated = getattr(resp.choices[0], "finish_reason", None) == "length"
+        return LMReply(text, getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0, cost,
+                       truncated)
 
     def _translate(self, err: Exception) -> LMError:
         name = type(err).__name__

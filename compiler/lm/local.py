@@ -102,5 +102,6 @@ class LocalLM(LMBackend):
             except ValueError as err:   # e.g. the prompt does not fit the context window
                 raise LMError(f"{self.model}: {err}") from err
         usage = out.get("usage") or {}
-        return LMReply(out["choices"][0]["message"].get("content") or "",
-                       usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), 0.0)
+        choice = out["choices"][0]
+        return LMReply(choice["message"].get("content") or "", usage.get("prompt_tokens", 0),
+                       usage.get("completion_tokens", 0), 0.0, choice.get("finish_reason") == "length")

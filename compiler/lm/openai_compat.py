@@ -222,7 +222,9 @@ class OpenAICompatLM(LMBackend):
             raise TransientLMError(redact(f"{self.model}: {self.url} sent a reply that is not a chat completion: "
                                           f"{content[:200]!r}")) from None
         usage = data.get("usage") or {}
-        return LMReply(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), 0.0)
+        truncated = data["choices"][0].get("finish_reason") == "length"
+        return LMReply(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), 0.0,
+                       truncated)
 
     def _status_error(self, status: int, headers, content: bytes) -> LMError:
         try:

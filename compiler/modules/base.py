@@ -109,7 +109,7 @@ class Predictor:
         reply, rec = await ctx.complete(self.name, self.lm, self.request(messages, ctx, sample, params))
         rec.inputs = values
         try:
-            rec.parsed = parse_reply(reply.text, self._fields)
+            rec.parsed = parse_reply(reply.text, self._fields, reply.truncated)
             return rec.parsed
         except ReplyError as err:
             rec.error = str(err)
@@ -120,7 +120,7 @@ class Predictor:
         reply, rec = await ctx.complete(self.name, self.lm, self.request(retry, ctx, sample, params), attempt=2)
         rec.inputs = values
         try:
-            rec.parsed = parse_reply(reply.text, self._fields)
+            rec.parsed = parse_reply(reply.text, self._fields, reply.truncated)
             return rec.parsed
         except ReplyError as err:
             rec.error = str(err)
