@@ -510,22 +510,13 @@ def cmd_eval(args) -> int:
     from pathlib import Path
     from .dataset import DatasetError, load_examples
     from .evaluate import evaluate
-    from .metrics import Metric, MetricError
+    from .metrics import MetricError
     from .progress import Progress
     if not os.path.isfile(args.data):
         raise UsageError(f"no such file: {args.data}")
     prog = _load(args)
-    base = prog.path.resolve().parent
     try:
-        if args.metric:
-            metric = Metric.parse(args.metric, near=base)
-        elif prog.artifact is not None:
-            metric = Metric.parse(prog.artifact.report.metric, near=base)
-        else:
-            s = compile_settings(prog, argparse.Namespace())
-            if "metric_expr" not in s:
-                raise UsageError(f"no metric: pass --metric or add a compile block for {prog.name}")
-            metric = Metric.from_expr(s["metric_expr"], near=base)
+        metric = eval_metric(prog, args.metric)
         examples = load_examples(args.data, prog, metric.fields)
     except (DatasetError, MetricError) as err:
         print(f"pipec eval: error: {err}", file=sys.stderr)
@@ -560,6 +551,20 @@ def cmd_eval(args) -> int:
     print(line, file=sys.stderr)
     prog.close()
     return EXIT_OK
+
+
+def eval_metric(prog, text: str | None):
+    """The metric an eval scores with: the one given, else the artifact's, else the compile block's."""
+    from .metrics import Metric
+    base = prog.path.resolve().parent
+    if text:
+        return Metric.parse(text, near=base)
+    if prog.artifact is not None:
+        return Metric.parse(prog.artifact.report.metric, near=base)
+    s = compile_settings(prog, argparse.Namespace())
+    if "metric_expr" not in s:
+        raise UsageError(f"no metric: pass --metric or add a compile block for {prog.name}")
+    return Metric.from_expr(s["metric_expr"], near=base)
 
 
 def _short(v, n: int = 60) -> str:

@@ -1177,23 +1177,13 @@ def cmd_report(args) -> int:
 
 def _evaluate(program, args) -> dict[str, Any]:
     """Run the evaluation for `--data`; the report's keyword arguments."""
-    import argparse
-    from .cli import UsageError, compile_settings
+    from .cli import eval_metric
     from .dataset import DatasetError, load_examples
     from .evaluate import evaluate
-    from .metrics import Metric, MetricError
+    from .metrics import MetricError
     from .progress import Progress
-    base = program.path.resolve().parent
     try:
-        if args.metric:
-            metric = Metric.parse(args.metric, near=base)
-        elif program.artifact is not None:
-            metric = Metric.parse(program.artifact.report.metric, near=base)
-        else:
-            s = compile_settings(program, argparse.Namespace())
-            if "metric_expr" not in s:
-                raise UsageError(f"no metric: pass --metric or add a compile block for {program.name}")
-            metric = Metric.from_expr(s["metric_expr"], near=base)
+        metric = eval_metric(program, args.metric)
         examples = load_examples(args.data, program, metric.fields)
     except (DatasetError, MetricError) as err:
         raise ReportError(str(err)) from None
