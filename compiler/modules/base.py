@@ -128,6 +128,18 @@ class Predictor:
             raise ModuleFailure(f"reply did not parse, even after a retry: {err}", raw=reply.text) from None
 
 
+def fresh_name(name: str, taken: set[str]) -> str:
+    """`name`, or `name_2`, `name_3`, ... if a signature field already uses it (inner fields a kind adds).
+
+    >>> fresh_name("steps", {"steps"})
+    'steps_2'
+    """
+    out, i = name, 2
+    while out in taken:
+        out, i = f"{name}_{i}", i + 1
+    return out
+
+
 class KindEnv:
     """What a kind may reach beyond its own prompt: declared tools and other modules.
 

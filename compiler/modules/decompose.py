@@ -41,21 +41,13 @@ from ..dsl import ast as A
 from ..dsl.catalogue import OptionSpec
 from ..dsl.types import STR, Type, assignable, show
 from ..prompt import render_value
-from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind
+from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, fresh_name
 
 LIST_STR = Type("list", arg=STR)
 DEFAULT_MAX_STEPS = 4
 CONTEXT_INPUT = "context"
 QUESTION_INPUT = "question"
 ANSWER_OUTPUT = "answer"
-
-
-def _fresh(name: str, taken: set[str]) -> str:
-    """`name`, or `name_2`, `name_3`, ... if a signature field already uses it."""
-    out, i = name, 2
-    while out in taken:
-        out, i = f"{name}_{i}", i + 1
-    return out
 
 
 def _solver_fields(sig) -> tuple[str | None, str | None, str | None]:
@@ -138,10 +130,10 @@ class Decompose(ModuleKind):
         task = self.instruction().strip() or "Produce the outputs from the inputs."
         # Inner field names must not clash with the fields they share a prompt (and a demo) with.
         ins = {n for n, _, _ in spec.inputs}
-        self.f_steps = _fresh("steps", ins)
-        self.f_solved = _fresh("solved", ins | {n for n, _, _ in spec.outputs})
-        self.f_sub = _fresh("subquestion", ins | {self.f_solved})
-        self.f_answer = _fresh("answer", ins | {self.f_solved, self.f_sub})
+        self.f_steps = fresh_name("steps", ins)
+        self.f_solved = fresh_name("solved", ins | {n for n, _, _ in spec.outputs})
+        self.f_sub = fresh_name("subquestion", ins | {self.f_solved})
+        self.f_answer = fresh_name("answer", ins | {self.f_solved, self.f_sub})
         s = "" if self.max_steps == 1 else "s"
         self.plan = self.predictor(
             "plan",

@@ -31,17 +31,10 @@ from __future__ import annotations
 from ..dsl import ast as A
 from ..dsl.catalogue import OptionSpec
 from ..dsl.types import STR, Type
-from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind
+from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, fresh_name
 
 LIST_STR = Type("list", arg=STR)
 DEFAULT_MAX_POINTS = 5
-
-
-def _fresh(name: str, taken: set[str]) -> str:
-    out, i = name, 2
-    while out in taken:
-        out, i = f"{name}_{i}", i + 1
-    return out
 
 
 def _concatenable(outputs) -> bool:
@@ -86,11 +79,11 @@ class SkeletonOfThought(ModuleKind):
         task = self.instruction().strip() or "Produce the outputs from the inputs."
         # Inner field names must not clash with the fields they share a prompt (and a demo) with.
         ins = {n for n, _, _ in spec.inputs}
-        self.f_points = _fresh("points", ins)
-        self.f_skeleton = _fresh("skeleton", ins)
-        self.f_point = _fresh("point", ins | {self.f_skeleton})
-        self.f_text = _fresh("expansion", ins | {self.f_skeleton, self.f_point})
-        self.f_draft = _fresh("draft", ins | {n for n, _, _ in spec.outputs})
+        self.f_points = fresh_name("points", ins)
+        self.f_skeleton = fresh_name("skeleton", ins)
+        self.f_point = fresh_name("point", ins | {self.f_skeleton})
+        self.f_text = fresh_name("expansion", ins | {self.f_skeleton, self.f_point})
+        self.f_draft = fresh_name("draft", ins | {n for n, _, _ in spec.outputs})
         s = "" if self.max_points == 1 else "s"
         self.skeleton = self.predictor(
             "skeleton",

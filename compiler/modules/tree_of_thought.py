@@ -34,19 +34,12 @@ from __future__ import annotations
 
 from ..dsl.catalogue import OptionSpec
 from ..dsl.types import FLOAT, STR, Type
-from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind
+from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, fresh_name
 
 LIST_STR = Type("list", arg=STR)
 LABELS = ("sure", "likely", "impossible")
 LABEL_VALUE = {"sure": 20.0, "likely": 1.0, "impossible": 0.001}      # the paper's value mapping
 DEFAULTS = {"depth": 2, "branches": 3, "breadth": 2, "evaluations": 1, "sample_temperature": 0.7, "value": "label"}
-
-
-def _fresh(name: str, taken: set[str]) -> str:
-    out, i = name, 2
-    while out in taken:
-        out, i = f"{name}_{i}", i + 1
-    return out
 
 
 class TreeOfThought(ModuleKind):
@@ -80,9 +73,9 @@ class TreeOfThought(ModuleKind):
         task = self.instruction().strip() or "Produce the outputs from the inputs."
         # Inner field names must not clash with the fields they share a prompt (and a demo) with.
         ins = {n for n, _, _ in spec.inputs}
-        self.f_path = _fresh("path", ins | {n for n, _, _ in spec.outputs})
-        self.f_thought = _fresh("thought", ins | {self.f_path})
-        self.f_value = _fresh("value", ins | {self.f_path})
+        self.f_path = fresh_name("path", ins | {n for n, _, _ in spec.outputs})
+        self.f_thought = fresh_name("thought", ins | {self.f_path})
+        self.f_value = fresh_name("value", ins | {self.f_path})
         path_field = (self.f_path, LIST_STR, "the thoughts so far, in order (empty at the start)")
         self.expand = self.predictor(
             "expand",
