@@ -3,22 +3,22 @@
 The key is sha256 over the cache format version, the model id, the messages, the reply schema and the
 sampling parameters. Keys and the API keys that authenticate a call never meet: backends read keys
 from the environment at call time, and requests never carry them. Values are JSON text; anything that
-does not read back as a reply is a miss, so a corrupt entry costs one LM call, never a crash.
+does not read back as a reply is a miss, so a corrupt entry costs one LM call, never a crash. The
+disk is reached through one I/O thread (`cache_io.py`), so a locked or slow disk never stalls a run.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from .cache_io import DELETED, FAILED, DiskWorker
 from .lm.base import LMReply, LMRequest
 
 FORMAT = 2
-log = logging.getLogger("pipec.cache")
 
 
 def default_cache_dir() -> Path:
@@ -55,37 +55,58 @@ def prefix_digest(messages: list[dict[str, str]], schema: dict | None) -> str:
 
 
 class LMCache:
-    """Replies by content address; safe under threads and processes (sqlite underneath)."""
+    """Replies by content address; safe under threads and processes (sqlite underneath).
 
-    def __init__(self, directory: str | Path | None = None, memory_items: int = 4096):
+    Memory first, then the disk through one I/O thread (`cache_io.DiskWorker`): `put` never waits
+    for the disk, and `get` waits at most `timeout` seconds (a slower disk is a miss).
+
+    >>> import tempfile
+    >>> c = LMCache(tempfile.mkdtemp()); c.put("k", LMReply("hi")); c.get("k").text
+    'hi'
+    >>> c.close()
+    """
+
+    def __init__(self, directory: str | Path | None = None, memory_items: int = 4096, timeout: float = 2.0):
         self.directory = Path(directory) if directory else default_cache_dir() / "lm"
-        self._disk = None
-        self._open_lock = threading.Lock()
+        self.timeout = timeout
         self._mem: OrderedDict[str, LMReply] = OrderedDict()
         self._mem_items = memory_items
-        self._warned = False
+        self._worker: DiskWorker | None = None
+        self._worker_lock = threading.Lock()
 
-    def _store(self):
-        if self._disk is None:
-            with self._open_lock:
-                if self._disk is None:
-                    import diskcache
-                    self.directory.mkdir(parents=True, exist_ok=True)
-                    # A short timeout: a locked database is a miss, never a hang.
-                    self._disk = diskcache.Cache(str(self.directory), timeout=2,
-                                                 eviction_policy="least-recently-stored")
-        return self._disk
+    def _disk(self) -> DiskWorker:
+        w = self._worker
+        if w is None or w.pid != os.getpid():          # first use, or a child after fork()
+            with self._worker_lock:
+                w = self._worker
+                if w is None or w.pid != os.getpid():
+                    w = self._worker = DiskWorker(self.directory, _encode, self.timeout)
+        return w
 
     def get(self, key: str) -> LMReply | None:
+        """The cached reply for `key`, or None (absent, damaged, or the disk did not answer in time)."""
         hit = self._mem.get(key)
         if hit is not None:
             return hit
-        try:
-            raw = self._store().get(key)
-        except Exception as err:             # locked, unreadable, or corrupt database
-            self._warn(f"cache read failed ({type(err).__name__}: {err}); treating as a miss")
-            return None
-        if raw is None:
+        w = self._disk()
+        queued = w.queued(key)
+        if queued is not None:
+            return queued if queued is not DELETED else None
+        return self._accept(key, w.read(key))
+
+    async def aget(self, key: str) -> LMReply | None:
+        """`get` for the event loop: waiting for the disk does not block other rows."""
+        hit = self._mem.get(key)
+        if hit is not None:
+            return hit
+        w = self._disk()
+        queued = w.queued(key)
+        if queued is not None:
+            return queued if queued is not DELETED else None
+        return self._accept(key, await w.aread(key))
+
+    def _accept(self, key: str, raw) -> LMReply | None:
+        if raw is None or raw is FAILED:
             return None
         try:
             d = json.loads(raw)
@@ -96,20 +117,15 @@ class LMCache:
             reply = LMReply(d["text"], int(d.get("pt", 0)), int(d.get("ct", 0)), float(d.get("cost", 0.0)),
                             bool(d.get("tr", False)))
         except Exception:
-            self._discard(key)
+            self._disk().write(key, DELETED)
             return None
         self._remember(key, reply)
         return reply
 
     def put(self, key: str, reply: LMReply) -> None:
+        """Remember a reply; it is stored on disk in the background (see `flush`)."""
         self._remember(key, reply)
-        value = json.dumps({"v": FORMAT, "text": reply.text, "pt": reply.prompt_tokens,
-                            "ct": reply.completion_tokens, "cost": reply.cost,
-                            "tr": reply.truncated, "sum": _checksum(key, reply.text)}, ensure_ascii=False)
-        try:
-            self._store().set(key, value)
-        except Exception as err:             # disk full, read-only, locked: keep running uncached
-            self._warn(f"cache write failed ({type(err).__name__}: {err}); continuing without caching")
+        self._disk().write(key, reply)
 
     def _remember(self, key: str, reply: LMReply) -> None:
         mem = self._mem
@@ -120,23 +136,26 @@ class LMCache:
     def discard(self, key: str) -> None:
         """Forget an entry (in memory and on disk)."""
         self._mem.pop(key, None)
-        self._discard(key)
+        self._disk().write(key, DELETED)
 
-    def _discard(self, key: str) -> None:
-        try:
-            self._store().delete(key)
-        except Exception:
-            pass
-
-    def _warn(self, message: str) -> None:
-        if not self._warned:
-            self._warned = True
-            log.warning(message)
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every reply put so far is on disk; False if `timeout` (default 2 × the lock
+        timeout) ran out first, e.g. because another process holds the database."""
+        w = self._worker
+        return True if w is None or w.pid != os.getpid() else w.flush(timeout)
 
     def close(self) -> None:
-        if self._disk is not None:
-            self._disk.close()
-            self._disk = None
+        """Store what is queued, then release the database (the object can still be used after)."""
+        w = self._worker
+        if w is not None and w.pid == os.getpid():
+            w.close()
+        self._worker = None
+
+
+def _encode(key: str, reply: LMReply) -> str:
+    return json.dumps({"v": FORMAT, "text": reply.text, "pt": reply.prompt_tokens, "ct": reply.completion_tokens,
+                       "cost": reply.cost, "tr": reply.truncated, "sum": _checksum(key, reply.text)},
+                      ensure_ascii=False)
 
 
 def _checksum(key: str, text: str) -> str:

@@ -126,7 +126,8 @@ class NodeContext:
         key = None
         if cache is not None:
             key = cache_key(backend.describe(), request)
-            hit = cache.get(key)
+            # Off the event loop's thread when rows run concurrently: a slow disk delays this row only.
+            hit = cache.get(key) if row.inline else await cache.aget(key)
             if hit is not None:
                 rt.stats.hit(hit)
                 rec.cache_hit = True
