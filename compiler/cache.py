@@ -86,24 +86,26 @@ class LMCache:
     def get(self, key: str) -> LMReply | None:
         """The cached reply for `key`, or None (absent, damaged, or the disk did not answer in time)."""
         hit = self._mem.get(key)
-        if hit is not None:
+        if hit is not None:                  # the hot path of a repeated call: one dict lookup
             return hit
-        w = self._disk()
-        queued = w.queued(key)
-        if queued is not None:
-            return queued if queued is not DELETED else None
-        return self._accept(key, w.read(key))
+        known, reply, disk = self._in_process(key)
+        return reply if known else self._accept(key, disk.read(key))
 
     async def aget(self, key: str) -> LMReply | None:
         """`get` for the event loop: waiting for the disk does not block other rows."""
+        known, reply, disk = self._in_process(key)
+        return reply if known else self._accept(key, await disk.aread(key))
+
+    def _in_process(self, key: str) -> tuple[bool, LMReply | None, DiskWorker | None]:
+        """What memory and the write queue know of `key`: (known, reply, the disk to ask otherwise)."""
         hit = self._mem.get(key)
         if hit is not None:
-            return hit
-        w = self._disk()
-        queued = w.queued(key)
+            return True, hit, None
+        disk = self._disk()
+        queued = disk.queued(key)
         if queued is not None:
-            return queued if queued is not DELETED else None
-        return self._accept(key, await w.aread(key))
+            return True, (None if queued is DELETED else queued), None
+        return False, None, disk
 
     def _accept(self, key: str, raw) -> LMReply | None:
         if raw is None or raw is FAILED:

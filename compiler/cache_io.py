@@ -21,7 +21,6 @@ import atexit
 import itertools
 import logging
 import os
-import sqlite3
 import threading
 import time
 import weakref
@@ -36,6 +35,7 @@ FAILED = object()            # a read that did not complete: the caller treats i
 BATCH = 256                  # writes per transaction
 MAX_QUEUED = 50_000          # beyond this, the oldest queued writes are dropped (a cache may forget)
 PAUSE = (1.0, 60.0)          # first and longest pause after a failure; doubles on each failure in a row
+IDLE = 10.0                  # seconds without work after which the I/O thread closes and ends
 
 _live: "weakref.WeakSet[DiskWorker]" = weakref.WeakSet()
 _atexit_registered = False
@@ -71,7 +71,7 @@ class _Direct:
     def __init__(self, dbname: str, raw: int, text_file: int):
         self.dbname, self.raw, self.text_file = dbname, raw, text_file
         self.lock = threading.Lock()
-        self.con: sqlite3.Connection | None = None
+        self.con = None                  # a sqlite3.Connection, opened on first read
         self.closed = False
         self.sql = ("SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1 "
                     "AND (expire_time IS NULL OR expire_time > ?)")
@@ -105,12 +105,12 @@ class DiskWorker:
     def __init__(self, directory: str | Path, encode: Callable[[str, Any], Any], timeout: float = 2.0):
         self.directory = Path(directory)
         self.timeout = timeout
+        self.idle = IDLE
         self.pid = os.getpid()
         self._encode = encode
         self._cv = threading.Condition(threading.Lock())
         self._queued: dict[str, Any] = {}
         self._reads: deque[_Read] = deque()
-        self._store = None
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._writing = False
@@ -172,6 +172,7 @@ class DiskWorker:
                 if direct.closed:
                     return FAILED
                 if direct.con is None:
+                    import sqlite3
                     direct.con = sqlite3.connect(f"{(self.directory / direct.dbname).resolve().as_uri()}?mode=ro",
                                                  uri=True, timeout=self.timeout, isolation_level=None,
                                                  check_same_thread=False)
@@ -260,7 +261,7 @@ class DiskWorker:
         with self._cv:
             if now < self._read_after or now < self._open_after:
                 return None
-            if self._store is None and self._opening_since is not None and now - self._opening_since > self.timeout:
+            if self._opening_since is not None and now - self._opening_since > self.timeout:
                 return None               # an open is stuck on a lock: do not queue behind it
             r = _Read(key, loop, future)
             self._reads.append(r)
@@ -282,55 +283,77 @@ class DiskWorker:
 
     # ------------------------------------------------------------------ the I/O thread
     def _run(self) -> None:
+        store = None                                 # this thread's diskcache connection
         try:
-            while self._step():
-                pass
+            while True:
+                job = self._next_job()
+                if job is None:
+                    return
+                reads, batch = job
+                if store is None:
+                    store = self._open()
+                if store is None:
+                    self._answer_without_store(reads)
+                    if self._stopping:
+                        self._report_unstored()
+                        return
+                    continue
+                for r in reads:
+                    r.finish(self._get(store, r.key))
+                if batch:
+                    self._put_batch(store, batch)
         finally:
-            self._close_store()
+            if store is not None:
+                if self._stopping:
+                    self._report_unstored()
+                try:
+                    store.close()
+                except Exception:                    # a broken database still lets the run finish
+                    pass
             with self._cv:
                 self._writing = False
                 if self._thread is threading.current_thread():
                     self._thread = None
-                for r in self._reads:
-                    r.finish(FAILED)
-                self._reads.clear()
+                    for r in self._reads:            # nobody will answer these now
+                        r.finish(FAILED)
+                    self._reads.clear()
                 self._cv.notify_all()
 
-    def _step(self) -> bool:
-        """One round: answer waiting reads, else store a batch of writes. False when the thread ends."""
+    def _next_job(self) -> tuple[list[_Read], list[tuple[str, Any]] | None] | None:
+        """Wait for work: waiting reads first, else a batch of writes. None ends the thread: on close,
+        or after `idle` seconds with nothing queued (so an unclosed cache does not keep a thread and a
+        connection for the life of the process)."""
         with self._cv:
+            idle_since = time.monotonic()
             while True:
                 now = time.monotonic()
                 can_write = bool(self._queued) and now >= self._write_after and now >= self._open_after
                 if self._reads or can_write:
                     break
                 if self._stopping:
-                    return False          # nothing writable left (or writes pausing on a lock): stop
+                    return None           # nothing writable left (or writes pausing on a lock): stop
+                if not self._queued and now - idle_since >= self.idle:
+                    self._thread = None   # under the lock: the next request starts a new thread
+                    return None
                 waits = [t - now for t in (self._write_after, self._open_after) if self._queued and t > now]
-                self._cv.wait(min(waits) if waits else None)
+                if not self._queued:
+                    waits.append(self.idle - (now - idle_since))
+                self._cv.wait(min(waits))
             reads = list(self._reads)
             self._reads.clear()
             batch = None if reads else list(itertools.islice(self._queued.items(), BATCH))
             self._writing = batch is not None
-        if not self._open():
-            for r in reads:
-                r.finish(FAILED)
-            with self._cv:
-                self._writing = False
-                self._cv.notify_all()
-                if self._stopping:
-                    self._report_unstored()
-                    return False
-            return True
-        for r in reads:
-            r.finish(self._get(r.key))
-        if batch:
-            self._put_batch(batch)
-        return True
+            return reads, batch
 
-    def _open(self) -> bool:
-        if self._store is not None:
-            return True
+    def _answer_without_store(self, reads: list[_Read]) -> None:
+        for r in reads:
+            r.finish(self._read_direct(r.key) if self._direct is not None else FAILED)
+        with self._cv:
+            self._writing = False
+            self._cv.notify_all()
+
+    def _open(self):
+        """A diskcache store for this thread, or None (then the disk is left alone for a while)."""
         with self._cv:
             self._opening_since = time.monotonic()
         try:
@@ -343,18 +366,23 @@ class DiskWorker:
                 self._opening_since = None
                 self._open_failures += 1
                 self._open_after = time.monotonic() + _pause(self._open_failures)
+                if self._direct is None:
+                    # A cache that cannot be opened for writing (read-only mount, locked) may still be read.
+                    direct = _Direct.for_diskcache()
+                    if (self.directory / direct.dbname).is_file():
+                        self._direct = direct
             self._warn_once("open", f"cache at {self.directory} could not be opened ({type(err).__name__}: "
                                     f"{err}); continuing without it for now")
-            return False
+            return None
         with self._cv:
-            self._store, self._opening_since, self._open_failures = store, None, 0
+            self._opening_since, self._open_failures = None, 0
             if self._direct is None:
                 self._direct = _Direct.for_diskcache()
-        return True
+        return store
 
-    def _get(self, key: str) -> Any:
+    def _get(self, store, key: str) -> Any:
         try:
-            value = self._store.get(key)
+            value = store.get(key)
         except Exception as err:                     # locked, unreadable or corrupt database
             with self._cv:
                 self._read_failures += 1
@@ -364,9 +392,8 @@ class DiskWorker:
         self._read_failures = 0
         return value
 
-    def _put_batch(self, batch: list[tuple[str, Any]]) -> None:
+    def _put_batch(self, store, batch: list[tuple[str, Any]]) -> None:
         import diskcache
-        store = self._store
         try:
             with store.transact():
                 for key, value in batch:
@@ -413,16 +440,6 @@ class DiskWorker:
         if self._queued:
             self._warn_once("close", f"{len(self._queued)} replies could not be stored in the cache at "
                                      f"{self.directory}")
-
-    def _close_store(self) -> None:
-        if self._stopping:
-            self._report_unstored()
-        store, self._store = self._store, None
-        if store is not None:
-            try:
-                store.close()
-            except Exception:                        # a broken database still lets the run finish
-                pass
 
 
 def _pause(failures: int) -> float:

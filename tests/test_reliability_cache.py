@@ -379,6 +379,7 @@ def test_opening_a_locked_cache_gives_up_after_the_timeout(tmp_path):
         time.sleep(0.5)
     assert cache.get("key-2").text == value_for(2)                   # usable once the lock is gone
     cache.close()
+    record_figure("cache.locked_open", first_get_s=round(first, 2), next_20_gets_s=round(later, 4))
 
 
 def test_a_locked_cache_does_not_serialize_a_batch(tmp_path):
@@ -394,6 +395,7 @@ def test_a_locked_cache_does_not_serialize_a_batch(tmp_path):
         elapsed = time.perf_counter() - start
     assert [p.n for p in preds] == [1, 2, 3]
     assert elapsed < 1.0, elapsed                                    # not 3 rows x the 2 s lock timeout
+    record_figure("cache.locked_batch", rows=3, seconds=round(elapsed, 3))
     assert prog.cache.flush()                                        # the replies land once the lock is gone
     prog.close()
     again = SlowLM(rule=count_rule, cacheable=True, delay=0.01)

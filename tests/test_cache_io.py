@@ -1,0 +1,185 @@
+"""The cache's disk side: write-behind, what a process leaves behind at exit, fork, and recovery.
+
+The locked-database and corruption cases live in test_reliability_cache.py; these are the everyday
+guarantees of the I/O thread: nothing put is lost when a script forgets to close, the database file
+is whole after close, a forked child gets a working cache, and a passing disk error does not switch
+caching off for the rest of the run.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pipec.cache import LMCache
+from pipec.lm.base import LMReply
+
+
+def test_replies_put_by_a_script_that_never_closes_are_on_disk_after_it_exits(tmp_path):
+    script = textwrap.dedent(f'''
+        from pipec.cache import LMCache
+        from pipec.lm.base import LMReply
+        cache = LMCache({str(tmp_path)!r})
+        for i in range(500):
+            cache.put(f"k{{i}}", LMReply("v" * (i % 7) + str(i), i, 1, 0.0))
+        # no close(), no flush(): the interpreter exits with writes still queued
+    ''')
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    cache = LMCache(tmp_path)
+    got = [cache.get(f"k{i}") for i in range(500)]
+    assert [g.text if g else None for g in got] == ["v" * (i % 7) + str(i) for i in range(500)]
+    assert [g.prompt_tokens for g in got] == list(range(500))
+    cache.close()
+
+
+def test_close_leaves_one_whole_database_file(tmp_path):
+    cache = LMCache(tmp_path)
+    for i in range(50):
+        cache.put(f"k{i}", LMReply(f"reply {i}"))
+        assert cache.get(f"k{i}").text == f"reply {i}"
+    cache._mem.clear()
+    assert cache.get("k7").text == "reply 7"                 # read back through the disk path
+    cache.close()
+    wal = tmp_path / "cache.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0      # the write-ahead log was merged
+    assert b"reply 49" in (tmp_path / "cache.db").read_bytes()
+
+
+def test_large_and_small_replies_read_back_from_disk_in_a_new_process(tmp_path):
+    big = "L" * 100_000 + "end"                              # above diskcache's 32 KB: a file of its own
+    cache = LMCache(tmp_path)
+    cache.put("big", LMReply(big, 3, 4, 0.5, truncated=True))
+    cache.put("small", LMReply("tiny"))
+    cache.close()
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(f'''
+        from pipec.cache import LMCache
+        c = LMCache({str(tmp_path)!r})
+        b, s = c.get("big"), c.get("small")
+        print(len(b.text), b.text[-3:], b.prompt_tokens, b.completion_tokens, b.cost, b.truncated, s.text)
+    ''')], capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    assert out == ["100003", "end", "3", "4", "0.5", "True", "tiny"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_reads_and_writes_the_cache_it_inherited(tmp_path):
+    cache = LMCache(tmp_path)
+    cache.put("parent", LMReply("from parent"))
+    assert cache.flush()
+    pid = os.fork()
+    if pid == 0:                                              # the child: its own I/O thread and connections
+        code = 1
+        try:
+            cache._mem.clear()
+            if cache.get("parent").text == "from parent":
+                cache.put("child", LMReply("from child"))
+                code = 0 if cache.flush(timeout=10) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    cache._mem.clear()
+    assert cache.get("child").text == "from child"
+    cache.put("after", LMReply("parent goes on"))
+    assert cache.flush()
+    cache.close()
+
+
+def test_caching_resumes_after_a_passing_disk_error(tmp_path, monkeypatch, caplog):
+    import diskcache
+    cache = LMCache(tmp_path)
+    cache.put("before", LMReply("stored"))
+    assert cache.flush()
+    real_set = diskcache.Cache.set
+    failing = {"on": True}
+
+    def flaky(self, *args, **kwargs):
+        if failing["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_set(self, *args, **kwargs)
+    monkeypatch.setattr(diskcache.Cache, "set", flaky)
+    cache.put("lost", LMReply("not stored"))
+    assert cache.flush()                                      # given up on, not waited for
+    assert cache.get("lost").text == "not stored"             # the run still has it in memory
+    failing["on"] = False                                     # space was freed
+    time.sleep(1.2)                                           # the disk is left alone for a second
+    cache.put("later", LMReply("stored again"))
+    assert cache.flush()
+    cache.close()
+    fresh = LMCache(tmp_path)
+    assert fresh.get("before").text == "stored"
+    assert fresh.get("lost") is None
+    assert fresh.get("later").text == "stored again"
+    fresh.close()
+    assert sum("cache write failed" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_put_returns_before_the_disk_is_written(tmp_path, monkeypatch):
+    """A slow disk (here: 0.2 s per write) slows the I/O thread, never the caller."""
+    import diskcache
+    real_set = diskcache.Cache.set
+
+    def slow(self, *args, **kwargs):
+        time.sleep(0.2)
+        return real_set(self, *args, **kwargs)
+    monkeypatch.setattr(diskcache.Cache, "set", slow)
+    cache = LMCache(tmp_path)
+    start = time.perf_counter()
+    for i in range(20):
+        cache.put(f"k{i}", LMReply(str(i)))
+    assert time.perf_counter() - start < 0.2
+    assert cache.flush(timeout=30)
+    cache.close()
+    fresh = LMCache(tmp_path)
+    assert [fresh.get(f"k{i}").text for i in range(20)] == [str(i) for i in range(20)]
+    fresh.close()
+
+
+def test_a_cache_that_cannot_be_opened_for_writing_still_serves_what_it_holds(tmp_path, monkeypatch, caplog):
+    """A read-only mount (or a database another process holds while opening): hits still come from it."""
+    import sqlite3
+
+    import diskcache
+    cache = LMCache(tmp_path)
+    for i in range(5):
+        cache.put(f"k{i}", LMReply(f"reply {i}"))
+    cache.put("big", LMReply("B" * 50_000))
+    cache.close()
+
+    def read_only(self, *args, **kwargs):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+    monkeypatch.setattr(diskcache.Cache, "__init__", read_only)
+    ro = LMCache(tmp_path)
+    assert [ro.get(f"k{i}").text for i in range(5)] == [f"reply {i}" for i in range(5)]
+    assert ro.get("big").text == "B" * 50_000
+    assert ro.get("absent") is None
+    ro.put("new", LMReply("kept in memory"))                  # cannot be stored; the run goes on
+    assert ro.get("new").text == "kept in memory"
+    ro.close()
+    assert any("could not be opened" in r.getMessage() for r in caplog.records)
+
+
+def test_an_idle_cache_gives_its_thread_back_and_wakes_on_the_next_request(tmp_path):
+    """A program that is never closed (one per request in a server, say) must not pin a thread and a
+    database connection for the life of the process."""
+    import threading
+    before = {t for t in threading.enumerate() if t.name == "pipec-cache-io"}
+    cache = LMCache(tmp_path)
+    cache._disk().idle = 0.3
+    cache.put("k", LMReply("v"))
+    assert cache.flush()
+    assert {t for t in threading.enumerate() if t.name == "pipec-cache-io"} - before
+    deadline = time.monotonic() + 5
+    while {t for t in threading.enumerate() if t.name == "pipec-cache-io"} - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not {t for t in threading.enumerate() if t.name == "pipec-cache-io"} - before
+    cache.put("k2", LMReply("v2"))                             # a new thread picks the work up
+    assert cache.flush()
+    other = LMCache(tmp_path)
+    assert (other.get("k").text, other.get("k2").text) == ("v", "v2")
+    other.close()
+    cache.close()
