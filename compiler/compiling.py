@@ -116,6 +116,16 @@ class Session:
         """A deterministic random stream for a named purpose."""
         return random.Random(f"{self.seed}:{salt}")
 
+    @property
+    def calls_per_row(self) -> int:
+        """LM calls one input typically costs: the static worst case without its parse retries."""
+        from .inspection import max_calls
+        return max(1, max_calls(self.program) // 2)
+
+    def holding_back_for_validation(self):
+        """Within the block, the budget keeps back what scoring one candidate on the valset costs."""
+        return self.budget.holding_back(len(self.valset) * self.calls_per_row)
+
     # -- running
     def evaluate(self, params: dict[str, PredictorState], rows: list[Example] | None = None) -> EvalResult:
         """Score the program with these parameters on `rows` (default: the valset).
@@ -179,6 +189,23 @@ class Session:
     @property
     def out_of_budget(self) -> bool:
         return self.budget.exhausted
+
+
+def fit_valset(val: list, budget: int | None, per_row: int, rng: random.Random) -> list:
+    """The validation rows a call budget affords. The baseline and one candidate are scored on the
+    same rows with at most half the budget, leaving the other half to the optimizer; without a
+    budget, or when every row fits, all rows. A budget smaller than the valset would otherwise be
+    spent scoring the baseline, with nothing left to optimize.
+
+    >>> fit_valset(list(range(20)), 18, 1, random.Random(0))
+    [1, 8, 12, 13]
+    >>> len(fit_valset(list(range(20)), 200, 1, random.Random(0)))
+    20
+    """
+    if budget is None or 4 * len(val) * per_row <= budget:
+        return val
+    keep = sorted(rng.sample(range(len(val)), max(1, budget // (4 * per_row))))
+    return [val[i] for i in keep]
 
 
 def resolve_lm(program, choice: str):
@@ -301,6 +328,7 @@ def compile_program(program, config: CompileConfig):
     progress = CompileProgress(budget, stats, config.progress)
     session = Session(program, config, train, val, metric, budget, stats, progress)
     session._baseline = program.pristine_params()
+    session.valset = val = fit_valset(val, config.budget, session.calls_per_row, session.rng("valset"))
     try:
         if config.mode == "worker":
             # A worker only runs trials of the shared study; `--finalize` scores and writes the result.

@@ -52,9 +52,15 @@ class BootstrapFewShot(Optimizer):
     defaults = {"max_demos": 4, "max_labeled": 4, "rounds": 1, "threshold": 1.0}
 
     def optimize(self, session):
-        params = self.bootstrap(session, session.rng(f"bootstrap:{self.opts.get('seed', '')}"))
+        with session.holding_back_for_validation():        # bootstrapping may not eat the final check
+            params = self.bootstrap(session, session.rng(f"bootstrap:{self.opts.get('seed', '')}"))
         result = session.evaluate(params)
         session.record(result.score, full=not result.incomplete, note="bootstrapped demos")
+        base = session.baseline_score
+        if not result.incomplete and base is not None and result.score < base:
+            # Demos can hurt a small model; zero demos stays a candidate.
+            session.record(base, note="kept the uncompiled program: the demos scored lower")
+            return session.baseline(), base
         return params, (result.score if not result.incomplete else None)
 
     def bootstrap(self, session, rng, max_demos: int | None = None, max_labeled: int | None = None):

@@ -459,6 +459,34 @@ def test_budget_is_never_exceeded_even_when_it_runs_out_mid_search(toy, optimize
     assert compiled(q="apple").ok
 
 
+def test_a_budget_smaller_than_the_valset_still_leaves_calls_to_optimize(toy):
+    """20 validation rows and a budget of 18: scoring the baseline on every row would spend the whole
+    budget before any demo is found. The valset is sampled down so that baseline and result together
+    cost at most half, and the compile still lifts the score."""
+    rows = [{"q": w + w[:k], "a": (w + w[:k])[::-1]} for k in (1, 2) for w in WORDS[:10]]
+    # This "model" is right only with demos: bootstrapping finds none and spends what it may (not the
+    # calls held back for the final check); the labeled demos then score 1.0 on the sampled rows.
+    compiled, lm = compile_toy(toy, "bootstrap_fewshot", train=TRAIN, val=rows, budget=18, seed=1,
+                               options={"max_demos": 2, "max_labeled": 2})
+    r = compiled.report
+    assert len(lm.requests) <= 18
+    assert r.valset == 4                                     # 18 // (4 calls per row-pair)
+    assert (r.baseline_score, r.compiled_score) == (0.0, 1.0)
+    assert len(compiled.params()["m"].demos) == 2
+    assert compiled(q="stones").a == "senots"
+
+
+def test_bootstrap_keeps_the_uncompiled_program_when_its_demos_score_lower(toy):
+    """Demos can hurt (a small model copies them): zero demos stays a candidate."""
+    compiled, lm = compile_toy(toy, "bootstrap_fewshot", rule=zero_shot_rule, seed=1,
+                               options={"max_demos": 2, "max_labeled": 2})
+    r = compiled.report
+    assert compiled.params()["m"].demos == []
+    assert (r.baseline_score, r.compiled_score) == (1.0, 1.0)
+    assert [t.score for t in r.trials] == [0.0, 1.0]        # the demo set was scored, then set aside
+    assert compiled(q="apple").a == "elppa"
+
+
 def test_budget_large_enough_changes_nothing(toy):
     unlimited, lm1 = compile_toy(toy, "random_search", seed=4)
     limited, lm2 = compile_toy(toy, "random_search", seed=4, budget=len(lm1.requests))
