@@ -17,7 +17,7 @@ def features(text: str) -> Counter:
     """Words plus character trigrams of words, so near spellings still overlap.
 
     >>> sorted(features("Play jazz"))[:3]
-    ['#ja', '#pl', 'az#']
+    ['#ja', '#pl', 'ay#']
     """
     out: Counter = Counter()
     for w in _WORD.findall(text.lower()):

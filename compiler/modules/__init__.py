@@ -13,7 +13,7 @@ def kinds() -> dict[str, type[ModuleKind]]:
     """Kind name → class, for every kind file in `pipec/modules/`.
 
     >>> sorted(kinds())[:2]
-    ['ChainOfThought', 'Predict']
+    ['ChainOfThought', 'Debate']
     """
     found: dict[str, type[ModuleKind]] = {}
     for info in pkgutil.iter_modules(__path__):
