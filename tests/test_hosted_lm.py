@@ -109,3 +109,25 @@ def test_self_hosted_openai_endpoints_take_the_direct_client_and_the_rest_litell
     assert isinstance(backend_for("openai/m", {"api_base": "http://127.0.0.1:9/v1"}), OpenAICompatLM)
     assert isinstance(backend_for("openai/gpt-4o-mini", {}), HostedLM)
     assert isinstance(backend_for("anthropic/claude-3-5-haiku", {"api_base": "http://127.0.0.1:9"}), HostedLM)
+
+
+def test_the_cost_is_litellms_own_price_of_the_reply(monkeypatch):
+    """litellm prices each reply as it returns it; pricing it a second time cost as much CPU as the
+    rest of the client's work per call, which showed at high concurrency."""
+    from types import SimpleNamespace
+
+    import litellm
+
+    from pipec.lm.hosted import HostedLM
+
+    def never(**kw):
+        raise AssertionError("priced twice")
+    monkeypatch.setattr(litellm, "completion_cost", never)
+    choice = SimpleNamespace(message=SimpleNamespace(content='{"label": "positive"}'), finish_reason="stop")
+    usage = SimpleNamespace(prompt_tokens=12, completion_tokens=3)
+    lm = HostedLM("openai/gpt-4o-mini")
+    priced = SimpleNamespace(choices=[choice], usage=usage, _hidden_params={"response_cost": 0.0125})
+    unpriced = SimpleNamespace(choices=[choice], usage=usage, _hidden_params={"response_cost": None})
+    assert lm._reply(priced).cost == 0.0125
+    reply = lm._reply(unpriced)
+    assert (reply.cost, reply.text, reply.prompt_tokens, reply.completion_tokens) == (0.0, '{"label": "positive"}', 12, 3)

@@ -39,15 +39,15 @@ class HostedLM(LMBackend):
 
     @property
     def structured(self) -> str:
-        if self._structured != "auto":
-            return self._structured
-        try:
-            if _lib().supports_response_schema(model=self.model):
-                return "json_schema"
-        except Exception:
-            pass
-        # Unknown servers often ignore response_format silently: ask in the prompt, parse tolerantly.
-        return "text"
+        if self._structured == "auto":
+            # Resolved once: litellm's model lookup costs a fraction of a millisecond per call.
+            try:
+                supported = _lib().supports_response_schema(model=self.model)
+            except Exception:
+                supported = False
+            # Unknown servers often ignore response_format silently: ask in the prompt, parse tolerantly.
+            self._structured = "json_schema" if supported else "text"
+        return self._structured
 
     def describe(self) -> str:
         """The identity replies depend on: the model and, for self-hosted servers, where it runs."""
@@ -76,9 +76,19 @@ class HostedLM(LMBackend):
 
     def _reply(self, resp) -> LMReply:
         usage = getattr(resp, "usage", None)
+        # litellm prices every reply itself (`_hidden_params["response_cost"]`); pricing it again costs
+        # about as much CPU per call as the rest of the client's work, which shows at high concurrency.
+        hidden = getattr(resp, "_hidden_params", None) or {}
+        if "response_cost" in hidden:
+            cost = hidden["response_cost"]          # None: a model litellm has no price for
+        else:
+            try:
+                cost = _lib().completion_cost(completion_response=resp)
+            except Exception:
+                cost = 0.0
         try:
-            cost = float(_lib().completion_cost(completion_response=resp) or 0.0)
-        except Exception:
+            cost = float(cost or 0.0)
+        except (TypeError, ValueError):
             cost = 0.0
         text = resp.choices[0].message.content or ""
         truncated = getattr(resp.choices[0], "finish_reason", None) == "length"
