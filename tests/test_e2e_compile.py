@@ -78,7 +78,13 @@ def test_python_api_bootstrap_compile_save_and_load(tmp_path):
     assert report.seed == 7 and report.budget == 120 and report.lm_requests <= 120
     assert report.trainset == 24 and report.valset == 12 and report.trials
     demos = compiled.params()["classify"].demos
-    assert 1 <= len(demos) <= 2 and all(set(d) == {"utterance", "intent"} for d in demos)
+    bootstrapped = report.trials[0]
+    assert bootstrapped.note == "bootstrapped demos"
+    if bootstrapped.score < report.baseline_score:           # demos can hurt this model: zero demos kept
+        assert demos == [] and report.compiled_score == report.baseline_score
+    else:
+        assert 1 <= len(demos) <= 2 and all(set(d) == {"utterance", "intent"} for d in demos)
+        assert report.compiled_score == bootstrapped.score
     path = compiled.save(tmp_path / "boot.compiled.json")
     again = api.load_compiled(path, cache=tmp_path / "cache")
     assert again.params()["classify"].demos == demos
