@@ -91,6 +91,23 @@ def spread(samples: Sequence[float], scale: float = 1.0) -> str:
 
 
 # ---------------------------------------------------------------------- timing
+def traced_peak(fn: Callable[[], Any], times: int = 1) -> int:
+    """Peak bytes tracemalloc sees while `fn` runs `times` times (garbage collected first).
+
+    >>> traced_peak(lambda: bytearray(1_000_000)) >= 1_000_000
+    True
+    """
+    import tracemalloc
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for _ in range(times):
+            fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def per_call(fn: Callable[[], Any], calls: int, reps: int, warmup: int = 0,
              between: Callable[[], Any] | None = None) -> list[float]:
     """Seconds per call of `fn`, one sample per repetition of `calls` back-to-back calls.

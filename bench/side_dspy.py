@@ -24,7 +24,7 @@ from typing import Literal
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dspy-cache-"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import per_call  # noqa: E402
+from harness import per_call, traced_peak  # noqa: E402
 from tasks import TASKS, load_rows, scripted_answer  # noqa: E402
 
 import dspy  # noqa: E402
@@ -239,12 +239,7 @@ def scale_modules(p: dict) -> dict:
     engine = lm._engine_spec
     gross = per_call(fn, calls, reps, warmup=max(5, calls // 10))
     lm_only = per_call(lambda: engine._complete_messages(messages), calls * k, reps, warmup=10)
-    gc.collect()
-    tracemalloc.start()
-    for _ in range(max(10, calls // 5)):
-        fn()
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    peak = traced_peak(fn, max(10, calls // 5))
     return {"gross": gross, "lm_per_call": [x * k for x in lm_only], "peak": peak, "rss_mib": maxrss_mib()}
 
 
@@ -265,11 +260,7 @@ def scale_rows(p: dict) -> dict:
     t0 = time.perf_counter()
     ran, failed = run()
     wall = time.perf_counter() - t0
-    gc.collect()
-    tracemalloc.start()
-    run()
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    peak = traced_peak(run)
     return {"wall": wall, "ran": ran, "failed": failed, "peak": peak, "rss_mib": maxrss_mib()}
 
 

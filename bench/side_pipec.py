@@ -21,7 +21,7 @@ from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import per_call  # noqa: E402
+from harness import per_call, traced_peak  # noqa: E402
 from tasks import REPO, TASKS, load_rows, pipe_source, scripted_answer  # noqa: E402
 
 TMP = Path(tempfile.mkdtemp(prefix="pipec-side-"))
@@ -109,6 +109,19 @@ def _rows(n: int, salt: str) -> list[dict]:
     return [{"utterance": f"Play track {i} of the {salt} mix"} for i in range(n)]
 
 
+async def timed_gathers(one, n, cs) -> dict:
+    """Wall time of `one(semaphore, i)` over N rows at each concurrency C, after an 8-row warm-up:
+    the loop shape every reference client shares. `n` is a count, or counts by str(C)."""
+    out = {}
+    await asyncio.gather(*[one(asyncio.Semaphore(4), i) for i in range(8)])
+    for c in cs:
+        sem = asyncio.Semaphore(c)
+        t0 = time.perf_counter()
+        oks = await asyncio.gather(*[one(sem, i) for i in range(n[str(c)] if isinstance(n, dict) else n)])
+        out[str(c)] = {"wall": time.perf_counter() - t0, "ok": sum(oks)}
+    return out
+
+
 def batch_httpx(p, url, n, cs) -> dict:
     """The reference: a bare httpx.AsyncClient loop with a semaphore, nothing else."""
     import httpx
@@ -124,14 +137,7 @@ def batch_httpx(p, url, n, cs) -> dict:
                                           headers={"content-type": "application/json"})
                     return r.json()["choices"][0]["message"]["content"] is not None
 
-            out = {}
-            await asyncio.gather(*[one(asyncio.Semaphore(4), i) for i in range(8)])      # warm-up
-            for c in cs:
-                sem = asyncio.Semaphore(c)
-                t0 = time.perf_counter()
-                oks = await asyncio.gather(*[one(sem, i) for i in range(n[str(c)] if isinstance(n, dict) else n)])
-                out[str(c)] = {"wall": time.perf_counter() - t0, "ok": sum(oks)}
-            return out
+            return await timed_gathers(one, n, cs)
     return asyncio.run(run())
 
 
@@ -150,14 +156,7 @@ def batch_aiohttp(p, url, n, cs) -> dict:
                         data = json.loads(await r.read())
                     return data["choices"][0]["message"]["content"] is not None
 
-            out = {}
-            await asyncio.gather(*[one(asyncio.Semaphore(4), i) for i in range(8)])      # warm-up
-            for c in cs:
-                sem = asyncio.Semaphore(c)
-                t0 = time.perf_counter()
-                oks = await asyncio.gather(*[one(sem, i) for i in range(n[str(c)] if isinstance(n, dict) else n)])
-                out[str(c)] = {"wall": time.perf_counter() - t0, "ok": sum(oks)}
-            return out
+            return await timed_gathers(one, n, cs)
     return asyncio.run(run())
 
 
@@ -173,14 +172,7 @@ def batch_litellm(p, url, n, cs) -> dict:
                                               temperature=0, max_tokens=32, num_retries=0,
                                               messages=[{"role": "user", "content": f"utterance: Play track {i}"}])
                 return r.choices[0].message.content is not None
-        out = {}
-        await asyncio.gather(*[one(asyncio.Semaphore(4), i) for i in range(8)])
-        for c in cs:
-            sem = asyncio.Semaphore(c)
-            t0 = time.perf_counter()
-            oks = await asyncio.gather(*[one(sem, i) for i in range(n[str(c)] if isinstance(n, dict) else n)])
-            out[str(c)] = {"wall": time.perf_counter() - t0, "ok": sum(oks)}
-        return out
+        return await timed_gathers(one, n, cs)
     return asyncio.run(run())
 
 
@@ -268,12 +260,7 @@ def scale_modules(p: dict) -> dict:
     request = lm.requests[-1]
     gross = per_call(fn, calls, reps, warmup=max(5, calls // 10))
     lm_only = per_call(lambda: lm.complete(request), calls * k, reps, warmup=10)
-    gc.collect()
-    tracemalloc.start()
-    for _ in range(max(10, calls // 5)):
-        fn()
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    peak = traced_peak(fn, max(10, calls // 5))
     return {"gross": gross, "lm_per_call": [x * k for x in lm_only], "peak": peak, "rss_mib": maxrss_mib()}
 
 
@@ -303,11 +290,7 @@ def scale_rows(p: dict) -> dict:
     t0 = time.perf_counter()
     ran, failed = run("timed")
     wall = time.perf_counter() - t0
-    gc.collect()
-    tracemalloc.start()
-    run("traced")
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    peak = traced_peak(lambda: run("traced"))
     return {"wall": wall, "ran": ran, "failed": failed, "peak": peak, "rss_mib": maxrss_mib()}
 
 

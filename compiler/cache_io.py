@@ -123,7 +123,6 @@ class DiskWorker:
         self._read_failures = 0
         self._warned: set[str] = set()
         self._direct: _Direct | None = None      # set once the worker has opened the store
-        self.dropped = 0                 # writes given up on (disk full, read-only, queue overflow)
 
     # ------------------------------------------------------------------ caller side
     def queued(self, key: str) -> Any:
@@ -138,7 +137,6 @@ class DiskWorker:
             q[key] = value
             if len(q) > MAX_QUEUED:
                 del q[next(iter(q))]
-                self.dropped += 1
             self._start()
             if not self._writing:
                 self._cv.notify()
@@ -151,8 +149,7 @@ class DiskWorker:
         if r is None:
             return FAILED
         if not r.done.wait(self.timeout):
-            self._read_timed_out()
-            return FAILED
+            return self._read_timed_out()
         return r.value
 
     def _read_direct(self, key: str) -> Any:
@@ -187,11 +184,7 @@ class DiskWorker:
         except FileNotFoundError:                    # evicted or replaced between the row and the file
             return None
         except Exception as err:                     # locked, corrupt, or unreadable
-            with self._cv:
-                self._read_failures += 1
-                self._read_after = time.monotonic() + _pause(self._read_failures)
-            self._warn_once("read", f"cache read failed ({type(err).__name__}: {err}); treating as a miss")
-            return FAILED
+            return self._read_failed(f"cache read failed ({type(err).__name__}: {err}); treating as a miss")
 
     async def aread(self, key: str) -> Any:
         """`read` for the event loop: awaits the worker instead of blocking the loop."""
@@ -204,8 +197,7 @@ class DiskWorker:
         try:
             return await asyncio.wait_for(future, self.timeout)
         except asyncio.TimeoutError:
-            self._read_timed_out()
-            return FAILED
+            return self._read_timed_out()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued write is stored (or given up on); False if `timeout` ran out first.
@@ -269,12 +261,17 @@ class DiskWorker:
             self._cv.notify()
         return r
 
-    def _read_timed_out(self) -> None:
+    def _read_timed_out(self) -> Any:
+        return self._read_failed(f"cache read took longer than {self.timeout:g} s (database locked?); "
+                                 "treating reads as misses for a while")
+
+    def _read_failed(self, message: str) -> Any:
+        """Leave the disk alone for a while (reads are misses meanwhile); warn the first time."""
         with self._cv:
             self._read_failures += 1
             self._read_after = time.monotonic() + _pause(self._read_failures)
-        self._warn_once("read", f"cache read took longer than {self.timeout:g} s (database locked?); "
-                                "treating reads as misses for a while")
+        self._warn_once("read", message)
+        return FAILED
 
     def _warn_once(self, what: str, message: str) -> None:
         if what not in self._warned:
@@ -362,33 +359,27 @@ class DiskWorker:
             store = diskcache.Cache(str(self.directory), timeout=self.timeout,
                                     eviction_policy="least-recently-stored")
         except Exception as err:                     # locked, unreadable, corrupt, read-only
-            with self._cv:
-                self._opening_since = None
-                self._open_failures += 1
-                self._open_after = time.monotonic() + _pause(self._open_failures)
-                if self._direct is None:
-                    # A cache that cannot be opened for writing (read-only mount, locked) may still be read.
-                    direct = _Direct.for_diskcache()
-                    if (self.directory / direct.dbname).is_file():
-                        self._direct = direct
+            store = None
             self._warn_once("open", f"cache at {self.directory} could not be opened ({type(err).__name__}: "
                                     f"{err}); continuing without it for now")
-            return None
         with self._cv:
-            self._opening_since, self._open_failures = None, 0
+            self._opening_since = None
+            self._open_failures = 0 if store is not None else self._open_failures + 1
+            if store is None:
+                self._open_after = time.monotonic() + _pause(self._open_failures)
             if self._direct is None:
-                self._direct = _Direct.for_diskcache()
+                # Reads need no write access: a cache that cannot be opened for writing (a read-only
+                # mount, a lock) is still read, as long as its database exists.
+                direct = _Direct.for_diskcache()
+                if store is not None or (self.directory / direct.dbname).is_file():
+                    self._direct = direct
         return store
 
     def _get(self, store, key: str) -> Any:
         try:
             value = store.get(key)
         except Exception as err:                     # locked, unreadable or corrupt database
-            with self._cv:
-                self._read_failures += 1
-                self._read_after = time.monotonic() + _pause(self._read_failures)
-            self._warn_once("read", f"cache read failed ({type(err).__name__}: {err}); treating as a miss")
-            return FAILED
+            return self._read_failed(f"cache read failed ({type(err).__name__}: {err}); treating as a miss")
         self._read_failures = 0
         return value
 
@@ -402,39 +393,31 @@ class DiskWorker:
                     else:
                         store.set(key, self._encode(key, value))
         except diskcache.Timeout:                    # locked by another process: keep, retry later
-            with self._cv:
-                self._write_failures += 1
-                self._write_after = time.monotonic() + _pause(self._write_failures)
-                self._writing = False
-                self._cv.notify_all()
             self._warn_once("locked", f"cache at {self.directory} is locked by another process; "
                                       "replies stay in memory and are stored when it is free")
-            return
+            self._batch_done(batch, failed=True, keep=True)
         except Exception as err:                     # disk full, read-only, corrupt: drop these writes
             self._warn_once("write", f"cache write failed ({type(err).__name__}: {err}); "
                                      "continuing without caching")
-            with self._cv:
+            self._batch_done(batch, failed=True, keep=False)
+        else:
+            self._batch_done(batch, failed=False, keep=False)
+
+    def _batch_done(self, batch: list[tuple[str, Any]], failed: bool, keep: bool) -> None:
+        """Unqueue a batch (unless `keep`: it is retried after the pause that a failure starts)."""
+        with self._cv:
+            if failed:
                 self._write_failures += 1
                 self._write_after = time.monotonic() + _pause(self._write_failures)
-                self.dropped += self._unqueue(batch)
-                self._writing = False
-                self._cv.notify_all()
-            return
-        with self._cv:
-            self._write_failures = 0
-            self._unqueue(batch)
+            else:
+                self._write_failures = 0
+            if not keep:
+                q = self._queued
+                for key, value in batch:
+                    if q.get(key) is value:          # not if a newer value was queued meanwhile
+                        del q[key]
             self._writing = False
             self._cv.notify_all()
-
-    def _unqueue(self, batch: list[tuple[str, Any]]) -> int:
-        """Drop the written entries from the queue, unless a newer value was queued meanwhile."""
-        n = 0
-        q = self._queued
-        for key, value in batch:
-            if q.get(key, None) is value:
-                del q[key]
-                n += 1
-        return n
 
     def _report_unstored(self) -> None:
         if self._queued:
