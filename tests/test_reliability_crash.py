@@ -101,12 +101,17 @@ def lines_in(path: Path) -> int:
         return 0
 
 
-def run_and_kill(args: list, cwd: Path, kill_when, timeout: float = 300) -> tuple[bool, float | None, str]:
+SETTLE = 0.3    # seconds after a kill before the next run starts: requests the dead process sent are logged
+
+
+def run_and_kill(args: list, cwd: Path, kill_when, lives: list, timeout: float = 300) -> tuple[bool, float | None, str]:
     """Start `pipec ARGS`; SIGKILL it (by its pid) the moment `kill_when()` is true.
 
-    Returns (killed, kill time on the monotonic clock, stderr)."""
+    Appends (start time, kill time or None) to `lives`, on the monotonic clock, so that every logged
+    request can be traced to the run that sent it. Returns (killed, kill time, stderr)."""
     env = {**os.environ, "NO_COLOR": "1"}
     err_path = cwd / f"stderr-{time.monotonic_ns()}.txt"
+    started = time.monotonic()
     with open(err_path, "w") as err:
         proc = subprocess.Popen([*pipec_command(), *map(str, args)], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                                 stderr=err)
@@ -126,26 +131,56 @@ def run_and_kill(args: list, cwd: Path, kill_when, timeout: float = 300) -> tupl
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(30)
+    lives.append((started, killed_at))
+    if killed_at is not None:
+        # The server stamps a request when its thread reads it, which may be just after the kill.
+        time.sleep(SETTLE)
     stderr = err_path.read_text()
     assert "Traceback" not in stderr, stderr[-3000:]
     return killed_at is not None, killed_at, stderr
 
 
-def repeated_after_cached(server: FaultServer, kills: list[float]) -> list[str]:
+def repeated_after_cached(server: FaultServer, lives: list[tuple[float, float | None]]) -> list[str]:
     """Keys answered (200, no fault) more than once although the first answer was sent well before
-    the next kill: that reply was in the cache and should not have been asked for again.
+    the run that asked for it was killed: that reply was in the cache and should not have been asked
+    for again.
 
-    A request still in flight at a kill (answered into a dead socket) or answered less than GRACE
-    seconds before it may legitimately be asked again."""
+    A request belongs to the last run started before the server logged it (runs follow each other, and
+    `run_and_kill` waits SETTLE after a kill). A request of a killed run that was still in flight at
+    the kill (answered into a dead socket), or answered less than GRACE seconds before it, may
+    legitimately be asked again; a run that was not killed never asks twice.
+    """
     bad = []
     for key, recs in server.successes_by_key().items():
         if len(recs) < 2:
             continue
         first = recs[0]
-        next_kill = min((k for k in kills if k >= first.arrived), default=None)
-        if next_kill is None or next_kill - first.finished > GRACE:
+        owner = max((life for life in lives if life[0] <= first.arrived), default=None)
+        killed = owner[1] if owner else None
+        if killed is None or killed - first.finished > GRACE:
             bad.append(key)
     return bad
+
+
+def test_a_repeated_request_is_blamed_on_the_run_that_sent_it():
+    """The oracle of the tests below: a request logged just after a kill belongs to the killed run."""
+    class Rec:
+        def __init__(self, arrived: float, finished: float):
+            self.arrived, self.finished = arrived, finished
+
+    class Log:
+        def __init__(self, by_key: dict):
+            self.by_key = by_key
+
+        def successes_by_key(self) -> dict:
+            return self.by_key
+
+    lives = [(0.0, 10.0), (10.3, None)]
+    log = Log({"in flight at the kill": [Rec(10.001, 10.02), Rec(11, 11.1)],
+               "answered just before the kill": [Rec(9.0, 9.2), Rec(11, 11.1)],
+               "cached long before the kill": [Rec(1, 1.1), Rec(11, 11.1)],
+               "asked twice by the last run": [Rec(11, 11.1), Rec(12, 12.1)]})
+    assert repeated_after_cached(log, lives) == ["cached long before the kill", "asked twice by the last run"]
 
 
 # ====================================================================== batch
@@ -161,6 +196,7 @@ def test_batch_killed_at_random_points_resumes_to_the_same_results(tmp_path, key
         pipe = project(tmp_path, server)
         args = ["run", pipe, "--inputs", rows, "--output", out, "--concurrency", 8, "--cache-dir", cache, "--no-progress"]
         kills: list[float] = []
+        lives: list[tuple[float, float | None]] = []
         plans = [("start-up", rng.uniform(0.1, 0.5)), ("requests", rng.randrange(40, 200)),
                  ("rows", rng.randrange(150, 280))]
         runs = []
@@ -172,21 +208,21 @@ def test_batch_killed_at_random_points_resumes_to_the_same_results(tmp_path, key
                 cond = lambda: lines_in(out) >= target                  # noqa: E731
             else:
                 cond = lambda: server.count() - req0 >= target          # noqa: E731
-            killed, at, stderr = run_and_kill(args, tmp_path, cond)
+            killed, at, stderr = run_and_kill(args, tmp_path, cond, lives)
             if killed:
                 kills.append(at)
             runs.append({"kill": kind, "target": target, "killed": killed, "rows_before": done0,
                          "rows_after": lines_in(out)})
         finished = False
         for _ in range(3):                                             # then let it finish
-            killed, _, stderr = run_and_kill(args, tmp_path, lambda: False)
+            killed, _, stderr = run_and_kill(args, tmp_path, lambda: False, lives)
             assert not killed
             if "0 failed, 0 skipped" in stderr:
                 finished = True
                 break
         assert finished, stderr[-2000:]
         total_requests = server.count()
-        bad = repeated_after_cached(server, kills)
+        bad = repeated_after_cached(server, lives)
         repeated = sum(len(r) - 1 for r in server.successes_by_key().values())
 
         # The uninterrupted reference, in-process with its own cache.
@@ -212,17 +248,17 @@ def test_batch_killed_at_random_points_resumes_to_the_same_results(tmp_path, key
 
 # ====================================================================== compile
 def _compile_until_done(pipe: Path, cwd: Path, server: FaultServer, rng: random.Random, kills_wanted: int,
-                        expected_requests: int, extra: list | None = None) -> tuple[list[float], list[dict]]:
+                        expected_requests: int, lives: list, extra: list | None = None) -> tuple[list[float], list[dict]]:
     args = ["compile", pipe, "--cache-dir", cwd / "cache", "--no-progress", *(extra or [])]
     kills, runs = [], []
     for i in range(kills_wanted):
         req0 = server.count()
         target = rng.randrange(max(1, expected_requests // 8), max(2, expected_requests - 5))
-        killed, at, _ = run_and_kill(args, cwd, lambda: server.count() - req0 >= target)
+        killed, at, _ = run_and_kill(args, cwd, lambda: server.count() - req0 >= target, lives)
         runs.append({"kill_after_requests": target, "killed": killed, "requests": server.count() - req0})
         if killed:
             kills.append(at)
-    killed, _, stderr = run_and_kill(args, cwd, lambda: False)
+    killed, _, stderr = run_and_kill(args, cwd, lambda: False, lives)
     assert not killed
     assert (pipe.with_suffix(".compiled.json")).exists(), stderr[-2000:]
     runs.append({"final": True, "requests": None})
@@ -243,10 +279,11 @@ def test_compile_killed_at_random_points_writes_the_same_artifact(tmp_path, key_
         server.reset_log()
 
         pipe = project(run_dir, server)
-        kills, runs = _compile_until_done(pipe, run_dir, server, rng, 2, expected)
+        lives: list[tuple[float, float | None]] = []
+        kills, runs = _compile_until_done(pipe, run_dir, server, rng, 2, expected, lives)
         requests_with_kills = server.count()
         assert kills, runs
-        bad = repeated_after_cached(server, kills)
+        bad = repeated_after_cached(server, lives)
 
         # Compiling again is a cache hit: no LM call at all.
         server.reset_log()
@@ -297,12 +334,13 @@ def mipro_resumed(tmp_path_factory):
             def mid_trial():
                 states = _study_states(db)
                 return states["COMPLETE"] >= 2 and states["RUNNING"] >= 1
-            killed, at, _ = run_and_kill(args, folder, mid_trial)
+            lives: list[tuple[float, float | None]] = []
+            killed, at, _ = run_and_kill(args, folder, mid_trial, lives)
             assert killed, "the compile finished before a trial could be interrupted"
             states_at_kill = _study_states(db)
-            killed_again, _, stderr = run_and_kill(args, folder, lambda: False)
+            killed_again, _, stderr = run_and_kill(args, folder, lambda: False, lives)
             assert not killed_again
-            bad = repeated_after_cached(server, [at])
+            bad = repeated_after_cached(server, lives)
             requests = server.count()
     finally:
         for k, v in env_before.items():
