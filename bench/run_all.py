@@ -104,6 +104,7 @@ class Config:
     scale_rows: list
     mipro: dict
     mipro_tasks: list = field(default_factory=list)
+    compile_reps: int = 1
 
 
 def make_config(a) -> Config:
@@ -122,7 +123,7 @@ def make_config(a) -> Config:
                   scale_modules=[int(x) for x in a.scale_modules.split(",")],
                   scale_rows=[int(x) for x in a.scale_rows.split(",")],
                   mipro={"trials": a.mipro_trials, "instructions": 3, "minibatch": 10, "max_demos": 2,
-                         "max_labeled": 2}, mipro_tasks=a.mipro_tasks.split(","))
+                         "max_labeled": 2}, mipro_tasks=a.mipro_tasks.split(","), compile_reps=a.compile_reps)
 
 
 # ---------------------------------------------------------------------- running the sides
@@ -425,6 +426,39 @@ def compile_cell(sides: Sides, side: str, task: str, opt: str, params: dict) -> 
         print(f"      {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
 
+def median_run(runs: list[dict]) -> dict:
+    """One side's repeated runs of a compile cell as one result: the median of every figure, crashes counted.
+
+    >>> r = median_run([{"after": {"score": 0.4, "failed": 1}, "compile_wall": 3.0}, {"crash": "boom"},
+    ...                 {"after": {"score": 0.6, "failed": 0}, "compile_wall": 5.0}])
+    >>> r["after"], r["compile_wall"], r["runs"], r["crashes"], r["scores"]["after"]
+    ({'score': 0.5, 'failed': 0.5}, 4.0, 3, 1, [0.4, 0.6])
+    """
+    ok = [r for r in runs if "crash" not in r]
+    out: dict = {"runs": len(runs), "crashes": len(runs) - len(ok)}
+    if not ok:
+        return out
+    for key, first in ok[0].items():
+        if isinstance(first, dict) and all(isinstance(v, (int, float)) for v in first.values()):
+            out[key] = {k: med([r[key][k] for r in ok]) for k in first}
+        elif isinstance(first, (int, float)):
+            out[key] = med([r[key] for r in ok])
+        else:
+            out[key] = first
+    out["scores"] = {ev: [r[ev]["score"] for r in ok] for ev in ("before", "after") if ev in ok[0]}
+    return out
+
+
+def spread(r: dict, ev: str) -> str:
+    """The median score of `median_run`'s result, with the range when the runs disagree.
+
+    >>> spread({"before": {"score": 0.5}, "scores": {"before": [0.4, 0.5, 0.6]}}, "before")
+    '0.500 (0.400-0.600)'
+    """
+    lo, hi = min(r["scores"][ev]), max(r["scores"][ev])
+    return f"{r[ev]['score']:.3f}" + (f" ({lo:.3f}-{hi:.3f})" if hi > lo else "")
+
+
 def crash_reason(text: str) -> str:
     """The exception line of a captured traceback (its message may run over several lines).
 
@@ -459,36 +493,42 @@ def bench_compile(cfg: Config, sides: Sides, tmp: Path) -> Section:
                 options = {"max_demos": 4, "max_labeled": 4} if opt == "bootstrap_fewshot" else dict(cfg.mipro)
                 params = {"task": task, "url": proxy.url, "sizes": sizes, "optimizer": opt, "options": options,
                           "max_tokens": 64, "concurrency": 2, "seed": 0}
-                got = {}
-                for side in sides.order():
-                    got[side] = compile_cell(sides, side, task, opt, params)
-                # The same budget: when pipec's defaults spent more LM calls than DSPy, pipec again with
-                # DSPy's count as its compile budget (`budget` caps every call the compile makes).
-                p, d = got.get("pipec", {}), got.get("dspy", {})
-                if "compile_proxy" in p and "compile_proxy" in d and \
-                        p["compile_proxy"]["requests"] > d["compile_proxy"]["requests"]:
-                    got[BUDGETED] = compile_cell(sides, "pipec", task, opt,
-                                                 {**params, "budget": d["compile_proxy"]["requests"]})
-                results.append((task, opt, got))
+                runs: dict[str, list[dict]] = {}
+                for _ in range(cfg.compile_reps):
+                    got = {side: compile_cell(sides, side, task, opt, params) for side in sides.order()}
+                    # The same budget: when pipec's defaults spent more LM calls than DSPy, pipec again with
+                    # DSPy's count as its compile budget (`budget` caps every call the compile makes).
+                    p, d = got.get("pipec", {}), got.get("dspy", {})
+                    if "compile_proxy" in p and "compile_proxy" in d and \
+                            p["compile_proxy"]["requests"] > d["compile_proxy"]["requests"]:
+                        got[BUDGETED] = compile_cell(sides, "pipec", task, opt,
+                                                     {**params, "budget": d["compile_proxy"]["requests"]})
+                    for side, r in got.items():
+                        runs.setdefault(side, []).append(r)
+                results.append((task, opt, runs))
     label = {"bootstrap_fewshot": "BootstrapFewShot", "mipro": "MIPRO"}
     lines = ["| task, optimizer | side | held-out before | held-out after | failed to parse (before / after) | "
              "compile LM calls | compile tokens | compile wall | demos |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for task, opt, got in results:
+    for task, opt, runs in results:
+        got = {side: median_run(rs) for side, rs in runs.items()}
         for side in ("pipec", BUDGETED, "dspy"):
             r = got.get(side)
             if r is None:
                 continue
             name = f"{task}, {label.get(opt, opt)}"
-            if "crash" in r:
-                lines.append(f"| {name} | {side} | crashed | | | | | | |")
-                sec.notes.append(f"**{side} crashed on {task}/{opt}**: `{crash_reason(r['crash'])}`")
+            for reason in sorted({crash_reason(x["crash"]) for x in runs[side] if "crash" in x}):
+                sec.notes.append(f"**{side} crashed on {task}/{opt}** ({r['crashes']} of {r['runs']} runs): "
+                                 f"`{reason}`")
+            if "after" not in r:
+                lines.append(f"| {name} | {side} | crashed ({r['crashes']} of {r['runs']}) | | | | | | |")
                 continue
             cp = r["compile_proxy"]
-            lines.append(f"| {name} | {side} | {r['before']['score']:.3f} | {r['after']['score']:.3f} | "
-                         f"{r['before']['failed']} / {r['after']['failed']} | {cp['requests']} | "
-                         f"{cp['prompt_tokens'] + cp['completion_tokens']:,} | {r['compile_wall']:.0f} s | "
-                         f"{', '.join(f'{k}: {v}' for k, v in r['demos'].items())} |")
+            crashed_too = f" ({r['crashes']} of {r['runs']} runs crashed)" if r["crashes"] else ""
+            lines.append(f"| {name} | {side} | {spread(r, 'before')} | {spread(r, 'after')}{crashed_too} | "
+                         f"{r['before']['failed']:g} / {r['after']['failed']:g} | {cp['requests']:g} | "
+                         f"{cp['prompt_tokens'] + cp['completion_tokens']:,.0f} | {r['compile_wall']:.0f} s | "
+                         f"{', '.join(f'{k}: {v:g}' for k, v in r['demos'].items())} |")
         p, d = got.get(BUDGETED, got.get("pipec", {})), got.get("dspy", {})
         if "after" in p and "after" in d:
             pc, dc = p["compile_proxy"]["requests"], d["compile_proxy"]["requests"]
@@ -496,25 +536,29 @@ def bench_compile(cfg: Config, sides: Sides, tmp: Path) -> Section:
             sec.rows.append(Row("compile", f"{task}, {label.get(opt, opt)}: held-out score after compiling",
                                 p["after"]["score"], d["after"]["score"], "", None,
                                 ">= DSPy's, with no more LM calls", ok,
-                                f"compile LM calls {pc} vs {dc}; failed to parse {p['after']['failed']} vs "
-                                f"{d['after']['failed']} of {sizes['test']}"))
+                                f"compile LM calls {pc:g} vs {dc:g}; failed to parse {p['after']['failed']:g} vs "
+                                f"{d['after']['failed']:g} of {sizes['test']}; medians of {p['runs']} and "
+                                f"{d['runs']} runs"))
             sec.rows.append(Row("compile", f"{task}, {label.get(opt, opt)}: compile wall time", p["compile_wall"],
                                 d["compile_wall"], "s", ratio(d["compile_wall"], p["compile_wall"]),
                                 detail="both sides on the same server, one at a time"))
     # A crash is a compile or evaluation that died. pipec must have none. DSPy runs with `max_errors`
     # raised so that its scores exist; a second row counts the evaluations its default would have aborted.
-    crashed = {side: sum("crash" in g.get(s, {}) for _, _, g in results for s in sides_of)
-               for side, sides_of in (("pipec", ("pipec", BUDGETED)), ("dspy", ("dspy",)))}
+    def all_runs(*names):
+        return [r for _, _, runs in results for name in names for r in runs.get(name, [])]
+    crashed = {side: sum("crash" in r for r in all_runs(*names))
+               for side, names in (("pipec", ("pipec", BUDGETED)), ("dspy", ("dspy",)))}
     sec.rows.append(Row("compile", "crashed compiles", float(crashed["pipec"]),
                         float(crashed["dspy"]) if sides.has_dspy else None, "", None, "zero (pipec)",
-                        crashed["pipec"] == 0, "a run that died instead of returning a compiled program"))
-    would_abort = sum(1 for _, _, g in results for ev in ("before", "after")
-                      if ev in g.get("dspy", {}) and g["dspy"][ev]["failed"] >= DSPY_DEFAULT_MAX_ERRORS)
+                        crashed["pipec"] == 0, f"runs that died instead of returning a compiled program, of "
+                        f"{len(all_runs('pipec', BUDGETED))} (pipec) and {len(all_runs('dspy'))} (DSPy)"))
+    would_abort = sum(1 for r in all_runs("dspy") for ev in ("before", "after")
+                      if ev in r and r[ev]["failed"] >= DSPY_DEFAULT_MAX_ERRORS)
     if sides.has_dspy:
         sec.rows.append(Row("compile", "held-out evaluations aborted at DSPy's default max_errors", 0.0,
                             float(would_abort), "", None, "-", None,
                             f"evaluations with >= {DSPY_DEFAULT_MAX_ERRORS} unparsable replies; pipec never aborts"))
-    if any("proposed_instruction" in g.get("dspy", {}).get("crash", "") for _, _, g in results):
+    if any("proposed_instruction" in r.get("crash", "") for r in all_runs("dspy")):
         sec.notes.append("DSPy's MIPROv2 asks the LM for instruction proposals outside `max_errors`: one proposal "
                          "that does not parse ends the whole compile (the crashes above).")
     sec.tables.append("\n".join(lines))
@@ -540,7 +584,9 @@ def bench_compile(cfg: Config, sides: Sides, tmp: Path) -> Section:
         f"{cfg.mipro.get('trials')} trials, {cfg.mipro.get('instructions')} instruction candidates, minibatch "
         f"{cfg.mipro.get('minibatch')}, up to {cfg.mipro.get('max_demos')} bootstrapped + "
         f"{cfg.mipro.get('max_labeled')} labeled demos (pipec `mipro`, DSPy `MIPROv2(auto=None)`).",
-        "One run per cell (each costs minutes on 2 cores); the sides alternate which goes first.",
+        f"Every cell ran {cfg.compile_reps} times, the sides alternating which goes first; each figure is the "
+        "median over the runs that did not crash, with the range in brackets where the runs disagree. At "
+        "temperature 0 the scores are expected to repeat; the wall times are what varies.",
     ]
     return sec
 
@@ -702,6 +748,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile-tasks", default="intent,support", help="comma-separated: intent, support")
     ap.add_argument("--compile-optimizers", default="bootstrap_fewshot,mipro",
                     help="comma-separated: bootstrap_fewshot, mipro ('' skips the compile benchmark)")
+    ap.add_argument("--compile-reps", type=int, default=3,
+                    help="runs of every compile cell, sides alternating; figures are medians (default 3)")
     ap.add_argument("--mipro-trials", type=int, default=6)
     ap.add_argument("--mipro-tasks", default="intent,support", help="tasks MIPRO runs on (comma-separated)")
     ap.add_argument("--scale-modules", default="1,10,50")

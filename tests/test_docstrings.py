@@ -4,6 +4,8 @@ from __future__ import annotations
 import doctest
 import importlib
 import pkgutil
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +29,19 @@ def test_docstring_examples(name):
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples in {name} failed"
+
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.mark.parametrize("name", ["harness", "run_all"])
+def test_benchmark_docstring_examples(name, monkeypatch):
+    """The benchmark's table arithmetic (medians, spreads, crash lines) is checked by its examples."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, f"{result.failed} of {result.attempted} failed in {name}"
+    sys.modules.pop(name, None)
 
 
 def test_docstring_examples_exist():
