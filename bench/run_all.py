@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -517,9 +518,9 @@ def bench_compile(cfg: Config, sides: Sides, tmp: Path) -> Section:
             if r is None:
                 continue
             name = f"{task}, {label.get(opt, opt)}"
-            for reason in sorted({crash_reason(x["crash"]) for x in runs[side] if "crash" in x}):
-                sec.notes.append(f"**{side} crashed on {task}/{opt}** ({r['crashes']} of {r['runs']} runs): "
-                                 f"`{reason}`")
+            reasons = Counter(crash_reason(x["crash"]) for x in runs[side] if "crash" in x)
+            for reason, n in sorted(reasons.items()):
+                sec.notes.append(f"**{side} crashed on {task}/{opt}** ({n} of {r['runs']} runs): `{reason}`")
             if "after" not in r:
                 lines.append(f"| {name} | {side} | crashed ({r['crashes']} of {r['runs']}) | | | | | | |")
                 continue
