@@ -104,11 +104,11 @@ def lines_in(path: Path) -> int:
 SETTLE = 0.3    # seconds after a kill before the next run starts: requests the dead process sent are logged
 
 
-def run_and_kill(args: list, cwd: Path, kill_when, lives: list, timeout: float = 300) -> tuple[bool, float | None, str]:
+def run_and_kill(args: list, cwd: Path, kill_when, lives: list, timeout: float = 300) -> tuple[bool, str]:
     """Start `pipec ARGS`; SIGKILL it (by its pid) the moment `kill_when()` is true.
 
     Appends (start time, kill time or None) to `lives`, on the monotonic clock, so that every logged
-    request can be traced to the run that sent it. Returns (killed, kill time, stderr)."""
+    request can be traced to the run that sent it. Returns (killed, stderr)."""
     env = {**os.environ, "NO_COLOR": "1"}
     err_path = cwd / f"stderr-{time.monotonic_ns()}.txt"
     started = time.monotonic()
@@ -137,7 +137,7 @@ def run_and_kill(args: list, cwd: Path, kill_when, lives: list, timeout: float =
         time.sleep(SETTLE)
     stderr = err_path.read_text()
     assert "Traceback" not in stderr, stderr[-3000:]
-    return killed_at is not None, killed_at, stderr
+    return killed_at is not None, stderr
 
 
 def repeated_after_cached(server: FaultServer, lives: list[tuple[float, float | None]]) -> list[str]:
@@ -195,7 +195,6 @@ def test_batch_killed_at_random_points_resumes_to_the_same_results(tmp_path, key
     with FaultServer(answer, latency=0.03) as server:
         pipe = project(tmp_path, server)
         args = ["run", pipe, "--inputs", rows, "--output", out, "--concurrency", 8, "--cache-dir", cache, "--no-progress"]
-        kills: list[float] = []
         lives: list[tuple[float, float | None]] = []
         plans = [("start-up", rng.uniform(0.1, 0.5)), ("requests", rng.randrange(40, 200)),
                  ("rows", rng.randrange(150, 280))]
@@ -208,14 +207,12 @@ def test_batch_killed_at_random_points_resumes_to_the_same_results(tmp_path, key
                 cond = lambda: lines_in(out) >= target                  # noqa: E731
             else:
                 cond = lambda: server.count() - req0 >= target          # noqa: E731
-            killed, at, stderr = run_and_kill(args, tmp_path, cond, lives)
-            if killed:
-                kills.append(at)
+            killed, stderr = run_and_kill(args, tmp_path, cond, lives)
             runs.append({"kill": kind, "target": target, "killed": killed, "rows_before": done0,
                          "rows_after": lines_in(out)})
         finished = False
         for _ in range(3):                                             # then let it finish
-            killed, _, stderr = run_and_kill(args, tmp_path, lambda: False, lives)
+            killed, stderr = run_and_kill(args, tmp_path, lambda: False, lives)
             assert not killed
             if "0 failed, 0 skipped" in stderr:
                 finished = True
@@ -240,6 +237,7 @@ def test_batch_killed_at_random_points_resumes_to_the_same_results(tmp_path, key
         assert r["ok"], r
         assert (r["inputs"], r["outputs"]) == (ref_recs[r["line"]]["inputs"], ref_recs[r["line"]]["outputs"])
     assert bad == [], f"{len(bad)} LM calls were made again although their replies were cached"
+    kills = [at for _, at in lives if at is not None]
     assert len(kills) == 3
     record_figure("crash.batch", rows=BATCH_ROWS, kills=len(kills), runs=runs, requests=total_requests,
                   calls_needed=2 * BATCH_ROWS, repeated_calls_within_grace_of_a_kill=repeated,
@@ -248,21 +246,19 @@ def test_batch_killed_at_random_points_resumes_to_the_same_results(tmp_path, key
 
 # ====================================================================== compile
 def _compile_until_done(pipe: Path, cwd: Path, server: FaultServer, rng: random.Random, kills_wanted: int,
-                        expected_requests: int, lives: list, extra: list | None = None) -> tuple[list[float], list[dict]]:
+                        expected_requests: int, lives: list, extra: list | None = None) -> list[dict]:
     args = ["compile", pipe, "--cache-dir", cwd / "cache", "--no-progress", *(extra or [])]
-    kills, runs = [], []
+    runs = []
     for i in range(kills_wanted):
         req0 = server.count()
         target = rng.randrange(max(1, expected_requests // 8), max(2, expected_requests - 5))
-        killed, at, _ = run_and_kill(args, cwd, lambda: server.count() - req0 >= target, lives)
+        killed, _ = run_and_kill(args, cwd, lambda: server.count() - req0 >= target, lives)
         runs.append({"kill_after_requests": target, "killed": killed, "requests": server.count() - req0})
-        if killed:
-            kills.append(at)
-    killed, _, stderr = run_and_kill(args, cwd, lambda: False, lives)
+    killed, stderr = run_and_kill(args, cwd, lambda: False, lives)
     assert not killed
     assert (pipe.with_suffix(".compiled.json")).exists(), stderr[-2000:]
     runs.append({"final": True, "requests": None})
-    return kills, runs
+    return runs
 
 
 def test_compile_killed_at_random_points_writes_the_same_artifact(tmp_path, key_env):
@@ -280,7 +276,8 @@ def test_compile_killed_at_random_points_writes_the_same_artifact(tmp_path, key_
 
         pipe = project(run_dir, server)
         lives: list[tuple[float, float | None]] = []
-        kills, runs = _compile_until_done(pipe, run_dir, server, rng, 2, expected, lives)
+        runs = _compile_until_done(pipe, run_dir, server, rng, 2, expected, lives)
+        kills = [at for _, at in lives if at is not None]
         requests_with_kills = server.count()
         assert kills, runs
         bad = repeated_after_cached(server, lives)
@@ -335,10 +332,10 @@ def mipro_resumed(tmp_path_factory):
                 states = _study_states(db)
                 return states["COMPLETE"] >= 2 and states["RUNNING"] >= 1
             lives: list[tuple[float, float | None]] = []
-            killed, at, _ = run_and_kill(args, folder, mid_trial, lives)
+            killed, _ = run_and_kill(args, folder, mid_trial, lives)
             assert killed, "the compile finished before a trial could be interrupted"
             states_at_kill = _study_states(db)
-            killed_again, _, stderr = run_and_kill(args, folder, lambda: False, lives)
+            killed_again, stderr = run_and_kill(args, folder, lambda: False, lives)
             assert not killed_again
             bad = repeated_after_cached(server, lives)
             requests = server.count()
