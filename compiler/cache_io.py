@@ -408,7 +408,10 @@ class DiskWorker:
         with self._cv:
             if failed:
                 self._write_failures += 1
-                self._write_after = time.monotonic() + _pause(self._write_failures)
+                # Closing, a dropped batch does not hold back the rest: each is tried once, so what
+                # a close stores never depends on whether it raced a failing write.
+                if keep or not self._stopping:
+                    self._write_after = time.monotonic() + _pause(self._write_failures)
             else:
                 self._write_failures = 0
             if not keep:

@@ -183,3 +183,42 @@ def test_an_idle_cache_gives_its_thread_back_and_wakes_on_the_next_request(tmp_p
     assert (other.get("k").text, other.get("k2").text) == ("v", "v2")
     other.close()
     cache.close()
+
+
+def test_closing_during_a_failing_write_still_tries_the_rest_and_warns_once(tmp_path, monkeypatch, caplog):
+    """A close that lands while a write is failing (disk full) tries every queued batch once, the disk
+    having perhaps recovered, and adds no second warning to "continuing without caching"."""
+    import threading
+    import diskcache
+    from pipec import cache_io
+    monkeypatch.setattr(cache_io, "BATCH", 4)
+    real_set = diskcache.Cache.set
+    in_write = threading.Event()
+    failures = []
+
+    def full_until_close(self, key, *args, **kwargs):
+        if not failures:
+            in_write.set()
+            deadline = time.monotonic() + 5
+            while not cache._worker._stopping and time.monotonic() < deadline:
+                time.sleep(0.001)                             # fail only once close() has begun
+            failures.append(key)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_set(self, key, *args, **kwargs)           # space freed: the rest is stored
+    monkeypatch.setattr(diskcache.Cache, "set", full_until_close)
+    cache = LMCache(tmp_path)
+    for i in range(20):
+        cache.put(f"k{i}", LMReply(str(i)))
+    assert in_write.wait(5)
+    closer = threading.Thread(target=cache.close)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive()
+    fresh = LMCache(tmp_path)
+    stored = [i for i in range(20) if fresh.get(f"k{i}") is not None]
+    fresh.close()
+    # Only the failing batch (the first one, at most BATCH puts: how many had arrived) was lost.
+    assert stored, "a close that raced the failing write stored nothing queued after it"
+    assert failures == ["k0"] and 1 <= stored[0] <= 4 and stored == list(range(stored[0], 20))
+    messages = [r.getMessage() for r in caplog.records if r.name == "pipec.cache"]
+    assert len(messages) == 1 and "continuing without caching" in messages[0]
