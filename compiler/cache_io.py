@@ -184,7 +184,8 @@ class DiskWorker:
         except FileNotFoundError:                    # evicted or replaced between the row and the file
             return None
         except Exception as err:                     # locked, corrupt, or unreadable
-            return self._read_failed(f"cache read failed ({type(err).__name__}: {err}); treating as a miss")
+            return self._read_failed(f"cache read at {self.directory} failed ({type(err).__name__}: {err}); "
+                                     "treating as a miss")
 
     async def aread(self, key: str) -> Any:
         """`read` for the event loop: awaits the worker instead of blocking the loop."""
@@ -262,8 +263,8 @@ class DiskWorker:
         return r
 
     def _read_timed_out(self) -> Any:
-        return self._read_failed(f"cache read took longer than {self.timeout:g} s (database locked?); "
-                                 "treating reads as misses for a while")
+        return self._read_failed(f"cache read at {self.directory} took longer than {self.timeout:g} s "
+                                 "(database locked?); treating reads as misses for a while")
 
     def _read_failed(self, message: str) -> Any:
         """Leave the disk alone for a while (reads are misses meanwhile); warn the first time."""
@@ -379,7 +380,8 @@ class DiskWorker:
         try:
             value = store.get(key)
         except Exception as err:                     # locked, unreadable or corrupt database
-            return self._read_failed(f"cache read failed ({type(err).__name__}: {err}); treating as a miss")
+            return self._read_failed(f"cache read at {self.directory} failed ({type(err).__name__}: {err}); "
+                                     "treating as a miss")
         self._read_failures = 0
         return value
 
@@ -397,7 +399,7 @@ class DiskWorker:
                                       "replies stay in memory and are stored when it is free")
             self._batch_done(batch, failed=True, keep=True)
         except Exception as err:                     # disk full, read-only, corrupt: drop these writes
-            self._warn_once("write", f"cache write failed ({type(err).__name__}: {err}); "
+            self._warn_once("write", f"cache write at {self.directory} failed ({type(err).__name__}: {err}); "
                                      "continuing without caching")
             self._batch_done(batch, failed=True, keep=False)
         else:

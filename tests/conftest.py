@@ -54,6 +54,30 @@ def write_pipe(tmp_path):
 
 
 @pytest.fixture
+def disk_fault(monkeypatch):
+    """disk_fault(directory, method, fault): make `diskcache.Cache.<method>` call `fault(real, self, *args,
+    **kwargs)` for the caches in `directory` only.
+
+    The patch is process-wide, and a cache another test left open may still be writing on its I/O
+    thread; scoping the fault keeps that cache's writes (and warnings) out of this test.
+    """
+    import diskcache
+
+    def install(directory, method: str, fault):
+        real = getattr(diskcache.Cache, method)
+        mine = str(Path(directory))
+
+        def patched(self, *args, **kwargs):
+            # Before __init__ has run, the directory is its first argument.
+            where = getattr(self, "_directory", None) or (args[0] if args else kwargs.get("directory", ""))
+            if str(Path(where)) != mine:
+                return real(self, *args, **kwargs)
+            return fault(real, self, *args, **kwargs)
+        monkeypatch.setattr(diskcache.Cache, method, patched)
+    return install
+
+
+@pytest.fixture
 def tool_module(tmp_path):
     """tool_module(source) -> a unique importable module name, written beside the .pipe files."""
     names = []

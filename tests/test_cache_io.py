@@ -89,19 +89,17 @@ def test_a_forked_child_reads_and_writes_the_cache_it_inherited(tmp_path):
     cache.close()
 
 
-def test_caching_resumes_after_a_passing_disk_error(tmp_path, monkeypatch, caplog):
-    import diskcache
+def test_caching_resumes_after_a_passing_disk_error(tmp_path, disk_fault, caplog):
     cache = LMCache(tmp_path)
     cache.put("before", LMReply("stored"))
     assert cache.flush()
-    real_set = diskcache.Cache.set
     failing = {"on": True}
 
-    def flaky(self, *args, **kwargs):
+    def flaky(real_set, self, *args, **kwargs):
         if failing["on"]:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_set(self, *args, **kwargs)
-    monkeypatch.setattr(diskcache.Cache, "set", flaky)
+    disk_fault(tmp_path, "set", flaky)
     cache.put("lost", LMReply("not stored"))
     assert cache.flush()                                      # given up on, not waited for
     assert cache.get("lost").text == "not stored"             # the run still has it in memory
@@ -115,23 +113,29 @@ def test_caching_resumes_after_a_passing_disk_error(tmp_path, monkeypatch, caplo
     assert fresh.get("lost") is None
     assert fresh.get("later").text == "stored again"
     fresh.close()
-    assert sum("cache write failed" in r.getMessage() for r in caplog.records) == 1
+    assert sum(f"cache write at {tmp_path} failed" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_put_returns_before_the_disk_is_written(tmp_path, monkeypatch):
-    """A slow disk (here: 0.2 s per write) slows the I/O thread, never the caller."""
-    import diskcache
-    real_set = diskcache.Cache.set
+def test_put_returns_before_the_disk_is_written(tmp_path, disk_fault):
+    """A disk that hangs (here: until the test releases it) holds up the I/O thread, never the caller."""
+    import threading
+    writing, release = threading.Event(), threading.Event()
 
-    def slow(self, *args, **kwargs):
-        time.sleep(0.2)
+    def stuck(real_set, self, *args, **kwargs):
+        writing.set()
+        release.wait(30)
         return real_set(self, *args, **kwargs)
-    monkeypatch.setattr(diskcache.Cache, "set", slow)
+    disk_fault(tmp_path, "set", stuck)
     cache = LMCache(tmp_path)
-    start = time.perf_counter()
-    for i in range(20):
-        cache.put(f"k{i}", LMReply(str(i)))
-    assert time.perf_counter() - start < 0.2
+    cache.put("k0", LMReply("0"))
+    assert writing.wait(10)                                   # the I/O thread is stuck in the disk now
+    putter = threading.Thread(target=lambda: [cache.put(f"k{i}", LMReply(str(i))) for i in range(1, 20)])
+    putter.start()
+    putter.join(5)
+    assert not putter.is_alive(), "put waited for the disk"
+    assert not cache.flush(timeout=0.1)                        # still queued, and still readable
+    assert [cache.get(f"k{i}").text for i in range(20)] == [str(i) for i in range(20)]
+    release.set()
     assert cache.flush(timeout=30)
     cache.close()
     fresh = LMCache(tmp_path)
@@ -139,20 +143,18 @@ def test_put_returns_before_the_disk_is_written(tmp_path, monkeypatch):
     fresh.close()
 
 
-def test_a_cache_that_cannot_be_opened_for_writing_still_serves_what_it_holds(tmp_path, monkeypatch, caplog):
+def test_a_cache_that_cannot_be_opened_for_writing_still_serves_what_it_holds(tmp_path, disk_fault, caplog):
     """A read-only mount (or a database another process holds while opening): hits still come from it."""
     import sqlite3
-
-    import diskcache
     cache = LMCache(tmp_path)
     for i in range(5):
         cache.put(f"k{i}", LMReply(f"reply {i}"))
     cache.put("big", LMReply("B" * 50_000))
     cache.close()
 
-    def read_only(self, *args, **kwargs):
+    def read_only(real_init, self, *args, **kwargs):
         raise sqlite3.OperationalError("attempt to write a readonly database")
-    monkeypatch.setattr(diskcache.Cache, "__init__", read_only)
+    disk_fault(tmp_path, "__init__", read_only)
     ro = LMCache(tmp_path)
     assert [ro.get(f"k{i}").text for i in range(5)] == [f"reply {i}" for i in range(5)]
     assert ro.get("big").text == "B" * 50_000
@@ -169,14 +171,15 @@ def test_an_idle_cache_gives_its_thread_back_and_wakes_on_the_next_request(tmp_p
     import threading
     before = {t for t in threading.enumerate() if t.name == "pipec-cache-io"}
     cache = LMCache(tmp_path)
-    cache._disk().idle = 0.3
     cache.put("k", LMReply("v"))
+    [thread] = {t for t in threading.enumerate() if t.name == "pipec-cache-io"} - before
     assert cache.flush()
-    assert {t for t in threading.enumerate() if t.name == "pipec-cache-io"} - before
-    deadline = time.monotonic() + 5
-    while {t for t in threading.enumerate() if t.name == "pipec-cache-io"} - before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not {t for t in threading.enumerate() if t.name == "pipec-cache-io"} - before
+    worker = cache._disk()
+    with worker._cv:                  # shorten the idle time only now, so the thread was surely seen
+        worker.idle = 0.3
+        worker._cv.notify_all()
+    thread.join(5)
+    assert not thread.is_alive(), "an idle cache kept its I/O thread"
     cache.put("k2", LMReply("v2"))                             # a new thread picks the work up
     assert cache.flush()
     other = LMCache(tmp_path)
@@ -185,18 +188,17 @@ def test_an_idle_cache_gives_its_thread_back_and_wakes_on_the_next_request(tmp_p
     cache.close()
 
 
-def test_closing_during_a_failing_write_still_tries_the_rest_and_warns_once(tmp_path, monkeypatch, caplog):
+def test_closing_during_a_failing_write_still_tries_the_rest_and_warns_once(tmp_path, monkeypatch, disk_fault,
+                                                                           caplog):
     """A close that lands while a write is failing (disk full) tries every queued batch once, the disk
     having perhaps recovered, and adds no second warning to "continuing without caching"."""
     import threading
-    import diskcache
     from pipec import cache_io
     monkeypatch.setattr(cache_io, "BATCH", 4)
-    real_set = diskcache.Cache.set
     in_write = threading.Event()
     failures = []
 
-    def full_until_close(self, key, *args, **kwargs):
+    def full_until_close(real_set, self, key, *args, **kwargs):
         if not failures:
             in_write.set()
             deadline = time.monotonic() + 5
@@ -205,7 +207,7 @@ def test_closing_during_a_failing_write_still_tries_the_rest_and_warns_once(tmp_
             failures.append(key)
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_set(self, key, *args, **kwargs)           # space freed: the rest is stored
-    monkeypatch.setattr(diskcache.Cache, "set", full_until_close)
+    disk_fault(tmp_path, "set", full_until_close)
     cache = LMCache(tmp_path)
     for i in range(20):
         cache.put(f"k{i}", LMReply(str(i)))
@@ -220,5 +222,5 @@ def test_closing_during_a_failing_write_still_tries_the_rest_and_warns_once(tmp_
     # Only the failing batch (the first one, at most BATCH puts: how many had arrived) was lost.
     assert stored, "a close that raced the failing write stored nothing queued after it"
     assert failures == ["k0"] and 1 <= stored[0] <= 4 and stored == list(range(stored[0], 20))
-    messages = [r.getMessage() for r in caplog.records if r.name == "pipec.cache"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "pipec.cache" and str(tmp_path) in r.getMessage()]
     assert len(messages) == 1 and "continuing without caching" in messages[0]

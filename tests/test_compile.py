@@ -519,7 +519,7 @@ def test_recompiling_unchanged_inputs_is_a_cache_hit(toy, tmp_path):
     start = time.perf_counter()
     second, lm2 = compile_toy(toy, "random_search", seed=1, cache=cache)
     elapsed = time.perf_counter() - start
-    assert second.compile_cache_hit and lm2.requests == [] and elapsed < 1.0
+    assert second.compile_cache_hit and lm2.requests == [] and elapsed < 3.0, elapsed
     assert second.params() == first.params()
     assert second.report == first.report
     assert second(q="apple").a == "elppa"                     # the cached parameters are installed

@@ -173,12 +173,12 @@ def test_random_mutations_never_raise():
     _front_end(seeds[0])    # build the parser tables outside the timing
     for _ in range(400):
         source = _mutate(rng, rng.choice(seeds))
-        start = time.perf_counter()
+        start = time.thread_time()          # CPU time: a busy machine does not count against the input
         try:
             _front_end(source)
         except Exception as err:   # pragma: no cover - the failure message is the point
             pytest.fail(f"{type(err).__name__}: {err} on input:\n{source}")
-        assert time.perf_counter() - start < 1.0, source
+        assert time.thread_time() - start < 1.0, source
 
 
 def test_arbitrary_text_never_raises():

@@ -69,14 +69,14 @@ def test_persistent_failure_is_a_recorded_failure_naming_the_model_without_the_k
 
 
 def test_independent_nodes_run_concurrently_over_http(pipe_for):
-    with StubServer(default={"label": "negative"}, latency=0.4) as server:
+    with StubServer(default={"label": "negative"}, latency=1.0) as server:
         prog = pipec.load(pipe_for(server), cache=False)
         prog(text="warm up litellm")             # first call pays litellm's import and client setup
         start = time.perf_counter()
         pred = prog(text="bad")
         elapsed = time.perf_counter() - start
         assert pred.label == "negative"
-        assert elapsed < 1.1, elapsed            # x and y overlap: about 2 latencies, not 3
+        assert elapsed < 2.6, elapsed            # x and y overlap: about 2 latencies, not 3
         assert server.max_in_flight >= 2
 
 

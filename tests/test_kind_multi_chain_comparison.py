@@ -87,14 +87,14 @@ def test_attempts_and_temperature_options(write_pipe):
 
 
 def test_attempts_run_in_parallel_and_the_comparison_waits_for_all(write_pipe):
-    lm = SlowLM(rule=rule, delay=0.2)
+    lm = SlowLM(rule=rule, delay=0.5)
     prog = pipec.load(pipe(write_pipe), lm=lm, cache=False)
     start = time.perf_counter()
     pred = prog(question="q")
     elapsed = time.perf_counter() - start
     assert pred.ok and pred.answer == "they weigh the same"
     assert lm.max_in_flight == 3
-    assert elapsed < 0.7                                    # 3 overlapped calls, then the comparison: ~0.4 s
+    assert elapsed < 1.5, elapsed                           # 3 overlapped calls, then the comparison: ~1 s, not 2
     assert is_compare(lm.requests[-1]) and "feathers are fluffy" in lm.requests[-1].messages[-1]["content"]
 
 

@@ -162,7 +162,7 @@ def test_candidates_and_comparisons_run_in_parallel(write_pipe):
     assert pred.ok, pred.error
     assert len(lm.requests) == 3 + 6 + 1
     assert lm.max_in_flight == 6                         # all six comparisons at once
-    assert elapsed < 1.0, elapsed                        # three phases of 0.2 s, not ten calls
+    assert elapsed < 1.3, elapsed                        # three phases of 0.2 s, not ten calls (2 s)
     assert [stage(r) for r in lm.requests[:3]] == ["direct", "stepwise", "direct"]
     assert [stage(r) for r in lm.requests[3:]] == ["rank"] * 6 + ["fuse"]
 

@@ -154,7 +154,7 @@ def test_expansions_and_evaluations_run_in_parallel(write_pipe):
     assert out.ok, out.error
     assert len(lm.requests) == 4 + 4 + 1
     assert lm.max_in_flight == 4                     # all four samples (then all four values) at once
-    assert elapsed < 0.2 * 9 / 2                     # three rounds of 0.2 s, not nine calls in a row
+    assert elapsed < 0.2 * 6, elapsed                # three rounds of 0.2 s, not nine calls in a row
 
 
 def test_a_failed_expansion_is_pruned_and_a_failed_evaluation_counts_as_zero(write_pipe):

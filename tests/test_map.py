@@ -88,7 +88,7 @@ class SlowLM(ScriptedLM):
     inline = False
 
     async def acomplete(self, request):
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.5)
         return self.complete(request)
 
 
@@ -98,7 +98,7 @@ def test_unordered_map_runs_items_concurrently(write_pipe):
     pred = prog(question="big")
     elapsed = time.perf_counter() - start
     assert pred.answers == ["a-q1", "a-q2", "a-q3", "a-q4"]
-    assert elapsed < 0.25 * 3.5, elapsed        # plan, then four solves together: about 2 latencies, not 5
+    assert elapsed < 0.5 * 3.5, elapsed         # plan, then four solves together: about 2 latencies, not 5
 
 
 def test_a_failing_item_fails_the_row_naming_the_body_node(write_pipe):
