@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 
@@ -80,7 +81,7 @@ class LMCache:
             with self._worker_lock:
                 w = self._worker
                 if w is None or w.pid != os.getpid():
-                    w = self._worker = DiskWorker(self.directory, _encode, self.timeout)
+                    w = self._worker = _shared_worker(self.directory, self.timeout)
         return w
 
     def get(self, key: str) -> LMReply | None:
@@ -147,11 +148,34 @@ class LMCache:
         return True if w is None or w.pid != os.getpid() else w.flush(timeout)
 
     def close(self) -> None:
-        """Store what is queued, then release the database (the object can still be used after)."""
+        """Store what is queued, then release the database (the object can still be used after).
+
+        The disk worker is shared by every cache on this directory in this process: their queued
+        replies are stored too, and they reopen the database on their next use."""
         w = self._worker
         if w is not None and w.pid == os.getpid():
             w.close()
         self._worker = None
+
+
+_workers: "weakref.WeakValueDictionary[tuple, DiskWorker]" = weakref.WeakValueDictionary()
+_workers_lock = threading.Lock()
+
+
+def _shared_worker(directory: Path, timeout: float) -> DiskWorker:
+    """This process's one disk worker for `directory`: caches opened on the same directory (two
+    programs, a notebook cell run twice) see each other's queued replies, and share one connection.
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp(); _shared_worker(Path(d), 2.0) is _shared_worker(Path(d) / ".", 2.0)
+    True
+    """
+    key = (os.path.realpath(directory), timeout, os.getpid())
+    with _workers_lock:
+        w = _workers.get(key)
+        if w is None:
+            w = _workers[key] = DiskWorker(directory, _encode, timeout)
+        return w
 
 
 def _encode(key: str, reply: LMReply) -> str:

@@ -203,3 +203,14 @@ def count_pipe(write_pipe):
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if a test imported the source folders by their own names (`compiler.cache_io`
+    rather than `pipec.cache_io`): that is a second copy of the module, and a monkeypatch applied to
+    it silently misses the code under test."""
+    stray = sorted(m for m in sys.modules if m.split(".")[0] in ("compiler", "dsl", "optimizers"))
+    if stray:
+        print(f"\nERROR: tests imported source folders as top-level modules: {', '.join(stray)}; "
+              "import them through pipec", file=sys.stderr)
+        session.exitstatus = 1

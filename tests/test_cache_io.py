@@ -224,3 +224,29 @@ def test_closing_during_a_failing_write_still_tries_the_rest_and_warns_once(tmp_
     assert failures == ["k0"] and 1 <= stored[0] <= 4 and stored == list(range(stored[0], 20))
     messages = [r.getMessage() for r in caplog.records if r.name == "pipec.cache" and str(tmp_path) in r.getMessage()]
     assert len(messages) == 1 and "continuing without caching" in messages[0]
+
+
+def test_caches_on_one_directory_in_one_process_see_each_others_queued_replies(tmp_path, disk_fault):
+    """Two programs on one cache directory (a notebook cell run twice, say): a reply the first just
+    got is a hit for the second at once, even while the disk has not stored it yet."""
+    import threading
+    release = threading.Event()
+
+    def stuck(real_set, self, *args, **kwargs):
+        release.wait(30)
+        return real_set(self, *args, **kwargs)
+    disk_fault(tmp_path, "set", stuck)
+    first, second = LMCache(tmp_path), LMCache(tmp_path)
+    first.put("k", LMReply("from the first"))
+    assert second.get("k").text == "from the first"
+    second.discard("k")                                       # and a discard is seen by both
+    first._mem.clear()
+    assert first.get("k") is None
+    release.set()
+    first.close()
+    assert second.get("k") is None
+    second.put("k2", LMReply("after a close"))                # closing one does not break the other
+    second.close()
+    fresh = LMCache(tmp_path)
+    assert fresh.get("k2").text == "after a close" and fresh.get("k") is None
+    fresh.close()

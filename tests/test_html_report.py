@@ -437,7 +437,8 @@ def test_browser_ten_thousand_rows_open_and_filter_fast(browser, tmp_path):
     out = tmp_path / "big.html"
     assert run_report(data, "-o", out) == 0
     page, load_seconds = open_report(browser, out)
-    assert load_seconds < 5, f"10,000 rows took {load_seconds:.2f}s to open"
+    # Bounds with room for a busy machine; a viewer that drew every row would take far longer.
+    assert load_seconds < 10, f"10,000 rows took {load_seconds:.2f}s to open"
     check_clean(page, out)
     assert page.evaluate("window.pipecReport.rows.length") == 10_000
     assert len(dom_rows(page)) < 100                                   # only the rows in view are in the DOM
@@ -446,7 +447,7 @@ def test_browser_ten_thousand_rows_open_and_filter_fast(browser, tmp_path):
     page.click("#ev-failures")
     page.wait_until("document.getElementById('ev-count').textContent.includes(' of ')")
     filter_seconds = time.perf_counter() - started
-    assert filter_seconds < 2, f"filtering 10,000 rows took {filter_seconds:.2f}s"
+    assert filter_seconds < 4, f"filtering 10,000 rows took {filter_seconds:.2f}s"
     failing = [i for i, r in enumerate(rows) if not r["passed"]]
     assert page.evaluate("window.pipecReport.shown()") == failing
     assert page.evaluate("document.getElementById('ev-count').textContent") == f"{len(failing):,} of 10,000 rows"
@@ -460,6 +461,6 @@ def test_browser_ten_thousand_rows_open_and_filter_fast(browser, tmp_path):
     started = time.perf_counter()
     page.type_text("#ev-search", "song 9999 ")
     page.wait_until("document.getElementById('ev-count').textContent.startsWith('1 of')")   # row 9999 fails
-    assert time.perf_counter() - started < 3
+    assert time.perf_counter() - started < 6
     assert page.evaluate("window.pipecReport.shown()") == [9999]
     check_clean(page, out)

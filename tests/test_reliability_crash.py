@@ -8,7 +8,8 @@ finishes. Then:
 * the batch output holds every input line exactly once, with the same results as an uninterrupted run;
 * the compile writes the same artifact, byte for byte, as an uninterrupted compile with a fresh cache;
 * no LM call was made twice unless the first one was answered at most a moment before a kill (it
-  could not have reached the cache yet): the server's request log is checked against the kill times.
+  could not have reached the cache yet). Each run sends its own API key, so every request the server
+  logs is traced to the run that sent it without relying on timing (keys never reach a cache key).
 """
 from __future__ import annotations
 
@@ -101,15 +102,14 @@ def lines_in(path: Path) -> int:
         return 0
 
 
-SETTLE = 0.3    # seconds after a kill before the next run starts: requests the dead process sent are logged
-
-
 def run_and_kill(args: list, cwd: Path, kill_when, lives: list, timeout: float = 300) -> tuple[bool, str]:
     """Start `pipec ARGS`; SIGKILL it (by its pid) the moment `kill_when()` is true.
 
-    Appends (start time, kill time or None) to `lives`, on the monotonic clock, so that every logged
-    request can be traced to the run that sent it. Returns (killed, stderr)."""
-    env = {**os.environ, "NO_COLOR": "1"}
+    The run sends an API key of its own; appends (that key, start time, kill time or None) to `lives`,
+    on the monotonic clock, so that every logged request can be traced to the run that sent it.
+    Returns (killed, stderr)."""
+    run_key = f"{KEY}-run{len(lives)}"
+    env = {**os.environ, "NO_COLOR": "1", "PIPEC_CRASH_KEY": run_key}
     err_path = cwd / f"stderr-{time.monotonic_ns()}.txt"
     started = time.monotonic()
     with open(err_path, "w") as err:
@@ -131,42 +131,43 @@ def run_and_kill(args: list, cwd: Path, kill_when, lives: list, timeout: float =
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(30)
-    lives.append((started, killed_at))
-    if killed_at is not None:
-        # The server stamps a request when its thread reads it, which may be just after the kill.
-        time.sleep(SETTLE)
+    lives.append((run_key, started, killed_at))
     stderr = err_path.read_text()
     assert "Traceback" not in stderr, stderr[-3000:]
     return killed_at is not None, stderr
 
 
-def repeated_after_cached(server: FaultServer, lives: list[tuple[float, float | None]]) -> list[str]:
+def repeated_after_cached(server: FaultServer, lives: list[tuple[str, float, float | None]]) -> list[str]:
     """Keys answered (200, no fault) more than once although the first answer was sent well before
     the run that asked for it was killed: that reply was in the cache and should not have been asked
     for again.
 
-    A request belongs to the last run started before the server logged it (runs follow each other, and
-    `run_and_kill` waits SETTLE after a kill). A request of a killed run that was still in flight at
-    the kill (answered into a dead socket), or answered less than GRACE seconds before it, may
-    legitimately be asked again; a run that was not killed never asks twice.
+    A request belongs to the run whose API key it carries. A request of a killed run that was still in
+    flight at the kill (answered into a dead socket), or answered less than GRACE seconds before it,
+    may legitimately be asked again; a run that was not killed never asks twice.
     """
+    killed_at = {f"Bearer {key}": killed for key, _, killed in lives}
     bad = []
     for key, recs in server.successes_by_key().items():
         if len(recs) < 2:
             continue
         first = recs[0]
-        owner = max((life for life in lives if life[0] <= first.arrived), default=None)
-        killed = owner[1] if owner else None
+        auth = first.headers.get("authorization")
+        assert auth in killed_at, f"a request with an unknown key: {auth!r}"
+        killed = killed_at[auth]
         if killed is None or killed - first.finished > GRACE:
             bad.append(key)
     return bad
 
 
 def test_a_repeated_request_is_blamed_on_the_run_that_sent_it():
-    """The oracle of the tests below: a request logged just after a kill belongs to the killed run."""
+    """The oracle of the tests below: a request belongs to the run whose key it carries, even when the
+    server logged it after the next run had started."""
     class Rec:
-        def __init__(self, arrived: float, finished: float):
+        def __init__(self, arrived: float, finished: float, run: int | None = None):
             self.arrived, self.finished = arrived, finished
+            # By default, the run that was alive when it arrived.
+            self.headers = {"authorization": f"Bearer k{run if run is not None else int(arrived >= 10.3)}"}
 
     class Log:
         def __init__(self, by_key: dict):
@@ -175,8 +176,8 @@ def test_a_repeated_request_is_blamed_on_the_run_that_sent_it():
         def successes_by_key(self) -> dict:
             return self.by_key
 
-    lives = [(0.0, 10.0), (10.3, None)]
-    log = Log({"in flight at the kill": [Rec(10.001, 10.02), Rec(11, 11.1)],
+    lives = [("k0", 0.0, 10.0), ("k1", 10.3, None)]
+    log = Log({"in flight at the kill": [Rec(10.501, 10.52, run=0), Rec(11, 11.1)],
                "answered just before the kill": [Rec(9.0, 9.2), Rec(11, 11.1)],
                "cached long before the kill": [Rec(1, 1.1), Rec(11, 11.1)],
                "asked twice by the last run": [Rec(11, 11.1), Rec(12, 12.1)]})
@@ -195,7 +196,7 @@ def test_batch_killed_at_random_points_resumes_to_the_same_results(tmp_path, key
     with FaultServer(answer, latency=0.03) as server:
         pipe = project(tmp_path, server)
         args = ["run", pipe, "--inputs", rows, "--output", out, "--concurrency", 8, "--cache-dir", cache, "--no-progress"]
-        lives: list[tuple[float, float | None]] = []
+        lives: list[tuple[str, float, float | None]] = []
         plans = [("start-up", rng.uniform(0.1, 0.5)), ("requests", rng.randrange(40, 200)),
                  ("rows", rng.randrange(150, 280))]
         runs = []
@@ -237,7 +238,7 @@ def test_batch_killed_at_random_points_resumes_to_the_same_results(tmp_path, key
         assert r["ok"], r
         assert (r["inputs"], r["outputs"]) == (ref_recs[r["line"]]["inputs"], ref_recs[r["line"]]["outputs"])
     assert bad == [], f"{len(bad)} LM calls were made again although their replies were cached"
-    kills = [at for _, at in lives if at is not None]
+    kills = [at for *_, at in lives if at is not None]
     assert len(kills) == 3
     record_figure("crash.batch", rows=BATCH_ROWS, kills=len(kills), runs=runs, requests=total_requests,
                   calls_needed=2 * BATCH_ROWS, repeated_calls_within_grace_of_a_kill=repeated,
@@ -275,9 +276,9 @@ def test_compile_killed_at_random_points_writes_the_same_artifact(tmp_path, key_
         server.reset_log()
 
         pipe = project(run_dir, server)
-        lives: list[tuple[float, float | None]] = []
+        lives: list[tuple[str, float, float | None]] = []
         runs = _compile_until_done(pipe, run_dir, server, rng, 2, expected, lives)
-        kills = [at for _, at in lives if at is not None]
+        kills = [at for *_, at in lives if at is not None]
         requests_with_kills = server.count()
         assert kills, runs
         bad = repeated_after_cached(server, lives)
@@ -331,7 +332,7 @@ def mipro_resumed(tmp_path_factory):
             def mid_trial():
                 states = _study_states(db)
                 return states["COMPLETE"] >= 2 and states["RUNNING"] >= 1
-            lives: list[tuple[float, float | None]] = []
+            lives: list[tuple[str, float, float | None]] = []
             killed, _ = run_and_kill(args, folder, mid_trial, lives)
             assert killed, "the compile finished before a trial could be interrupted"
             states_at_kill = _study_states(db)

