@@ -178,6 +178,18 @@ def _shared_worker(directory: Path, timeout: float) -> DiskWorker:
         return w
 
 
+def _forget_workers_after_fork() -> None:
+    # A child gets workers of its own (the pid is in the key); the lock may have been held by
+    # another thread of the parent at the moment of the fork, so the child starts a fresh one.
+    global _workers_lock
+    _workers_lock = threading.Lock()
+    _workers.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers_after_fork)
+
+
 def _encode(key: str, reply: LMReply) -> str:
     return json.dumps({"v": FORMAT, "text": reply.text, "pt": reply.prompt_tokens, "ct": reply.completion_tokens,
                        "cost": reply.cost, "tr": reply.truncated, "sum": _checksum(key, reply.text)},

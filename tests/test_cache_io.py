@@ -65,6 +65,18 @@ def test_large_and_small_replies_read_back_from_disk_in_a_new_process(tmp_path):
     assert out == ["100003", "end", "3", "4", "0.5", "True", "tiny"]
 
 
+def child_exit_code(pid: int, seconds: float = 30) -> int:
+    """Wait for a forked child; one stuck (on a lock, say) is killed and fails the test, never hangs it."""
+    deadline = time.monotonic() + seconds
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail(f"the forked child did not finish in {seconds:g} s")
+    return os.waitstatus_to_exitcode(done[1])
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_a_forked_child_reads_and_writes_the_cache_it_inherited(tmp_path):
     cache = LMCache(tmp_path)
@@ -80,13 +92,31 @@ def test_a_forked_child_reads_and_writes_the_cache_it_inherited(tmp_path):
                 code = 0 if cache.flush(timeout=10) else 2
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert child_exit_code(pid) == 0
     cache._mem.clear()
     assert cache.get("child").text == "from child"
     cache.put("after", LMReply("parent goes on"))
     assert cache.flush()
     cache.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_fork_while_another_thread_opens_a_cache_does_not_hang_the_child(tmp_path):
+    from pipec import cache as cache_module
+    with cache_module._workers_lock:          # as if another thread were opening a cache at the fork
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                cache = LMCache(tmp_path)
+                cache.put("child", LMReply("from child"))
+                code = 0 if cache.flush(timeout=10) else 2
+            finally:
+                os._exit(code)
+    assert child_exit_code(pid, seconds=15) == 0
+    parent = LMCache(tmp_path)
+    assert parent.get("child").text == "from child"
+    parent.close()
 
 
 def test_caching_resumes_after_a_passing_disk_error(tmp_path, disk_fault, caplog):
