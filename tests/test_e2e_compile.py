@@ -57,7 +57,7 @@ def test_compile_lifts_the_score_writes_an_artifact_and_hits_the_cache(tmp_path)
     # Unchanged inputs: a cache hit, no LM call, well under a second of compile work.
     start = time.perf_counter()
     again = pipec(*args, cache=tmp_path / "cache")
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 10         # a process start and a cache lookup, on a possibly busy machine
     assert "cache hit" in again.stdout and scores(again.stdout) == (before, after)
     assert out.read_text() == json.dumps(art, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     # The artifact runs and evaluates like the .pipe file does.
