@@ -73,15 +73,11 @@ class LMCache:
         self._mem: OrderedDict[str, LMReply] = OrderedDict()
         self._mem_items = memory_items
         self._worker: DiskWorker | None = None
-        self._worker_lock = threading.Lock()
 
     def _disk(self) -> DiskWorker:
         w = self._worker
         if w is None or w.pid != os.getpid():          # first use, or a child after fork()
-            with self._worker_lock:
-                w = self._worker
-                if w is None or w.pid != os.getpid():
-                    w = self._worker = _shared_worker(self.directory, self.timeout)
+            w = self._worker = _shared_worker(self.directory, self.timeout)   # locked and idempotent
         return w
 
     def get(self, key: str) -> LMReply | None:
@@ -170,7 +166,7 @@ def _shared_worker(directory: Path, timeout: float) -> DiskWorker:
     >>> d = tempfile.mkdtemp(); _shared_worker(Path(d), 2.0) is _shared_worker(Path(d) / ".", 2.0)
     True
     """
-    key = (os.path.realpath(directory), timeout, os.getpid())
+    key = (os.path.realpath(directory), timeout)
     with _workers_lock:
         w = _workers.get(key)
         if w is None:
@@ -179,8 +175,8 @@ def _shared_worker(directory: Path, timeout: float) -> DiskWorker:
 
 
 def _forget_workers_after_fork() -> None:
-    # A child gets workers of its own (the pid is in the key); the lock may have been held by
-    # another thread of the parent at the moment of the fork, so the child starts a fresh one.
+    # A child gets workers of its own; the lock may have been held by another thread of the parent
+    # at the moment of the fork, so the child starts a fresh one.
     global _workers_lock
     _workers_lock = threading.Lock()
     _workers.clear()

@@ -184,8 +184,7 @@ class DiskWorker:
         except FileNotFoundError:                    # evicted or replaced between the row and the file
             return None
         except Exception as err:                     # locked, corrupt, or unreadable
-            return self._read_failed(f"cache read at {self.directory} failed ({type(err).__name__}: {err}); "
-                                     "treating as a miss")
+            return self._read_error(err)
 
     async def aread(self, key: str) -> Any:
         """`read` for the event loop: awaits the worker instead of blocking the loop."""
@@ -265,6 +264,10 @@ class DiskWorker:
     def _read_timed_out(self) -> Any:
         return self._read_failed(f"cache read at {self.directory} took longer than {self.timeout:g} s "
                                  "(database locked?); treating reads as misses for a while")
+
+    def _read_error(self, err: Exception) -> Any:
+        return self._read_failed(f"cache read at {self.directory} failed ({type(err).__name__}: {err}); "
+                                 "treating as a miss")
 
     def _read_failed(self, message: str) -> Any:
         """Leave the disk alone for a while (reads are misses meanwhile); warn the first time."""
@@ -380,8 +383,7 @@ class DiskWorker:
         try:
             value = store.get(key)
         except Exception as err:                     # locked, unreadable or corrupt database
-            return self._read_failed(f"cache read at {self.directory} failed ({type(err).__name__}: {err}); "
-                                     "treating as a miss")
+            return self._read_error(err)
         self._read_failures = 0
         return value
 

@@ -105,13 +105,12 @@ def lines_in(path: Path) -> int:
 def run_and_kill(args: list, cwd: Path, kill_when, lives: list, timeout: float = 300) -> tuple[bool, str]:
     """Start `pipec ARGS`; SIGKILL it (by its pid) the moment `kill_when()` is true.
 
-    The run sends an API key of its own; appends (that key, start time, kill time or None) to `lives`,
-    on the monotonic clock, so that every logged request can be traced to the run that sent it.
+    The run sends an API key of its own; appends (that key, kill time or None, on the monotonic clock)
+    to `lives`, so that every logged request can be traced to the run that sent it.
     Returns (killed, stderr)."""
     run_key = f"{KEY}-run{len(lives)}"
     env = {**os.environ, "NO_COLOR": "1", "PIPEC_CRASH_KEY": run_key}
     err_path = cwd / f"stderr-{time.monotonic_ns()}.txt"
-    started = time.monotonic()
     with open(err_path, "w") as err:
         proc = subprocess.Popen([*pipec_command(), *map(str, args)], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                                 stderr=err)
@@ -131,13 +130,13 @@ def run_and_kill(args: list, cwd: Path, kill_when, lives: list, timeout: float =
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(30)
-    lives.append((run_key, started, killed_at))
+    lives.append((run_key, killed_at))
     stderr = err_path.read_text()
     assert "Traceback" not in stderr, stderr[-3000:]
     return killed_at is not None, stderr
 
 
-def repeated_after_cached(server: FaultServer, lives: list[tuple[str, float, float | None]]) -> list[str]:
+def repeated_after_cached(server: FaultServer, lives: list[tuple[str, float | None]]) -> list[str]:
     """Keys answered (200, no fault) more than once although the first answer was sent well before
     the run that asked for it was killed: that reply was in the cache and should not have been asked
     for again.
@@ -146,7 +145,7 @@ def repeated_after_cached(server: FaultServer, lives: list[tuple[str, float, flo
     flight at the kill (answered into a dead socket), or answered less than GRACE seconds before it,
     may legitimately be asked again; a run that was not killed never asks twice.
     """
-    killed_at = {f"Bearer {key}": killed for key, _, killed in lives}
+    killed_at = {f"Bearer {key}": killed for key, killed in lives}
     bad = []
     for key, recs in server.successes_by_key().items():
         if len(recs) < 2:
@@ -176,7 +175,7 @@ def test_a_repeated_request_is_blamed_on_the_run_that_sent_it():
         def successes_by_key(self) -> dict:
             return self.by_key
 
-    lives = [("k0", 0.0, 10.0), ("k1", 10.3, None)]
+    lives = [("k0", 10.0), ("k1", None)]            # run 0 killed at 10.0; run 1 started at 10.3
     log = Log({"in flight at the kill": [Rec(10.501, 10.52, run=0), Rec(11, 11.1)],
                "answered just before the kill": [Rec(9.0, 9.2), Rec(11, 11.1)],
                "cached long before the kill": [Rec(1, 1.1), Rec(11, 11.1)],
@@ -196,7 +195,7 @@ def test_batch_killed_at_random_points_resumes_to_the_same_results(tmp_path, key
     with FaultServer(answer, latency=0.03) as server:
         pipe = project(tmp_path, server)
         args = ["run", pipe, "--inputs", rows, "--output", out, "--concurrency", 8, "--cache-dir", cache, "--no-progress"]
-        lives: list[tuple[str, float, float | None]] = []
+        lives: list[tuple[str, float | None]] = []
         plans = [("start-up", rng.uniform(0.1, 0.5)), ("requests", rng.randrange(40, 200)),
                  ("rows", rng.randrange(150, 280))]
         runs = []
@@ -238,7 +237,7 @@ def test_batch_killed_at_random_points_resumes_to_the_same_results(tmp_path, key
         assert r["ok"], r
         assert (r["inputs"], r["outputs"]) == (ref_recs[r["line"]]["inputs"], ref_recs[r["line"]]["outputs"])
     assert bad == [], f"{len(bad)} LM calls were made again although their replies were cached"
-    kills = [at for *_, at in lives if at is not None]
+    kills = [at for _, at in lives if at is not None]
     assert len(kills) == 3
     record_figure("crash.batch", rows=BATCH_ROWS, kills=len(kills), runs=runs, requests=total_requests,
                   calls_needed=2 * BATCH_ROWS, repeated_calls_within_grace_of_a_kill=repeated,
@@ -276,9 +275,9 @@ def test_compile_killed_at_random_points_writes_the_same_artifact(tmp_path, key_
         server.reset_log()
 
         pipe = project(run_dir, server)
-        lives: list[tuple[str, float, float | None]] = []
+        lives: list[tuple[str, float | None]] = []
         runs = _compile_until_done(pipe, run_dir, server, rng, 2, expected, lives)
-        kills = [at for *_, at in lives if at is not None]
+        kills = [at for _, at in lives if at is not None]
         requests_with_kills = server.count()
         assert kills, runs
         bad = repeated_after_cached(server, lives)
@@ -332,7 +331,7 @@ def mipro_resumed(tmp_path_factory):
             def mid_trial():
                 states = _study_states(db)
                 return states["COMPLETE"] >= 2 and states["RUNNING"] >= 1
-            lives: list[tuple[str, float, float | None]] = []
+            lives: list[tuple[str, float | None]] = []
             killed, _ = run_and_kill(args, folder, mid_trial, lives)
             assert killed, "the compile finished before a trial could be interrupted"
             states_at_kill = _study_states(db)
