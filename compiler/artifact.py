@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 FORMAT = "pipec-compiled"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2        # 2: a top-level fingerprint over every field (1: over the sources only)
 
 
 class ArtifactError(Exception):
@@ -98,6 +98,19 @@ class Artifact(_Model):
     predictors: dict[str, PredictorState]
     ensemble: list[dict[str, PredictorState]] = []
     report: Report
+    fingerprint: str = ""              # sha256 over every other field (format version 2 on)
+
+    def content_fingerprint(self) -> str:
+        """sha256 over everything that changes what the artifact does, the metric included: every
+        field but this fingerprint. It detects damage and hand edits; it is not a signature (anyone
+        can recompute it), which is why trust lives in the user's trust store (see `pipec.trust`)."""
+        doc = self.model_dump(mode="json")
+        doc.pop("fingerprint")
+        return fingerprint(doc)
+
+    def sealed(self) -> "Artifact":
+        """This artifact with its fingerprint set."""
+        return self.model_copy(update={"fingerprint": self.content_fingerprint()})
 
     def dumps(self) -> str:
         """Canonical JSON: sorted keys, stable across runs, so equal artifacts are equal bytes."""
@@ -142,4 +155,6 @@ def read_artifact(path: str | Path) -> Artifact:
     expected = fingerprint(art.sources.main, art.sources.files)
     if art.sources.fingerprint != expected:
         raise ArtifactError(f"{path}: the embedded sources do not match their fingerprint (was the file edited by hand?)")
+    if version >= 2 and art.fingerprint != art.content_fingerprint():
+        raise ArtifactError(f"{path}: the artifact does not match its fingerprint (was the file edited by hand?)")
     return art

@@ -12,10 +12,13 @@ EPILOG = """\
 exit status:
   0  success (check: no errors; run: every row answered; test: every case passed)
   1  the .pipe file has errors, a test failed, or a run had failed or skipped rows
-  2  usage error: bad arguments, missing files, unknown pipeline
+  2  usage error: bad arguments, missing files, unknown pipeline, or an artifact whose code and
+     LM endpoints you have not approved (see --allow, --trust and `pipec trust`)
 
 environment:
   PIPEC_CACHE_DIR   LM cache directory (default: $XDG_CACHE_HOME/pipec or ~/.cache/pipec)
+  PIPEC_TRUST_DIR   where artifacts compiled here or approved with `pipec trust` are recorded
+                    (default: $XDG_DATA_HOME/pipec/trusted or ~/.local/share/pipec/trusted)
   NO_COLOR          disable colored diagnostics
 
 examples:
@@ -79,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress line (default: when stderr is a terminal)")
     lm_opts(r)
+    add_trust_options(r)
 
     g = sub.add_parser("graph", help="print the pipeline graph (mermaid, dot, text)")
     common(g)
@@ -133,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     ev.add_argument("--report", metavar="REPORT.html", help="also write a self-contained HTML report with every row")
     lm_opts(ev)
+    add_trust_options(ev)
 
     mg = sub.add_parser("merge", help="merge sharded batch outputs, checking every row appears once",
                         description="Merge the outputs of `pipec run --shard K/N` into one JSONL file in input "
@@ -144,6 +149,16 @@ def _parser() -> argparse.ArgumentParser:
 
     from .html_report import add_cli as add_report_cli
     add_report_cli(sub)
+    add_trust_options(sub.choices["report"])        # report --data runs the program
+
+    tr = sub.add_parser("trust", help="approve a compiled artifact from elsewhere to run its code and LM endpoints",
+                        description="Show the Python code and LM endpoints a compiled artifact would use, and "
+                                    "approve that exact file for good: `pipec run` and `pipec eval` then run it without "
+                                    "--allow or --trust. Editing the file undoes the approval. Artifacts compiled on "
+                                    "this machine are approved when they are written.")
+    tr.add_argument("files", nargs="+", metavar="ARTIFACT", help="compiled artifacts")
+    tr.add_argument("--revoke", action="store_true", help="withdraw the approval instead")
+    tr.add_argument("--show", action="store_true", help="only show what each file would run, and whether it is trusted")
 
     t = sub.add_parser("test", help="run the file's test blocks")
     t.add_argument("file", help="a .pipe file")
@@ -153,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .trust import ApprovalRequired
     parser = _parser()
     args = parser.parse_args(argv)
     if args.version:
@@ -164,8 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return {"check": cmd_check, "run": cmd_run, "graph": cmd_graph, "inspect": cmd_inspect,
-                "test": cmd_test, "compile": cmd_compile, "eval": cmd_eval, "merge": cmd_merge, "report": cmd_report}[args.command](args)
+                "test": cmd_test, "compile": cmd_compile, "eval": cmd_eval, "merge": cmd_merge, "report": cmd_report,
+                "trust": cmd_trust}[args.command](args)
     except UsageError as err:
+        print(f"pipec {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except ApprovalRequired as err:
         print(f"pipec {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -191,7 +211,8 @@ def _load(args, **kw):
         cache = args.cache_dir
     from .artifact import ArtifactError
     try:
-        prog = load(path, getattr(args, "pipeline", None), lm=getattr(args, "lm", None), cache=cache, **kw)
+        prog = load(path, getattr(args, "pipeline", None), lm=getattr(args, "lm", None), cache=cache,
+                    trust=getattr(args, "trust", False), allow=getattr(args, "allow", None) or (), **kw)
     except PipeError as err:
         print(err.render(_color(sys.stderr)), file=sys.stderr)
         raise SystemExit(EXIT_FAIL)
@@ -227,10 +248,17 @@ def cmd_check(args) -> int:
     from .catalogue import catalogue
     from .dsl.diagnostics import render_all
     from .dsl.loader import load
-    from .program import tool_diagnostics
+    from .program import describe_tools, is_artifact, tool_diagnostics
     from pathlib import Path
     all_diags, sources, missing = [], {}, False
+    artifacts_ok = artifacts_bad = 0
     for path in args.files:
+        if is_artifact(Path(path)):
+            if _check_artifact(path, args.format):
+                artifacts_ok += 1
+            else:
+                artifacts_bad += 1
+            continue
         try:
             loaded = load(path, catalogue())
         except (OSError, UnicodeDecodeError) as err:
@@ -239,7 +267,7 @@ def cmd_check(args) -> int:
             continue
         diags = list(loaded.diagnostics)
         if not loaded.errors:
-            diags += tool_diagnostics(loaded.program, Path(path))
+            diags += tool_diagnostics(loaded.program, describe_tools(loaded.program, Path(path)))
         all_diags += diags
         sources.update(loaded.sources)
     errors = [d for d in all_diags if d.severity == "error" or args.werror]
@@ -249,11 +277,39 @@ def cmd_check(args) -> int:
                            "hint": d.hint} for d in all_diags], indent=2))
     elif all_diags:
         print(render_all(all_diags, sources, _color(sys.stderr)), file=sys.stderr)
-    elif not missing:
-        print(f"{', '.join(args.files)}: ok")
+    elif not missing and len(args.files) > artifacts_ok + artifacts_bad:
+        print(f"{', '.join(f for f in args.files if not is_artifact(Path(f)))}: ok")
     if missing:
         return EXIT_USAGE
-    return EXIT_FAIL if errors else EXIT_OK
+    return EXIT_FAIL if errors or artifacts_bad else EXIT_OK
+
+
+def _check_artifact(path: str, fmt: str) -> bool:
+    """`pipec check` of a compiled artifact: its format, fingerprints and embedded sources, and what
+    running it would need approved. Imports and runs nothing of it."""
+    from .artifact import ArtifactError
+    from .compiling import load_compiled
+    try:
+        prog = load_compiled(path, cache=False)
+    except ArtifactError as err:
+        if fmt == "json":
+            print(json.dumps([{"file": path, "line": 0, "col": 0, "severity": "error", "code": "bad-artifact",
+                               "message": str(err)}], indent=2))
+        else:
+            print(f"pipec check: error: {err}", file=sys.stderr)
+        return False
+    if fmt != "json":
+        needs = prog.trust.missing(prog.requirements())
+        if prog.trust.trusted:
+            state = "compiled on this machine or approved with `pipec trust`"
+        elif needs:
+            state = "not compiled on this machine; running it needs your approval of:\n" + \
+                "\n".join(f"  {r.describe()}" for r in needs)
+        else:
+            state = "not compiled on this machine; it names no Python code or LM endpoint of its own"
+        print(f"{path}: ok (artifact of pipeline {prog.name}, written by pipec {prog.artifact.pipec_version}; {state})")
+    prog.close()
+    return True
 
 
 def cmd_run(args) -> int:
@@ -270,6 +326,7 @@ def cmd_run(args) -> int:
         raise UsageError("--concurrency must be at least 1")
     prog = _load(args)
     try:
+        prog.approve_running()           # before anything is read or written
         if args.inputs:
             return _run_batch(prog, args)
         return _run_single(prog, args)
@@ -507,7 +564,6 @@ def cmd_compile(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from pathlib import Path
     from .dataset import DatasetError, load_examples
     from .evaluate import evaluate
     from .metrics import MetricError
@@ -515,6 +571,7 @@ def cmd_eval(args) -> int:
     if not os.path.isfile(args.data):
         raise UsageError(f"no such file: {args.data}")
     prog = _load(args)
+    prog.approve_running()
     try:
         metric = eval_metric(prog, args.metric)
         examples = load_examples(args.data, prog, metric.fields)
@@ -554,17 +611,67 @@ def cmd_eval(args) -> int:
 
 
 def eval_metric(prog, text: str | None):
-    """The metric an eval scores with: the one given, else the artifact's, else the compile block's."""
+    """The metric an eval scores with: the one given, else the artifact's, else the compile block's.
+    A python(...) metric taken from an artifact runs only with the user's approval, like its tools."""
     from .metrics import Metric
+    from .trust import Requirement
     base = prog.path.resolve().parent
     if text:
         return Metric.parse(text, near=base)
     if prog.artifact is not None:
-        return Metric.parse(prog.artifact.report.metric, near=base)
+        metric = Metric.parse(prog.artifact.report.metric, near=base)
+        if metric.target is not None:
+            prog.approve_running([Requirement("metric", metric.text, metric.target)])
+        return metric
     s = compile_settings(prog, argparse.Namespace())
     if "metric_expr" not in s:
         raise UsageError(f"no metric: pass --metric or add a compile block for {prog.name}")
     return Metric.from_expr(s["metric_expr"], near=base)
+
+
+def add_trust_options(sp) -> None:
+    """--allow and --trust, for the commands that run a program (run, eval, report --data)."""
+    sp.add_argument("--allow", action="append", default=[], metavar="NAME",
+                    help="approve one thing an artifact from elsewhere may use: a Python target (pkg.mod:fn), a module "
+                         "or package (pkg.mod), or an LM endpoint (URL); repeatable")
+    sp.add_argument("--trust", action="store_true",
+                    help="approve everything the artifact uses, for this run (see also `pipec trust`)")
+
+
+def cmd_trust(args) -> int:
+    from .artifact import ArtifactError
+    from .compiling import load_compiled
+    from . import trust
+    status = EXIT_OK
+    for path in args.files:
+        if not os.path.isfile(path):
+            raise UsageError(f"no such file: {path}")
+        try:
+            prog = load_compiled(path, cache=False)
+        except ArtifactError as err:
+            print(f"pipec trust: error: {err}", file=sys.stderr)
+            status = EXIT_FAIL
+            continue
+        canonical = prog.artifact.dumps()
+        reqs = prog.requirements()
+        if prog.artifact.report.metric.startswith("python("):
+            from .metrics import Metric
+            metric = Metric.parse(prog.artifact.report.metric, near=prog.path.resolve().parent)
+            reqs.append(trust.Requirement("metric", metric.text, metric.target))
+        what = "\n".join(f"  {r.describe()}" for r in reqs) or "  (no Python code and no LM endpoint of its own)"
+        if args.show:
+            state = "trusted" if trust.is_trusted(canonical) else "not trusted"
+            print(f"{path}: {state}; running it would use:\n{what}")
+        elif args.revoke:
+            done = trust.revoke(canonical)
+            print(f"{path}: approval withdrawn" if done else f"{path}: was not trusted")
+        elif trust.record(canonical, path, "approved"):
+            print(f"{path}: approved (until the file changes); it may now use:\n{what}")
+        else:
+            print(f"pipec trust: error: cannot write the trust store {trust.store_dir()} (it must be yours and "
+                  "writable by you alone)", file=sys.stderr)
+            status = EXIT_FAIL
+    return status
 
 
 def _short(v, n: int = 60) -> str:

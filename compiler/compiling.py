@@ -249,23 +249,18 @@ def lm_identity(program) -> dict[str, Any]:
 
 
 def python_sources(program, metric: Metric) -> dict[str, str]:
-    """Hashes of the Python files behind tools and a python metric: editing them recompiles."""
-    import importlib.util
-    modules = {t.target.partition(":")[0] for t in program.checked.tools.values()}
-    if metric.python is not None:
-        modules.add(getattr(metric.python, "__module__", "") or "")
+    """Hashes of the Python files behind tools and a python metric: editing them recompiles.
+    The files are found as `import` would find them, without importing them."""
+    from .tools import describe_target
+    near = program.path.resolve().parent
+    targets = {t.target for t in program.checked.tools.values()}
+    if metric.target is not None:
+        targets.add(metric.target)
+    origins: dict[str, str | None] = {}
+    for target in targets:
+        origins[target.partition(":")[0]] = describe_target(target, near).origin
     out = {}
-    for name in sorted(m for m in modules if m):
-        origin = None
-        mod = sys.modules.get(name)
-        if mod is not None:
-            origin = getattr(mod, "__file__", None)
-        if origin is None:
-            try:
-                spec = importlib.util.find_spec(name)
-                origin = spec.origin if spec else None
-            except (ImportError, ValueError):
-                origin = None
+    for name, origin in sorted(origins.items()):
         try:
             out[name] = fingerprint(Path(origin).read_bytes().decode("utf-8", "replace")) if origin else "?"
         except OSError:
@@ -385,25 +380,39 @@ def build_artifact(program, report: Report, folder: Path) -> Artifact:
                for m in program.members]
     return Artifact(format_version=FORMAT_VERSION, pipec_version=__version__, pipeline=program.name,
                     sources=Sources(main=main, files=files, fingerprint=fingerprint(main, files)),
-                    graph=graph, lms=lms, predictors=program.params(), ensemble=members, report=report)
+                    graph=graph, lms=lms, predictors=program.params(), ensemble=members, report=report).sealed()
 
 
-def write_artifact(program, path: Path) -> Path:
-    """Save a compiled program's artifact at `path` (sources re-rooted to the destination folder)."""
+def write_artifact(program, path: Path, remember: bool = True) -> Path:
+    """Save a compiled program's artifact at `path` (sources re-rooted to the destination folder).
+
+    A program compiled here from a .pipe file, or loaded from an artifact this machine already
+    trusts, is recorded in the user's trust store (`pipec.trust`), so running the saved file needs no
+    approval; a copy of an untrusted artifact stays untrusted. `remember=False` records nothing.
+    """
+    from . import trust
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     art = build_artifact(program, program.artifact.report, path.resolve().parent)
+    text = art.dumps()
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(art.dumps(), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+    if remember and program.trust.origin in ("source", "store") and not trust.record(text, path, "compiled"):
+        import warnings
+        warnings.warn(f"could not record {path} in the trust store {trust.store_dir()} (not writable, or writable by "
+                      "others): running it will ask for approval (--trust)", stacklevel=2)
     return path
 
 
-def load_compiled(path: str | Path, *, lm=None, lms=None, cache=True):
-    """Load a compiled artifact as a runnable Program with its tuned parameters.
+def load_compiled(path: str | Path, *, lm=None, lms=None, cache=True, trust: bool = False, allow=()):
+    """Load a compiled artifact as a Program with its tuned parameters. Loading runs nothing of the
+    artifact's; running it needs approval unless this machine trusts it (see `pipec.trust`):
+    `allow` names approved targets, modules and endpoints, `trust=True` approves all of them.
 
     >>> prog = load_compiled("examples/intent.compiled.json")      # doctest: +SKIP
     """
+    from . import trust as trust_store
     from .catalogue import catalogue
     from .dsl.diagnostics import PipeError
     from .dsl.loader import load as load_source
@@ -423,8 +432,13 @@ def load_compiled(path: str | Path, *, lm=None, lms=None, cache=True):
             raise OSError(2, "not embedded in the artifact") from None
 
     loaded = load_source(main, catalogue(), source=files[main], reader=reader)
+    if trust_store.is_trusted(art.dumps()):
+        policy = trust_store.Trust(trusted=True, origin="store")
+    else:
+        policy = trust_store.Trust(trusted=bool(trust), origin="flag" if trust else "",
+                                   allow=tuple(str(a) for a in allow))
     try:
-        program = Program(loaded, main, art.pipeline, lm=lm, lms=lms, cache=cache)
+        program = Program(loaded, main, art.pipeline, lm=lm, lms=lms, cache=cache, trust=policy)
     except PipeError as err:
         raise ArtifactError(f"{path}: the embedded sources no longer check with this pipec:\n{err.render()}") from None
     except ValueError as err:           # the artifact names a pipeline its sources do not have
@@ -435,6 +449,7 @@ def load_compiled(path: str | Path, *, lm=None, lms=None, cache=True):
     except (ValueError, KeyError) as err:
         raise ArtifactError(f"{path}: parameters for a predictor the pipeline does not have: {err}") from None
     program.artifact = art
+    program.artifact_path = path
     return program
 
 
@@ -459,7 +474,7 @@ def _store_cached(program, fp: str) -> None:
     if program.cache is None:
         return
     try:
-        write_artifact(program, _cache_path(program, fp))
+        write_artifact(program, _cache_path(program, fp), remember=False)
     except OSError:
         pass   # a read-only cache only costs the next compile its shortcut
 

@@ -1182,6 +1182,7 @@ def _evaluate(program, args) -> dict[str, Any]:
     from .evaluate import evaluate
     from .metrics import MetricError
     from .progress import Progress
+    program.approve_running()            # evaluating runs the program: an untrusted artifact needs approval
     try:
         metric = eval_metric(program, args.metric)
         examples = load_examples(args.data, program, metric.fields)

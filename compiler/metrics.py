@@ -125,13 +125,28 @@ class Metric:
     """
 
     def __init__(self, text: str, fields: list[str], fn: Callable[..., Any] | None, options: dict[str, Any],
-                 python: Callable | None = None, judge: dict | None = None):
+                 python: Callable | None = None, judge: dict | None = None, target: str | None = None,
+                 near=None):
         self.text = text
         self.fields = fields
         self.fn = fn
         self.options = options
-        self.python = python
         self.judge = judge
+        self.target = target            # `pkg.mod:fn` of a python(...) metric, imported on first score
+        self._near = near
+        self._python = python
+
+    @property
+    def python(self) -> Callable | None:
+        """A python(...) metric's function, imported on first use (importing runs its module, so it
+        waits until something is scored: building a metric to show or check it runs nothing)."""
+        if self._python is None and self.target is not None:
+            from .tools import ToolImportError, import_target
+            try:
+                self._python = import_target(self.target, self._near)
+            except ToolImportError as err:
+                raise MetricError(f"metric {self.text}: {err}") from None
+        return self._python
 
     @property
     def needs_lm(self) -> bool:
@@ -155,13 +170,12 @@ class Metric:
             raise MetricError("a metric is a call such as exact_match(answer)")
         text = text or _show_call(expr)
         if expr.callee == "python":
-            from .tools import ToolImportError, import_target
-            target = expr.args[0].value.value if expr.args and isinstance(expr.args[0].value, A.Literal) else ""
-            try:
-                fn = import_target(str(target), near)
-            except ToolImportError as err:
-                raise MetricError(f"metric {text}: {err}") from None
-            return cls(text, [], None, {}, python=fn)
+            from .tools import describe_target
+            target = str(expr.args[0].value.value if expr.args and isinstance(expr.args[0].value, A.Literal) else "")
+            info = describe_target(target, near)
+            if not info.found:
+                raise MetricError(f"metric {text}: {info.problem}")
+            return cls(text, [], None, {}, target=target, near=near)
         if expr.callee not in SPECS:
             raise MetricError(f"unknown metric '{expr.callee}'; known: {', '.join(sorted(SPECS))}, python(\"pkg.mod:fn\")")
         fields = [a.value.name for a in expr.args if a.name is None and isinstance(a.value, A.Var)]
@@ -180,7 +194,7 @@ class Metric:
         """The score of a prediction against a labeled example (judge metrics: use `ascore`)."""
         if not pred.ok:
             return 0.0
-        if self.python is not None:
+        if self.target is not None or self._python is not None:
             return _as_score(self.python(dict(example), pred.outputs()), self.text)
         if self.fn is None:
             raise MetricError(f"{self.text} needs an LM; call ascore")

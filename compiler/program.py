@@ -21,27 +21,33 @@ from .lm import DEFAULT_MODEL, SAMPLING, LMBackend, backend_for
 from .modules import ModuleFailure, ModuleKind, ModuleSpec, Predictor, kinds
 from .prediction import Prediction
 from .reply_parser import ReplyError, coerce
-from .tools import ToolImportError, import_target, signature_problem
+from .tools import TargetInfo, describe_target, import_target, signature_problem
+from .trust import SOURCE, ApprovalRequired, Requirement, Trust
 
 DEFAULT_LM = "__default__"
 
 
 def load(path: str | Path, pipeline: str | None = None, *, lm: str | LMBackend | None = None,
-         lms: dict[str, LMBackend] | None = None, cache: bool | str | Path = True) -> "Program":
-    """Load, check and lower a .pipe file; raise `PipeError` with every diagnostic if it has errors.
+         lms: dict[str, LMBackend] | None = None, cache: bool | str | Path = True, trust: bool = False,
+         allow: Iterable[str] = ()) -> "Program":
+    """Load, check and lower a .pipe file or a compiled artifact; raise `PipeError` with every
+    diagnostic if it has errors. Loading runs nothing of the file's: no tool or metric module is
+    imported until the program runs.
 
     `lm` replaces every LM of the file (an LM id such as "openai/gpt-4o-mini", or a backend object
     such as `ScriptedLM`); `lms` replaces LMs by their declared names. `cache` is True (the default
-    cache directory), False, or a directory.
+    cache directory), False, or a directory. For an artifact that was not compiled on this machine,
+    `allow` approves the Python targets, modules and LM endpoints it may use, and `trust=True` all
+    of them (see `pipec.trust`); without them, running it raises `ApprovalRequired`.
 
     >>> prog = load("examples/intent.pipe")                                  # doctest: +SKIP
     >>> prog(utterance="Table for two at 8 tonight").intent                  # doctest: +SKIP
     'book_restaurant'
     """
     path = Path(path)
-    if path.suffix == ".json" or _looks_like_json(path):
+    if is_artifact(path):
         from .compiling import load_compiled
-        return load_compiled(path, lm=lm, lms=lms, cache=cache)
+        return load_compiled(path, lm=lm, lms=lms, cache=cache, trust=trust, allow=allow)
     try:
         loaded = load_source(path, catalogue())
     except (OSError, UnicodeDecodeError) as err:
@@ -53,13 +59,16 @@ class Program:
     """A checked, lowered pipeline bound to its LMs, modules and tools. Call it like a function."""
 
     def __init__(self, loaded: Loaded, path: Path, pipeline: str | None = None, *, lm=None, lms=None,
-                 cache: bool | str | Path = True):
+                 cache: bool | str | Path = True, trust: Trust = SOURCE):
         self.path = path
         self.loaded = loaded
+        self.trust = trust
+        self._cleared = trust.trusted          # set once running has been approved (see `approve_running`)
         diags = list(loaded.diagnostics)
         prog = loaded.program
+        self._targets: dict[str, TargetInfo] = describe_tools(prog, path)
         if not loaded.errors:
-            diags += tool_diagnostics(prog, path)
+            diags += tool_diagnostics(prog, self._targets)
         errors = [d for d in diags if d.severity == "error"]
         if errors:
             raise PipeError(errors, loaded.sources)
@@ -68,6 +77,8 @@ class Program:
         self.name = choose_pipeline(prog, path, pipeline)
         self.graph: Graph = lower(prog, self.name)
         self.lm_ids = self._lm_ids(lm)
+        self._overridden = {name for name in self.lm_ids if lm is not None or name in (lms or {})
+                            or (name == DEFAULT_LM and prog.default_lm in (lms or {}))}
         self._backends = self._backends_for(lm, lms or {})
         self._tools: dict[str, Any] = {}
         self._tool_lock = threading.Lock()
@@ -79,9 +90,11 @@ class Program:
         self.cache = None if cache is False else LMCache(None if cache is True else cache)
         self.stats = Stats()
         self.artifact = None          # set on compiled programs
-        # Async tools (called by nodes or by kinds such as ReAct) need an event loop: no inline path then.
-        self.inline = all(b.inline for b in self._used_backends()) and not any(
-            pyinspect.iscoroutinefunction(self.tool(name)) for name in self._used_tools())
+        self.artifact_path: Path | None = None      # the file a compiled program was loaded from
+        # Async tools (called by nodes or by kinds such as ReAct) need an event loop: no inline path then,
+        # nor for a tool that may be async as far as reading its source can tell.
+        self.inline = all(b.inline for b in self._used_backends()) and all(
+            self._targets[name].is_async is False for name in self._used_tools())
 
     # ------------------------------------------------------------------ construction
     def _lm_ids(self, override) -> dict[str, str]:
@@ -227,30 +240,63 @@ class Program:
         return result
 
     def tool_doc(self, name: str) -> str:
-        """How a tool is described to a model: its declared signature and its docstring's first line."""
+        """How a tool is described to a model: its declared signature (else its function's, read from
+        the source) and its docstring's first line. Read without importing the tool, so `pipec
+        inspect` shows exactly what a run sends."""
         from .dsl.types import show
         decl = self.checked.tools[name]
+        info = self._targets[name]
         if decl.params is not None:
             params = ", ".join(f"{p.name}: {show_ref(p.type)}" for p in decl.params)
             sig = f"{name}({params})"
         else:
-            try:
-                sig = f"{name}{pyinspect.signature(self.tool(name))}"
-            except (TypeError, ValueError):
-                sig = f"{name}(...)"
+            sig = f"{name}{info.signature}" if info.signature is not None else f"{name}(...)"
         ret = self.checked.tool_returns.get(name)
         if ret is not None:
             sig += f" -> {show(ret)}"
-        doc = (pyinspect.getdoc(self.tool(name)) or "").strip().splitlines()
-        return sig + (f": {doc[0]}" if doc else "")
+        return sig + (f": {info.doc}" if info.doc else "")
+
+    def tool_signature(self, name: str):
+        """The `inspect.Signature` of a tool's function as read from its source, or None if unknown."""
+        return self._targets[name].signature
 
     def tool(self, name: str):
+        """The tool's function, imported on first use (which runs its module: only once running is approved)."""
         fn = self._tools.get(name)
         if fn is None:
+            if not self._cleared:
+                self.approve_running()
             with self._tool_lock:
                 fn = self._tools.get(name) or import_target(self.checked.tools[name].target, self.path.parent.resolve())
                 self._tools[name] = fn
         return fn
+
+    # ------------------------------------------------------------------ trust
+    def requirements(self) -> list[Requirement]:
+        """What this program would run or reach that needs approval if it came from an untrusted
+        artifact: the Python targets of the tools it uses, and the LM endpoints it would send
+        requests (and keys) to."""
+        out = [Requirement("tool", name, self.checked.tools[name].target) for name in sorted(self._used_tools())]
+        for name, decl in sorted(self.checked.lms.items()):
+            if name in self._overridden:       # replaced by `--lm` / `lm=` / `lms=`: the file's endpoint is not used
+                continue
+            opts = {o.name: o.value for o in decl.options}
+            url = opts.get("api_base") or (decl.model if "://" in decl.model else None)
+            if url:
+                key = opts.get("api_key_env")
+                detail = f" (with the key in ${key})" if key else " (with any key your environment holds for it)"
+                out.append(Requirement("endpoint", name, str(url), detail))
+        return out
+
+    def approve_running(self, extra: Iterable[Requirement] = ()) -> None:
+        """Raise `ApprovalRequired` listing everything this program (and `extra`, e.g. a metric taken
+        from the artifact) would run without the user's approval; a trusted program passes."""
+        extra = list(extra)
+        missing = self.trust.missing([*self.requirements(), *extra])
+        if missing:
+            raise ApprovalRequired(str(self.artifact_path or self.path), missing)
+        if not extra:
+            self._cleared = True
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -344,6 +390,10 @@ class Program:
 
     # ------------------------------------------------------------------ running
     def runtime(self, budget=None, stats: Stats | None = None) -> Runtime:
+        """What one run needs (backends, cache, counters); every run starts here, so this is where an
+        untrusted artifact is stopped before it runs anything."""
+        if not self._cleared:
+            self.approve_running()
         return Runtime(self._backends, self.cache, stats or self.stats, budget)
 
     def default_lm_name(self, name: str | None = None) -> str:
@@ -399,6 +449,11 @@ def _plain_option(value):
     if isinstance(value, list):
         return [_plain_option(v) for v in value]
     return value
+
+
+def is_artifact(path: Path) -> bool:
+    """Whether `path` holds a compiled artifact rather than a .pipe file (a .json name, or JSON inside)."""
+    return path.suffix == ".json" or _looks_like_json(path)
 
 
 def _looks_like_json(path: Path) -> bool:
@@ -460,19 +515,24 @@ def choose_pipeline(prog, path: Path, name: str | None) -> str:
     raise ValueError(f"{path} declares several pipelines ({', '.join(main)}); choose one with --pipeline")
 
 
-def tool_diagnostics(prog, path: Path) -> list[Diagnostic]:
-    """Tools whose targets cannot be imported, or whose declared parameters do not fit the function."""
+def describe_tools(prog, path: Path) -> dict[str, TargetInfo]:
+    """Every declared tool's target, described without importing it (see `pipec.tools`)."""
+    near = path.parent.resolve()
+    return {name: describe_target(tool.target, near) for name, tool in prog.tools.items()}
+
+
+def tool_diagnostics(prog, targets: dict[str, TargetInfo]) -> list[Diagnostic]:
+    """Tools whose targets do not exist, or whose declared parameters do not fit the function."""
     out = []
     for tool in prog.tools.values():
-        try:
-            fn = import_target(tool.target, path.parent.resolve())
-        except ToolImportError as err:
-            out.append(Diagnostic("error", f"tool {tool.name}: {err}", tool.span,
-                                  "the target is imported like a Python module path, from the current directory "
+        info = targets[tool.name]
+        if not info.found:
+            out.append(Diagnostic("error", f"tool {tool.name}: {info.problem}", tool.span,
+                                  "the target is found like a Python module path, from the current directory "
                                   "or the .pipe file's folder", "bad-tool"))
             continue
         if tool.params is not None:
-            problem = signature_problem(fn, [p.name for p in tool.params])
+            problem = signature_problem(info.signature, [p.name for p in tool.params])
             if problem:
                 out.append(Diagnostic("error", f"tool {tool.name}: declared parameters do not fit {tool.target}: {problem}",
                                       tool.span, "make the declared names match the function's parameters", "bad-tool"))

@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
+import shutil
 import sys
+import tempfile
 import textwrap
 import threading
 from pathlib import Path
@@ -18,6 +21,11 @@ import pytest
 import pipec
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Artifacts that tests compile are recorded as trusted (see pipec.trust): in a store of the test
+# session's own, never the user's. Set before any test runs, so subprocesses inherit it too.
+_TRUST_DIR = tempfile.mkdtemp(prefix="pipec-test-trust-")
+os.environ["PIPEC_TRUST_DIR"] = _TRUST_DIR
 
 _tool_counter = itertools.count()
 
@@ -209,6 +217,7 @@ def pytest_sessionfinish(session, exitstatus):
     """Fail the run if a test imported the source folders by their own names (`compiler.cache_io`
     rather than `pipec.cache_io`): that is a second copy of the module, and a monkeypatch applied to
     it silently misses the code under test."""
+    shutil.rmtree(_TRUST_DIR, ignore_errors=True)
     stray = sorted(m for m in sys.modules if m.split(".")[0] in ("compiler", "dsl", "optimizers"))
     if stray:
         print(f"\nERROR: tests imported source folders as top-level modules: {', '.join(stray)}; "

@@ -11,6 +11,7 @@ import pytest
 from conftest import first_user_value
 
 import pipec
+from tampering import reseal
 from pipec import cli
 from pipec.artifact import FORMAT_VERSION, ArtifactError, read_artifact
 
@@ -199,8 +200,16 @@ def _damage(kind, path):
         return "not a pipec compiled artifact"
     elif kind == "unknown predictor":
         art["predictors"]["n"] = art["predictors"].pop("m")
-        path.write_text(json.dumps(art))
+        path.write_text(json.dumps(reseal(art)))
         return "no predictor 'n'"
+    elif kind == "edited demo":
+        art["predictors"]["m"]["demos"][0]["a"] = "planted"
+        path.write_text(json.dumps(art))
+        return "does not match its fingerprint"
+    elif kind == "edited metric":
+        art["report"]["metric"] = 'python("planted:score")'
+        path.write_text(json.dumps(art))
+        return "does not match its fingerprint"
     elif kind == "unknown key":
         art["report"]["secret_sauce"] = 1
         path.write_text(json.dumps(art))
@@ -210,7 +219,7 @@ def _damage(kind, path):
 
 
 DAMAGE = ["truncated", "edited source", "wrong type", "demos not a list", "newer version", "version zero",
-          "not an artifact", "a list", "unknown predictor", "unknown key"]
+          "not an artifact", "a list", "unknown predictor", "unknown key", "edited demo", "edited metric"]
 
 
 @pytest.mark.parametrize("kind", DAMAGE)

@@ -72,7 +72,8 @@ def make(write_pipe, tool_module):
         name = tool_module(TOOLS)
         path = write_pipe(pipe.format(m=name, tools=tools, opts=f", {opts}" if opts else ""))
         prog = pipec.load(path, lm=lm, cache=False)
-        return prog, sys.modules[name] if name in sys.modules else __import__(name)
+        prog.tool(tools.split(",")[0].strip())      # the tool module as pipec imports it, to read its calls
+        return prog, sys.modules[name]
     return build
 
 

@@ -55,6 +55,7 @@ def with_check(write_pipe, tool_module, options=", check: short", fn="short"):
 def load_with_tools(path, mod, lm):
     """Load, then the tool module as pipec imported it (beside the .pipe file), to read what it was called with."""
     prog = pipec.load(path, lm=lm, cache=False)
+    prog.tool(next(iter(prog.checked.tools)))       # loading imports nothing; the first run would
     return prog, sys.modules[mod]
 
 

@@ -56,7 +56,7 @@ def make(write_pipe, tool_module):
     def build(lm, opts="", pipe=PIPE):
         name = tool_module(TOOLS)
         prog = pipec.load(write_pipe(pipe.format(m=name, opts=f", {opts}" if opts else "")), lm=lm, cache=False)
-        __import__(name)
+        prog.tool("search")              # the tool module as pipec imports it, to read its calls
         return prog, sys.modules[name]
     return build
 

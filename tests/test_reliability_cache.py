@@ -282,10 +282,10 @@ def test_full_disk_while_storing_a_compiled_artifact_in_the_cache(tmp_path, monk
     rows = [{"q": "x" * i, "n": i} for i in range(1, 13)]
     real = compiling.write_artifact
 
-    def full(program, dest):
+    def full(program, dest, **kw):
         if "compiled" in Path(dest).parts:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(program, dest)
+        return real(program, dest, **kw)
     monkeypatch.setattr(compiling, "write_artifact", full)
     prog = pipec.load(path, lm=pipec.ScriptedLM(rule=count_rule, cacheable=True), cache=tmp_path / "cache")
     compiled = prog.compile(rows[:8], rows[8:], "exact_match(n)", "labeled_fewshot", seed=0)

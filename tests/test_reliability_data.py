@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 import pipec
+from pipec.artifact import FORMAT_VERSION
+from tampering import reseal
 from pipec import cli
 from pipec.artifact import ArtifactError
 from pipec.batch import run_jsonl
@@ -459,7 +461,7 @@ def test_every_field_of_the_wrong_type_or_missing_is_refused_or_harmless(artifac
                 _set(tampered, path, value, delete=value == "<delete>")
                 file = tmp_path / f"field-{i}.compiled.json"
                 i += 1
-                file.write_text(json.dumps(tampered))
+                file.write_text(json.dumps(reseal(tampered)))      # past the fingerprint, to the checks behind it
                 try:
                     counts[load_outcome(file)] += 1
                 except (AssertionError, ArtifactError):
@@ -483,7 +485,7 @@ def test_schema_errors_name_the_field(artifacts, tmp_path):
     assert "invalid artifact at 'predictors.m.knn.k'" in str(_error(path))
 
 
-VERSIONS = {"2": (2, "newer than this pipec"), "999": (999, "upgrade pipec"), "0": (0, "unknown artifact format version 0"),
+VERSIONS = {"next": (FORMAT_VERSION + 1, "newer than this pipec"), "999": (999, "upgrade pipec"), "0": (0, "unknown artifact format version 0"),
             "-1": (-1, "unknown artifact format version -1"), "string": ("1", "no format version"),
             "float": (1.5, "no format version"), "null": (None, "no format version"), "missing": ("<delete>", "no format version")}
 
@@ -518,7 +520,7 @@ def test_ensemble_member_with_an_unknown_predictor_is_refused(artifacts, tmp_pat
     assert doc["ensemble"], "the ensemble optimizer kept no members"
     doc["ensemble"][0]["nope"] = doc["ensemble"][0].pop("m")
     path = tmp_path / "e.compiled.json"
-    path.write_text(json.dumps(doc))
+    path.write_text(json.dumps(reseal(doc)))
     assert "nope" in str(_error(path))
 
 
@@ -526,7 +528,7 @@ def test_artifact_naming_an_unknown_pipeline_is_refused(artifacts, tmp_path, lm,
     doc = json.loads(artifacts["fixed"])
     doc["pipeline"] = "nope"
     path = tmp_path / "p.compiled.json"
-    path.write_text(json.dumps(doc))
+    path.write_text(json.dumps(reseal(doc)))
     rc, out, err = main(capsys, "run", path, "-i", "q=x", "--no-cache")
     assert rc == 1 and f"pipec run: error: {path}: " in err
     assert "nope" in str(_error(path))
@@ -542,7 +544,7 @@ def test_deeply_nested_artifact_is_refused(tmp_path):
 def _damaged(artifacts, tmp_path) -> dict[str, Path]:
     blob = artifacts["fixed"]
     cases = {"truncated": blob[: len(blob) // 2], "empty": b"", "binary": bytes(range(256)),
-             "newer version": blob.replace(b'"format_version": 1', b'"format_version": 7'),
+             "newer version": blob.replace(b'"format_version": %d' % FORMAT_VERSION, b'"format_version": 7'),
              "edited source": blob.replace(b"Reverse the word.", b"Reverse the world."),
              "a list": b"[1, 2, 3]"}
     out = {}

@@ -169,6 +169,11 @@ class KindEnv:
         """A tool's declared parameters as (name, type, required), or None when it declares none."""
         return self._program.checked.tool_params.get(name)
 
+    def tool_signature(self, name: str):
+        """The `inspect.Signature` of a tool's Python function, read from its source without importing
+        it (None when that cannot be known statically)."""
+        return self._program.tool_signature(name)
+
     def lm_sampling(self, name: str) -> dict[str, Any]:
         """The sampling options (temperature, max_tokens, ...) declared on lm `name`, for kinds that
         put inner predictors on other LMs than their own."""

@@ -22,8 +22,8 @@ Tools: each tool in `tools` must be fillable from the model's `action_input`:
   from an object by parameter name (values coerced to the declared types), or from a plain string
   when it has exactly one parameter; the reply schema constrains `action_input` to those shapes;
 - a tool without one (`tool search = python(...)`) is accepted only if its Python function takes
-  exactly one parameter without a default (checked statically by importing it, as `pipec check` does
-  for every tool); the string goes to that parameter, and an object may name the function's parameters.
+  exactly one parameter without a default (checked statically by reading its source, as `pipec check`
+  does for every tool, without importing it); the string goes to that parameter, and an object may name the function's parameters.
 Arguments that do not fit (a missing parameter, an unknown name, a value of the wrong type) become an
 error observation too, so the model can correct itself at the next step.
 
@@ -42,7 +42,7 @@ from typing import Any
 
 from ..dsl import ast as A
 from ..dsl.catalogue import OptionSpec
-from ..dsl.types import ANY, SCALARS, STR, Type
+from ..dsl.types import ANY, STR, Type
 from ..prompt import render_value
 from ..reply_parser import ReplyError, coerce
 from ..schema import type_schema
@@ -58,34 +58,18 @@ Param = tuple[str, Type, bool]
 
 
 # ---------------------------------------------------------------------------- tools (shared with SelfAsk)
-def resolve_ref(ref: A.TypeRef, records: dict[str, Type]) -> Type:
-    """A tool parameter's TypeRef as a Type (the checker has already reported bad ones)."""
-    if ref.name in SCALARS:
-        t = Type(ref.name)
-    elif ref.name == "enum":
-        t = Type("enum", values=tuple(dict.fromkeys(ref.values)))
-    elif ref.name == "list":
-        t = Type("list", arg=resolve_ref(ref.arg, records) if ref.arg is not None else ANY)
-    else:
-        t = records.get(ref.name, ANY)
-    return Type(t.kind, t.arg, t.values, t.name, t.fields, True) if ref.optional else t
-
-
-def python_params(fn) -> list[Param] | None:
-    """The parameters of an undeclared tool's function (untyped), or None if it has no signature."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
+def python_params(sig: inspect.Signature | None) -> list[Param] | None:
+    """The parameters of an undeclared tool's function (untyped), or None if its signature is unknown."""
+    if sig is None:
         return None
     return [(p.name, ANY, p.default is inspect.Parameter.empty) for p in sig.parameters.values()
             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
-def undeclared_problem(fn) -> str | None:
-    """Why an undeclared tool cannot be filled from one string, or None (exactly one required parameter)."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
+def undeclared_problem(sig: inspect.Signature | None) -> str | None:
+    """Why an undeclared tool cannot be filled from one string, or None (exactly one required
+    parameter, or a signature that cannot be read without importing the tool)."""
+    if sig is None:
         return None
     ps = list(sig.parameters.values())
     required = [p.name for p in ps if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
@@ -97,42 +81,26 @@ def undeclared_problem(fn) -> str | None:
         else f"its function's one required parameter ({required[0]}) is keyword-only"
 
 
-def import_tool(decl: A.ToolDecl, mod: A.ModuleDecl):
-    """Import a tool's function from beside the .pipe file that declares `mod`, or None if it cannot be."""
-    from ..tools import import_target
-    try:
-        return import_target(decl.target, Path(mod.span.file).parent.resolve())
-    except Exception:       # an import problem is reported by the tool checks themselves
-        return None
-
-
-# Workarounds, until KindEnv offers them: kinds are built inside Program.__init__ before its tool table
-# exists (`env.tool_doc` raises AttributeError then), and KindEnv exposes no tool parameters. These read
-# the Program behind the env and import tools the way Program.tool does.
-def _tool_fn(env, name: str):
-    program = env._program
-    if hasattr(program, "_tools"):
-        return program.tool(name)
-    from ..tools import import_target
-    return import_target(program.checked.tools[name].target, program.path.parent.resolve())
+def tool_signature(decl: A.ToolDecl, mod: A.ModuleDecl) -> inspect.Signature | None:
+    """A tool function's signature, read (not imported) from beside the .pipe file that declares `mod`."""
+    from ..tools import describe_target
+    return describe_target(decl.target, Path(mod.span.file).parent.resolve()).signature
 
 
 def tool_params(env, name: str) -> list[Param]:
     """A tool's parameters: the declared ones (typed), else those of its Python function (untyped)."""
-    program = env._program
-    decl = program.checked.tools[name]
-    if decl.params is not None:
-        return [(p.name, resolve_ref(p.type, program.checked.records), not p.type.optional) for p in decl.params]
-    return python_params(_tool_fn(env, name)) or []
+    declared = env.tool_params(name)
+    if declared is not None:
+        return declared
+    return python_params(env.tool_signature(name)) or []
 
 
 def call_keys(env, name: str) -> dict[str, str]:
     """Positional-only parameters of an undeclared tool's function (`math:sqrt`), as `#i` call keys."""
-    if env._program.checked.tools[name].params is not None:
+    if env.tool_params(name) is not None:
         return {}
-    try:
-        sig = inspect.signature(_tool_fn(env, name))
-    except (TypeError, ValueError):
+    sig = env.tool_signature(name)
+    if sig is None:
         return {}
     return {p.name: f"#{i}" for i, p in enumerate(sig.parameters.values()) if p.kind == p.POSITIONAL_ONLY}
 
@@ -141,29 +109,6 @@ def call_args(args: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
     """Filled arguments as `call_tool` takes them: positional-only ones first, in order, as `#i`."""
     pos = sorted((keys[k], v) for k, v in args.items() if k in keys)
     return {**dict(pos), **{k: v for k, v in args.items() if k not in keys}}
-
-
-def tool_doc(env, name: str) -> str:
-    """`name(params) -> type: first docstring line`, as `KindEnv.tool_doc` words it."""
-    program = env._program
-    if hasattr(program, "_tools"):
-        return env.tool_doc(name)
-    from ..dsl.types import show
-    from ..program import show_ref
-    decl = program.checked.tools[name]
-    fn = _tool_fn(env, name)
-    if decl.params is not None:
-        sig = f"{name}({', '.join(f'{p.name}: {show_ref(p.type)}' for p in decl.params)})"
-    else:
-        try:
-            sig = f"{name}{inspect.signature(fn)}"
-        except (TypeError, ValueError):
-            sig = f"{name}(...)"
-    ret = program.checked.tool_returns.get(name)
-    if ret is not None:
-        sig += f" -> {show(ret)}"
-    doc = (inspect.getdoc(fn) or "").strip().splitlines()
-    return sig + (f": {doc[0]}" if doc else "")
 
 
 def fill_args(tool: str, params: list[Param], value: Any) -> dict[str, Any]:
@@ -235,10 +180,10 @@ def validate_react(decl: A.ModuleDecl, prog) -> list[tuple[str, str]]:
         tool = prog.tools.get(name)
         if tool is None or tool.params is not None:
             continue                            # unknown names are reported by the option check
-        fn = import_tool(tool, decl)
-        problem = undeclared_problem(fn) if fn is not None else None
+        fn_sig = tool_signature(tool, decl)
+        problem = undeclared_problem(fn_sig)
         if problem:
-            shown = ", ".join(f"{n}: T" for n, _, req in python_params(fn) or [] if req) or "x: T"
+            shown = ", ".join(f"{n}: T" for n, _, req in python_params(fn_sig) or [] if req) or "x: T"
             out.append((f"ReAct tool {name} has no declared parameters and {problem}, so the model's action "
                         "input cannot be matched to them",
                         f"declare them with their types: `tool {name}({shown}) -> T = python(\"{tool.target}\")`"))
@@ -285,7 +230,7 @@ class ReAct(ModuleKind):
         env = spec.env
         self.params: dict[str, list[Param]] = {t: tool_params(env, t) for t in self.tools} if env else {}
         self.keys: dict[str, dict[str, str]] = {t: call_keys(env, t) for t in self.tools} if env else {}
-        docs = [tool_doc(env, t) if env else t for t in self.tools]
+        docs = [env.tool_doc(t) if env else t for t in self.tools]
         ins = ", ".join(f"`{n}`" for n, _, _ in spec.inputs)
         outs = ", ".join(f"`{n}`" for n, _, _ in spec.outputs)
         tool_lines = "\n".join(f"- {d}" for d in docs)

@@ -31,7 +31,7 @@ from ..dsl import ast as A
 from ..dsl.catalogue import OptionSpec
 from ..dsl.types import BOOL, STR, Type
 from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind
-from .react import call_args, call_keys, fill_args, import_tool, observe, tool_params, undeclared_problem
+from .react import call_args, call_keys, fill_args, observe, tool_params, tool_signature, undeclared_problem
 
 DEFAULT_MAX_FOLLOWUPS = 3
 NEEDED = "Are follow up questions needed here:"
@@ -62,8 +62,7 @@ def validate_self_ask(decl: A.ModuleDecl, prog) -> list[tuple[str, str]]:
                     out.append((f"SelfAsk tool {tool.name}: its parameter '{p.name}' is {p.type.name}, but the "
                                 "follow-up question is text", hint))
         else:
-            fn = import_tool(tool, decl)
-            problem = undeclared_problem(fn) if fn is not None else None
+            problem = undeclared_problem(tool_signature(tool, decl))
             if problem:
                 out.append((f"SelfAsk tool {tool.name} has no declared parameters and {problem}", hint))
     sig = prog.signatures.get(decl.signature)
