@@ -15,6 +15,7 @@ _LAZY = {
     "load": ("pipec.program", "load"),
     "load_compiled": ("pipec.compiling", "load_compiled"),
     "ArtifactError": ("pipec.artifact", "ArtifactError"),
+    "ApprovalRequired": ("pipec.trust", "ApprovalRequired"),
     "DatasetError": ("pipec.dataset", "DatasetError"),
     "Program": ("pipec.program", "Program"),
     "Prediction": ("pipec.prediction", "Prediction"),

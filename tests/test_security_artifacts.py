@@ -379,3 +379,23 @@ def test_a_module_planted_under_a_stdlib_name_is_not_imported_to_describe_it(wri
     assert rc == 0, err
     assert not marker.exists()
     shutil.rmtree(tmp_path / "__pycache__", ignore_errors=True)
+
+
+def test_markup_planted_in_an_artifact_stays_text_in_the_report(compiled, tmp_path):
+    doc = json.loads(compiled.read_text())
+    evil = '</script><script>document.title="pwned"</script><img src=x onerror=alert(1)>'
+    doc["predictors"]["m"]["instruction"] = evil
+    doc["predictors"]["m"]["demos"][0]["a"] = evil
+    doc["pipeline"] = "toy"
+    art = tmp_path / "evil.compiled.json"
+    art.write_text(json.dumps(reseal(doc)))
+    out = tmp_path / "evil.html"
+    rc, _, err = pipec_cmd("report", art, "-o", out, cwd=tmp_path)
+    assert rc == 0, err
+    page = out.read_text()
+    assert "<script>document.title" not in page and "<img src=x" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page or "\\u003cimg" in page
+
+
+def test_approval_required_is_part_of_the_public_api():
+    assert pipec.ApprovalRequired is ApprovalRequired
