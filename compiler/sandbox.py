@@ -1,46 +1,83 @@
-"""A sandbox for model-written Python: a separate, limited, offline process per run.
+"""A sandbox for model-written Python: a separate, limited, offline process per run, behind an OS boundary.
 
 `run_python(code, inputs, timeout, memory_mb)` runs `code` in a fresh interpreter and returns a
 `SandboxResult`: whether it worked, the value it computed, what it printed, and, when it did not
 work, a short error meant to be shown to a model so that it can fix its program.
 
-What the program sees: its inputs as variables (and as the dict `inputs`), a private temporary
-directory as its working directory, the standard library, and nothing else. Its answer is the
-variable `result`, or else the value of its last line when that line is an expression (as in a
-notebook); what it prints is returned too.
+What the program sees: its inputs as variables (and as the dict `inputs`), a private, size-limited
+scratch directory as its working directory (`/tmp`), the standard library, and nothing else. Its
+answer is the variable `result`, or else the value of its last line when that line is an expression
+(as in a notebook); what it prints is returned too.
 
-Layers (defense in depth; each one stops something on its own):
+The boundary is the operating system, through bubblewrap (`bwrap`, Debian's and Fedora's
+`bubblewrap` package, 0.8.0 or newer). Each run is, in effect:
 
-* A separate process (never a thread) in its own session and process group, so that the parent's
-  wall-clock timeout kills everything it started (`killpg`), and a crash cannot touch the parent.
-* Resource limits set before the interpreter starts: address space and data (`memory_mb`), CPU
-  seconds (just above `timeout`), file size, open files, processes, no core dumps.
-* When the parent runs as root (as CI and this project's machines do): a new network namespace
-  (`unshare(CLONE_NEWNET)`: no interface but a loopback that is down), then the privileges are
-  dropped to nobody (65534) with no supplementary groups, so the file system refuses writes
-  outside the temporary directory (made beforehand and given to nobody), `/etc/shadow` and the
-  parent's `/proc/*/environ` are unreadable, and the process limit applies. As another user, a new
-  user+network namespace is tried instead.
+    bwrap --unshare-user --uid 65534 --gid 65534 --disable-userns
+          --unshare-pid --unshare-net --unshare-ipc --unshare-uts --unshare-cgroup-try --hostname sandbox
+          --die-with-parent --new-session --cap-drop ALL
+          --ro-bind /usr /usr  --symlink usr/lib /lib ...  (the /bin /sbin /lib* links, or read-only binds)
+          --ro-bind PREFIX PREFIX           (the interpreter's installation, when it is not under /usr)
+          --ro-bind /etc/ld.so.cache ... --ro-bind /etc/localtime ...   (nothing else of /etc)
+          --tmpfs SITE --remount-ro SITE    (each site-packages/dist-packages: hidden)
+          --proc /proc --dev /dev --remount-ro /dev
+          --size 64MiB --tmpfs /tmp --remount-ro / --chdir /tmp
+          --clearenv --setenv PATH /usr/bin:/bin --setenv HOME /tmp --setenv TMPDIR /tmp ...
+          --info-fd N -- PYTHON -I -S -B -c RUNNER
+
+so the program runs as uid 65534 in its own user, mount, pid, network (a loopback of its own), IPC
+and UTS namespaces, sees a read-only root holding only /usr, the interpreter and two files of /etc
+(no /home, no /root, no host /proc, /sys or /run), cannot make user namespaces of its own (which
+could mount an unbounded tmpfs), and can write only to one tmpfs of MAX_SCRATCH_BYTES (there is no
+writable /dev/shm or second /tmp: total bytes written are bounded, and nothing reaches the host's
+disk). When the run ends, its pid namespace ends with it: every process it started is killed,
+double-forked and `setsid` ones included, before `run_python` returns.
+
+Around that boundary (defense in depth):
+
+* As root, the parent drops to nobody (65534, no groups) before starting bwrap, when the kernel
+  lets unprivileged users make user namespaces: the host sees only nobody's processes, and all of
+  them count against one process limit. Where it does not (or no interpreter is usable by nobody),
+  root starts bwrap itself: still uid 65534 inside, but root outside, which the kernel exempts from
+  process limits (the `isolation` of such a run lacks "nobody").
+* Resource limits set before bwrap starts: address space and data (`memory_mb`), CPU seconds (just
+  above `timeout`), file size, open files, no core dumps; and, set inside the namespaces, at most
+  MAX_PROCESSES processes and threads per run.
+* A separate session and process group, killed (with the pid namespace) on timeout.
 * An audit hook (`sys.addaudithook`) installed in the child before the program runs refuses
-  sockets, process creation (`subprocess`, `os.system`, `os.fork`, `os.exec*`, `os.posix_spawn`,
-  the `_posixsubprocess` module), signals to other processes, `ctypes`, native extensions outside
-  the standard library, sub-interpreters, crafting code objects, writing, renaming or deleting
-  outside the temporary directory, and reading outside it and the standard library.
-  The hook guards against a program that tries the obvious things; it is not a boundary against
-  one crafted to corrupt the interpreter's memory: that is what the process layers are for.
-* A minimal environment (never the parent's: no API keys), `python -I -S -B` (no site-packages,
-  no `PYTHON*` variables, no bytecode written), inputs as JSON on stdin, the result as JSON on a
-  private descriptor, stdout and stderr read with caps (a program that prints too much is
-  stopped), and the temporary directory removed afterwards.
+  sockets, process creation, signals, `ctypes`, native extensions outside the standard library,
+  sub-interpreters, crafting code objects, changing functions' code or defaults, tracing, and file
+  access outside the working directory and the standard library. It is built so that the program
+  cannot switch it off by replacing names (it looks up no global or builtin when it runs and holds
+  no mutable state), but a Python hook is a tripwire, not a boundary: the tests show the OS layers
+  containing each attack with the hook off.
+* A minimal environment (never the parent's: no API keys), `python -I -S -B`, inputs as JSON on
+  stdin, the result as JSON on a private descriptor, stdout and stderr read with caps.
+
+Choosing how to isolate (only the user's environment can; a .pipe file or artifact cannot):
+
+* Default: bubblewrap. Where it is missing, too old, or cannot make namespaces (e.g. Docker's
+  default seccomp profile, or unprivileged user namespaces disabled), every run is refused with
+  error_type "setup" and a message naming what to install; nothing runs with less isolation.
+* `PIPEC_BWRAP=/path/to/bwrap`: use that bubblewrap binary.
+* `PIPEC_SANDBOX=process`: the documented weaker mode, for machines where namespaces cannot be
+  had: a limited process (rlimits, process group, nobody and a network namespace when root, a
+  user+network namespace when possible otherwise) and the audit hook, with no file-system or pid
+  isolation. Every result then says "weaker-mode:PIPEC_SANDBOX=process" in `isolation`.
+
+`SandboxResult.isolation` names the layers that held for the run (e.g. "bwrap", "userns", "pidns",
+"netns", "nobody", "tmpfs-cap", "rlimits", "audit").
 
 >>> run_python("result = math.sqrt(x) + 1", {"x": 16}).value    # doctest: +SKIP
 5.0
 """
 from __future__ import annotations
 
+import dataclasses
+import glob
 import json
 import os
 import resource
+import select
 import selectors
 import shutil
 import signal
@@ -51,7 +88,8 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from functools import lru_cache
+from typing import Any, NamedTuple, Sequence
 
 NOBODY = 65534
 CLONE_NEWUSER = 0x10000000
@@ -59,12 +97,30 @@ CLONE_NEWNET = 0x40000000
 
 MAX_PROTOCOL_BYTES = 4 * 1024 * 1024     # the result document (value, printed text, variables)
 MAX_STDERR_BYTES = 64 * 1024
-MAX_FILE_BYTES = 8 * 1024 * 1024        # largest file the program may write in its directory
+MAX_FILE_BYTES = 8 * 1024 * 1024        # largest file the program may write
+MAX_SCRATCH_BYTES = 64 * 1024 * 1024    # all it may write, in total (the one writable tmpfs)
 MAX_OPEN_FILES = 64
-MAX_PROCESSES = 64                      # processes (and threads) of the sandbox user, when root
+MAX_PROCESSES = 64                      # processes and threads of one run
+MAX_NOBODY_PROCESSES = 512              # of all runs together, on the host, when root drops to nobody
 STARTUP_LIMIT = 15.0                    # seconds the interpreter may take to start (not part of timeout)
+TEARDOWN_LIMIT = 10.0                   # seconds a killed pid namespace may take to empty
+SCRATCH = "/tmp"                        # the working directory, HOME and TMPDIR inside the sandbox
+MODE_ENV = "PIPEC_SANDBOX"              # "process": the weaker mode (read from the environment only)
+BWRAP_ENV = "PIPEC_BWRAP"               # which bubblewrap binary to use
+WEAKER_MODE = "weaker-mode:PIPEC_SANDBOX=process"
+BWRAP_FLAGS = ("--size", "--disable-userns", "--die-with-parent", "--info-fd", "--cap-drop", "--clearenv",
+               "--unshare-cgroup-try", "--remount-ro")
+INSTALL_HINT = ("Install bubblewrap 0.8.0 or newer (Debian/Ubuntu: `apt install bubblewrap`; Fedora/RHEL: "
+                "`dnf install bubblewrap`) and allow unprivileged user namespaces (the sysctls "
+                "kernel.unprivileged_userns_clone=1 on older Debian, kernel.apparmor_restrict_unprivileged_userns=0 "
+                "on Ubuntu 23.10+; in a container, a seccomp profile that permits them), or set PIPEC_BWRAP to a "
+                "bwrap binary. To run model-written code anyway with only process limits and a Python audit hook "
+                "(no file-system or pid isolation), set PIPEC_SANDBOX=process in your environment.")
 _READY = b"\x01"                        # the child's first byte: the program starts now
 _NETNS_MARK = b"\x00pipec-sandbox: no network namespace\n"
+_OUTER_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}    # bwrap's own environment (it clears it inside)
+_INNER_ENV = (("PATH", "/usr/bin:/bin"), ("HOME", SCRATCH), ("TMPDIR", SCRATCH), ("LANG", "C.UTF-8"),
+              ("LC_ALL", "C.UTF-8"))
 
 
 @dataclass(slots=True)
@@ -75,7 +131,9 @@ class SandboxResult:
     (`result`, or its last expression) when `has_value`; `stdout` is what it printed (capped);
     `variables` holds the names asked for with `capture=` that the program defined. When not ok,
     `error` says what went wrong in one or two lines and `error_type` classifies it: "exception",
-    "syntax", "timeout", "memory", "output", "crash", "setup" (the sandbox itself could not start).
+    "syntax", "timeout", "memory", "output", "crash", "setup" (the sandbox itself could not start,
+    or no isolation is available: not the program's fault, so not something it can fix).
+    `isolation` names the layers that held.
     """
 
     ok: bool
@@ -102,6 +160,7 @@ class SandboxResult:
 # It must stay compatible with any Python >= 3.8 (the interpreter may be the system one).
 RUNNER = r'''
 import sys, os, json, ast, builtins, traceback, io, math
+from types import MappingProxyType
 _proto = os.dup(1)
 os.dup2(2, 1)                      # stray writes to descriptor 1 cannot corrupt the result
 _payload = json.loads(sys.stdin.buffer.read().decode("utf-8"))
@@ -110,6 +169,12 @@ _reserve = bytearray(2 * 1024 * 1024)     # freed to report a MemoryError
 _tmp = os.path.realpath(os.getcwd())
 _max_output = int(_payload["max_output"])
 _max_value = int(_payload["max_value"])
+if _payload.get("max_processes"):  # counted inside this run's user namespace: this run's processes only
+    import resource
+    _hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    _n = int(_payload["max_processes"])
+    _n = _n if _hard == resource.RLIM_INFINITY else min(_n, _hard)
+    resource.setrlimit(resource.RLIMIT_NPROC, (_n, _n))
 
 
 _pid = os.getpid()
@@ -201,17 +266,16 @@ def _where(tb, lines):
     return " (line %d: %s)" % (line, lines[line - 1].strip()[:200])
 
 
-def _inside(path, roots):
-    for root in roots:
-        if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
-            return True
-    return False
 
 
-_STDLIB_ROOTS = [os.path.realpath(_p) for _p in sys.path if _p and os.path.isdir(_p)]
-_READ_ROOTS = [_tmp] + _STDLIB_ROOTS + ["/dev/null", "/dev/urandom", "/usr/share/zoneinfo", "/etc/localtime"]
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-_REFUSED = {
+# The audit hook and its helpers look up no global or builtin name when they run: everything they
+# use is bound as a default value when they are defined. A program can reach this module's globals
+# (sys.modules["__main__"]), replace builtins or os.path.realpath, or walk a refusal's traceback
+# to the hook's frame, and none of that changes what the hook does: a frame's locals are its own
+# copies, and every table below is immutable.
+_STDLIB_ROOTS = tuple(os.path.realpath(_p) for _p in sys.path if _p and os.path.isdir(_p))
+_READ_ROOTS = (_tmp,) + _STDLIB_ROOTS + ("/dev/null", "/dev/urandom", "/usr/share/zoneinfo", "/etc/localtime")
+_REFUSED = MappingProxyType({
     "subprocess.Popen": "starting programs", "os.system": "starting programs",
     "os.exec": "starting programs", "os.posix_spawn": "starting programs",
     "os.spawn": "starting programs", "os.fork": "creating processes", "os.forkpty": "creating processes",
@@ -220,84 +284,122 @@ _REFUSED = {
     "code.__new__": "building code objects", "gc.get_referrers": "inspecting the garbage collector",
     "gc.get_referents": "inspecting the garbage collector", "gc.get_objects": "inspecting the garbage collector",
     "sys._current_frames": "inspecting other threads", "webbrowser.open": "opening a browser",
-    "os.startfile": "starting programs",
-}
-_REFUSED_MODULES = {
+    "os.startfile": "starting programs", "sys.settrace": "tracing", "sys.setprofile": "profiling",
+    "sys._settraceallthreads": "tracing", "sys._setprofileallthreads": "profiling",
+})
+_REFUSED_MODULES = MappingProxyType({
     "_posixsubprocess": "starting programs", "_ctypes": "ctypes", "ctypes": "ctypes",
     "_xxsubinterpreters": "sub-interpreters", "_xxinterpchannels": "sub-interpreters",
     "_interpreters": "sub-interpreters", "_interpchannels": "sub-interpreters",
     "_interpqueues": "sub-interpreters", "_testcapi": "test internals", "_testinternalcapi": "test internals",
     "_testmultiphase": "test internals", "_testsinglephase": "test internals", "_testbuffer": "test internals",
-}
-_PATH_EVENTS = {"os.remove": "deleting", "os.rename": "renaming", "os.replace": "renaming",
-                "os.rmdir": "deleting", "os.mkdir": "creating", "os.chmod": "changing", "os.chown": "changing",
-                "os.truncate": "truncating", "os.utime": "changing", "shutil.rmtree": "deleting",
-                "shutil.move": "moving", "shutil.copyfile": "copying to", "shutil.copytree": "copying to",
-                "os.chflags": "changing", "os.lchown": "changing",
-                "os.setxattr": "changing", "os.removexattr": "changing"}
+})
+_PATH_EVENTS = MappingProxyType({
+    "os.remove": "deleting", "os.rename": "renaming", "os.replace": "renaming",
+    "os.rmdir": "deleting", "os.mkdir": "creating", "os.chmod": "changing", "os.chown": "changing",
+    "os.truncate": "truncating", "os.utime": "changing", "shutil.rmtree": "deleting",
+    "shutil.move": "moving", "shutil.copyfile": "copying to", "shutil.copytree": "copying to",
+    "os.chflags": "changing", "os.lchown": "changing", "os.setxattr": "changing", "os.removexattr": "changing"})
+_TWO_PATHS = frozenset(("os.rename", "os.replace", "shutil.move", "shutil.copyfile", "shutil.copytree"))
+_FUNCTION_PARTS = frozenset(("__code__", "__defaults__", "__kwdefaults__"))   # what would rewrite a function
 
 
-def _refuse(what):
-    raise PermissionError("sandbox: %s is not allowed" % what)
+def _inside(path, roots):
+    for root in roots:
+        if path == root or path.startswith(root.rstrip("/") + "/"):
+            return True
+    return False
 
 
-def _real(path):
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    return os.path.realpath(os.path.join(os.getcwd(), str(path)))
+def _resolve(path, _fspath=os.fspath, _getcwd=os.getcwd, _lstat=os.lstat, _readlink=os.readlink,
+             _isinstance=isinstance, _bytes=bytes, _OSError=OSError):
+    """`path` absolute, with its symbolic links followed (like os.path.realpath, which a program
+    can replace, or whose helpers it can)."""
+    path = _fspath(path)
+    if _isinstance(path, _bytes):
+        path = path.decode("utf-8", "surrogateescape")
+    if not path.startswith("/"):
+        path = _getcwd() + "/" + path
+    todo = path.split("/")[::-1]
+    done = []
+    hops = 0
+    while todo:
+        part = todo.pop()
+        if part == "" or part == ".":
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        here = "/" + "/".join(done + [part])
+        try:
+            mode = _lstat(here).st_mode
+        except _OSError:
+            mode = 0
+        if (mode & 0o170000) == 0o120000 and hops < 40:
+            hops += 1
+            target = _readlink(here)
+            if target.startswith("/"):
+                done = []
+            todo.extend(target.split("/")[::-1])
+            continue
+        done.append(part)
+    return "/" + "/".join(done)
 
 
-def _hook(event, args):
+def _hook(event, args, _tmp=(_tmp,), _read=_READ_ROOTS, _std=_STDLIB_ROOTS, _refused=_REFUSED,
+          _modules=_REFUSED_MODULES, _paths=_PATH_EVENTS, _two=_TWO_PATHS, _parts=_FUNCTION_PARTS,
+          _writing=os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, _resolve=_resolve,
+          _inside=_inside, _fspath=os.fspath, _getframe=sys._getframe, _str=str, _int=int, _tuple=tuple,
+          _isinstance=isinstance, _TypeError=TypeError, _Refused=PermissionError):
+    what = None
     if event == "open":
-        path, mode, flags = (tuple(args) + (None, None, 0))[:3]
-        if isinstance(path, int) or path is None:
+        path, mode, flags = (_tuple(args) + (None, None, 0))[:3]
+        if path is None or _isinstance(path, _int):
             return
-        writing = bool(mode and any(c in str(mode) for c in "wax+")) or bool((flags or 0) & _WRITE_FLAGS)
-        real = _real(path)
-        if writing and not _inside(real, [_tmp]):
-            _refuse("writing %s (only the working directory is writable)" % path)
-        if not writing and not _inside(real, _READ_ROOTS):
-            _refuse("reading %s" % path)
-        return
-    if event.startswith("socket."):
-        _refuse("network access (%s)" % event)
-    if event.startswith("ctypes."):
-        _refuse("ctypes")
-    what = _REFUSED.get(event)
-    if what:
-        _refuse("%s (%s)" % (what, event))
-    if event == "import":
-        name, filename = args[0], args[1]
-        base = str(name).partition(".")[0]
-        if base in _REFUSED_MODULES or name in _REFUSED_MODULES:
-            _refuse("importing %s (%s)" % (name, _REFUSED_MODULES.get(base) or _REFUSED_MODULES[name]))
-        if filename and not _inside(_real(filename), _STDLIB_ROOTS):
-            _refuse("loading native code from %s" % filename)
-        return
-    if event == "marshal.loads":
-        caller = sys._getframe(1).f_code.co_filename
-        if "importlib" not in caller:
-            _refuse("marshal.loads (building code objects)")
-        return
-    if event in ("os.listdir", "os.scandir"):
+        m = _str(mode or "")
+        writing = "w" in m or "a" in m or "x" in m or "+" in m or ((flags or 0) & _writing) != 0
+        real = _resolve(path)
+        if writing and not _inside(real, _tmp):
+            what = "writing %s (only the working directory is writable)" % (path,)
+        elif not writing and not _inside(real, _read):
+            what = "reading %s" % (path,)
+    elif event.startswith("socket."):
+        what = "network access (%s)" % event
+    elif event.startswith("ctypes."):
+        what = "ctypes"
+    elif event in _refused:
+        what = "%s (%s)" % (_refused[event], event)
+    elif event == "object.__setattr__":
+        if args[1] in _parts:
+            what = "changing a function's %s" % args[1]
+    elif event == "import":
+        name, filename = _str(args[0]), args[1]
+        base = name.partition(".")[0]
+        if base in _modules or name in _modules:
+            what = "importing %s (%s)" % (name, _modules[base] if base in _modules else _modules[name])
+        elif filename and not _inside(_resolve(filename), _std):
+            what = "loading native code from %s" % (filename,)
+    elif event == "marshal.loads":
+        if "importlib" not in _getframe(1).f_code.co_filename:
+            what = "marshal.loads (building code objects)"
+    elif event == "os.listdir" or event == "os.scandir":
         path = args[0] if args and args[0] is not None else "."
-        if not isinstance(path, int) and not _inside(_real(path), _READ_ROOTS):
-            _refuse("listing %s" % path)
-        return
-    if event == "os.chdir":
-        if not isinstance(args[0], int) and not _inside(_real(args[0]), [_tmp]):
-            _refuse("leaving the working directory")
-        return
-    verb = _PATH_EVENTS.get(event)
-    if verb:
-        paths = [a for a in args[:2] if isinstance(a, (str, bytes, os.PathLike))]
-        if event in ("os.rename", "os.replace", "shutil.move", "shutil.copyfile", "shutil.copytree"):
-            paths = paths[:2]
-        else:
-            paths = paths[:1]
-        for p in paths:
-            if not _inside(_real(p), [_tmp]):
-                _refuse("%s %s (only the working directory is writable)" % (verb, p))
+        if not _isinstance(path, _int) and not _inside(_resolve(path), _read):
+            what = "listing %s" % (path,)
+    elif event == "os.chdir":
+        if not _isinstance(args[0], _int) and not _inside(_resolve(args[0]), _tmp):
+            what = "leaving the working directory"
+    elif event in _paths:
+        for arg in (args[:2] if event in _two else args[:1]):
+            try:
+                real = _resolve(arg)
+            except _TypeError:          # not a path (a descriptor, a mode)
+                continue
+            if not _inside(real, _tmp):
+                what = "%s %s (only the working directory is writable)" % (_paths[event], arg)
+    if what is not None:
+        raise _Refused("sandbox: %s is not allowed" % (what,))
 
 
 def _main():
@@ -379,52 +481,209 @@ os._exit(0)
 
 
 # --------------------------------------------------------------------------------------------
-# The parent.
+# The parent: choosing the mode.
+
+class SandboxStatus(NamedTuple):
+    """Whether model-written code can run here: `ok`, the `mode` ("bwrap" or "process"), the
+    `isolation` layers a run gets, and when not ok, the `error` saying what to install."""
+
+    ok: bool
+    mode: str
+    isolation: tuple[str, ...]
+    error: str
+
+
+def sandbox_status() -> SandboxStatus:
+    """How `run_python` would isolate a program here, without running one (bubblewrap is probed
+    once per process and binary).
+
+    >>> status = sandbox_status()
+    >>> status.ok == (status.error == "") and status.mode in ("bwrap", "process", "unknown")
+    True
+    """
+    mode = _mode()
+    if mode == "process":
+        return SandboxStatus(True, mode, _process_layers(_is_root(), False, True), "")   # netns: only a run knows
+    if mode != "bwrap":
+        return SandboxStatus(False, "unknown", (), _bad_mode(mode))
+    plan, problem = _plan()
+    if plan is None:
+        return SandboxStatus(False, mode, (), problem)
+    return SandboxStatus(True, mode, plan.layers(cgroupns=False) + ("rlimits", "process-group", "audit"), "")
+
+
+def run_python(code: str, inputs: dict[str, Any] | None = None, timeout: float = 5.0, memory_mb: int = 256,
+               *, capture: Sequence[str] = (), max_output: int = 64 * 1024, python: str | None = None,
+               audit: bool = True) -> SandboxResult:
+    """Run `code` in a fresh, isolated, limited process and return what it computed or why it failed.
+
+    `inputs` become variables of the program (JSON values); `timeout` is wall-clock seconds for the
+    program (the interpreter's start-up is not counted); `memory_mb` bounds its address space;
+    `capture` names variables to return besides `result`; `max_output` caps what it may print;
+    `python` picks another interpreter (its installation is made visible read-only).
+    Never raises for anything the program does. Without the isolation the mode needs (see the
+    module docstring), runs nothing and returns error_type "setup" with what to install.
+    `audit=False` leaves out the audit hook: only for tests that show the OS layers hold on their
+    own; never for model-written code.
+
+    >>> r = run_python("result = n * 2", {"n": 21})       # doctest: +SKIP
+    >>> r.value, "pidns" in r.isolation                   # doctest: +SKIP
+    (42, True)
+    """
+    args = (code, dict(inputs or {}), float(timeout), int(memory_mb), tuple(capture), int(max_output), bool(audit))
+    mode = _mode()
+    if mode == "process":
+        exe = python or interpreter()
+        if exe is None:
+            return _refusal("sandbox: no Python interpreter can be run by the unprivileged user nobody (install "
+                            "one readable by all users, e.g. /usr/bin/python3)")
+        return _run_process(exe, *args)
+    if mode != "bwrap":
+        return _refusal(_bad_mode(mode))
+    plan, problem = _plan()
+    if plan is None:
+        return _refusal(problem)
+    if python:
+        real = os.path.realpath(python)
+        plan = dataclasses.replace(plan, python=real, prefix=os.path.dirname(os.path.dirname(real)))
+    return _run_bwrap(plan, *args)
+
+
+def _mode() -> str:
+    """The user's choice, from the environment only: no .pipe file or artifact can set it."""
+    return os.environ.get(MODE_ENV, "").strip().lower() or "bwrap"
+
+
+def _bad_mode(mode: str) -> str:
+    return (f"sandbox: {MODE_ENV}={mode!r} is not a sandbox mode: leave it unset (bubblewrap isolation) or set it "
+            "to 'process' (the weaker mode)")
+
+
+def _refusal(message: str, start: float | None = None) -> SandboxResult:
+    duration = time.monotonic() - start if start is not None else 0.0
+    return SandboxResult(False, error=message, error_type="setup", duration=duration)
+
 
 def _is_root() -> bool:
     return os.geteuid() == 0
 
 
-_libc_unshare = None
+# --------------------------------------------------------------------------------------------
+# The bubblewrap configuration: which binary, interpreter and user, probed once.
+
+@dataclass(frozen=True)
+class _Plan:
+    bwrap: str
+    python: str       # the interpreter, at the same path inside the sandbox
+    prefix: str       # its installation, made visible read-only
+    drop: bool        # root becomes nobody before starting bwrap
+    userns: bool      # bwrap makes a user namespace (False: a setuid bwrap makes the others without one)
+
+    def layers(self, cgroupns: bool) -> tuple[str, ...]:
+        return (("bwrap",) + (("userns", "no-nested-userns") if self.userns else ())
+                + (("nobody",) if self.drop else ()) + ("mountns", "ro-root", "tmpfs-cap", "pidns", "netns",
+                                                         "ipcns", "utsns") + (("cgroupns",) if cgroupns else ())
+                + ("cap-drop", "clearenv", "die-with-parent"))
 
 
-def _unshare_fn():
-    global _libc_unshare
-    if _libc_unshare is None:
-        import ctypes
-        import ctypes.util
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        fn = libc.unshare
-        fn.argtypes = [ctypes.c_int]
-        fn.restype = ctypes.c_int
-        _libc_unshare = fn
-    return _libc_unshare
+_plan_lock = threading.Lock()
+_plans: dict[tuple[str, int], _Plan] = {}
+_PROBE = "import os\nresult = [os.getuid(), os.getgid()]"
 
 
-def _child_setup(memory_bytes: int, cpu_seconds: int, as_root: bool, unshare) -> None:
-    """Runs in the child between fork and exec (keep it to system calls: no imports, no I/O)."""
-    flags = CLONE_NEWNET if as_root else CLONE_NEWUSER | CLONE_NEWNET
+def _plan() -> tuple[_Plan | None, str]:
+    """The configuration that works here, probed once per binary and user, or why none does.
+
+    Failures are not remembered: a probe that failed because the machine was busy is retried."""
+    bwrap, problem = _bwrap_path()
+    if bwrap is None:
+        return None, problem
+    key = (bwrap, os.geteuid())
+    with _plan_lock:
+        if key in _plans:
+            return _plans[key], ""
+        problem = _bwrap_problem(bwrap)
+        if problem:
+            return None, problem
+        reasons: list[str] = []
+        for plan in _candidate_plans(bwrap):
+            why = _probe(plan)
+            if not why:
+                _plans[key] = plan
+                return plan, ""
+            if why not in reasons:
+                reasons.append(why)
+    return None, (f"sandbox: bubblewrap ({bwrap}) could not isolate a program here ({'; '.join(reasons)}), so "
+                  f"model-written code is not run. {INSTALL_HINT}")
+
+
+def _bwrap_path() -> tuple[str | None, str]:
+    chosen = os.environ.get(BWRAP_ENV, "").strip()
+    if chosen:
+        if os.path.isfile(chosen) and os.access(chosen, os.X_OK):
+            return os.path.abspath(chosen), ""
+        return None, (f"sandbox: {BWRAP_ENV}={chosen} is not an executable file, so model-written code is not run. "
+                      f"{INSTALL_HINT}")
+    found = shutil.which("bwrap") or shutil.which("bwrap", path="/usr/bin:/bin:/usr/local/bin")
+    if found:
+        return found, ""
+    return None, ("sandbox: bubblewrap (bwrap) is not installed, so model-written code is not run. " + INSTALL_HINT)
+
+
+def _bwrap_problem(bwrap: str) -> str:
+    """"" when `bwrap` has every option the sandbox relies on, else what is wrong."""
     try:
-        if unshare is None or unshare(flags) != 0:
-            os.write(2, _NETNS_MARK)
-    except Exception:
-        os.write(2, _NETNS_MARK)
-    for limit, value in ((resource.RLIMIT_AS, memory_bytes), (resource.RLIMIT_DATA, memory_bytes),
-                         (resource.RLIMIT_CPU, cpu_seconds), (resource.RLIMIT_FSIZE, MAX_FILE_BYTES),
-                         (resource.RLIMIT_NOFILE, MAX_OPEN_FILES), (resource.RLIMIT_CORE, 0),
-                         (resource.RLIMIT_NPROC, MAX_PROCESSES)):
-        hard = resource.getrlimit(limit)[1]
-        new_hard = value + 1 if limit == resource.RLIMIT_CPU else value    # SIGXCPU first, then SIGKILL
-        if hard != resource.RLIM_INFINITY:
-            new_hard = min(new_hard, hard)
-        resource.setrlimit(limit, (min(value, new_hard), new_hard))
-    if as_root:
-        os.setgroups([])
-        os.setresgid(NOBODY, NOBODY, NOBODY)
-        os.setresuid(NOBODY, NOBODY, NOBODY)
-        if os.geteuid() == 0 or os.getegid() == 0:
-            raise OSError("could not drop privileges")
-    os.umask(0o077)
+        out = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=STARTUP_LIMIT,
+                             env=_OUTER_ENV, cwd="/", check=False)
+        version = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=STARTUP_LIMIT,
+                                 env=_OUTER_ENV, cwd="/", check=False).stdout.strip() or "unknown version"
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"sandbox: {bwrap} could not be run ({type(err).__name__}: {err}). {INSTALL_HINT}"
+    missing = [flag for flag in BWRAP_FLAGS if flag not in out.stdout + out.stderr]
+    if missing:
+        return (f"sandbox: {bwrap} ({version}) lacks {', '.join(missing)}, which the sandbox needs (bubblewrap "
+                f"0.8.0 or newer), so model-written code is not run. {INSTALL_HINT}")
+    return ""
+
+
+def _candidate_plans(bwrap: str) -> list[_Plan]:
+    """Configurations to try, best first. As root: nobody starts bwrap (with each interpreter nobody
+    can run), then root does. As another user: a user namespace, then a setuid bwrap without one."""
+    python, prefix = _own_interpreter()
+    if not _is_root():
+        return [_Plan(bwrap, python, prefix, drop=False, userns=True),
+                _Plan(bwrap, python, prefix, drop=False, userns=False)]
+    plans = []
+    if _usable_by_others(bwrap):
+        plans = [_Plan(bwrap, exe, pre, drop=True, userns=True) for exe, pre in _interpreters()
+                 if _usable_by_others(exe) and _traversable_by_others(pre)]
+    return plans + [_Plan(bwrap, python, prefix, drop=False, userns=True)]
+
+
+def _own_interpreter() -> tuple[str, str]:
+    """This interpreter (the base one, when in a virtual environment) and its installation prefix."""
+    exe = getattr(sys, "_base_executable", None) or sys.executable
+    return os.path.realpath(exe), os.path.realpath(sys.base_prefix)
+
+
+def _interpreters() -> list[tuple[str, str]]:
+    found = [_own_interpreter()]
+    for cand in ("/usr/bin/python3", "/usr/local/bin/python3", shutil.which("python3")):
+        if cand and os.path.exists(cand):
+            real = os.path.realpath(cand)
+            if real not in (exe for exe, _ in found):
+                found.append((real, os.path.dirname(os.path.dirname(real))))
+    return found
+
+
+def _probe(plan: _Plan) -> str:
+    """"" when `plan` runs a program as the expected user, else why not (bwrap's words when it has some)."""
+    r = _run_bwrap(plan, _PROBE, {}, 10.0, 256, (), 4096, False)
+    expected = NOBODY if plan.userns else os.getuid()
+    if r.ok and isinstance(r.value, list) and r.value[:1] == [expected]:
+        return ""
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    return (lines[-1] if lines else r.error or "no result")[:300]
 
 
 def _traversable_by_others(path: str) -> bool:
@@ -451,140 +710,252 @@ def _usable_by_others(exe: str) -> bool:
         return False
 
 
-def _make_tmp(as_root: bool) -> str:
-    bases = [tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"]
-    for base in bases:
-        if as_root and not _traversable_by_others(base):
-            continue
-        try:
-            tmp = tempfile.mkdtemp(prefix="pipec-sandbox-", dir=base)
-        except OSError:
-            continue
-        if as_root:
-            os.chown(tmp, NOBODY, NOBODY)
-        return os.path.realpath(tmp)
-    raise OSError("no temporary directory the sandbox user can reach")
+# --------------------------------------------------------------------------------------------
+# The bubblewrap command line.
+
+def _bwrap_argv(plan: _Plan, info_fd: int) -> list[str]:
+    env = [arg for name, value in _INNER_ENV for arg in ("--setenv", name, value)]
+    return [plan.bwrap, *_namespace_args(plan), *_filesystem_args(plan.python, plan.prefix), "--clearenv", *env,
+            "--info-fd", str(info_fd), "--", plan.python, "-I", "-S", "-B", "-c", RUNNER]
 
 
-_probe_lock = threading.Lock()
-_interpreter_choice: dict[bool, str | None] = {}
+def _namespace_args(plan: _Plan) -> list[str]:
+    # Without a user namespace of our own (setuid bwrap), bwrap checks that the program cannot make one.
+    user = (["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY), "--disable-userns"] if plan.userns
+            else ["--assert-userns-disabled"])
+    return user + ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                   "--hostname", "sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
 
 
-def _candidates() -> list[str]:
-    seen: list[str] = []
-    for c in (sys.executable, getattr(sys, "_base_executable", None), os.path.realpath(sys.executable),
-              shutil.which("python3"), "/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"):
-        if c and os.path.exists(c) and c not in seen and (not _is_root() or _usable_by_others(c)):
-            seen.append(c)
-    return seen
+@lru_cache(maxsize=16)
+def _filesystem_args(python: str, prefix: str) -> tuple[str, ...]:
+    """A read-only root with /usr, the interpreter and two files of /etc; one size-limited tmpfs."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):     # merged-/usr links, or real directories
+        path = "/" + name
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for path in _interpreter_dirs(python, prefix):
+        args += ["--ro-bind", path, path]
+    for path in ("/etc/ld.so.cache", "/etc/localtime"):
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    for path in _site_dirs(prefix):     # -S keeps them off sys.path; hiding them keeps their native code out
+        args += ["--tmpfs", path, "--remount-ro", path]
+    # /dev is bwrap's own small tmpfs: read-only, so its shm/ is no second, unbounded scratch space.
+    args += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
+             "--size", str(MAX_SCRATCH_BYTES), "--tmpfs", SCRATCH, "--remount-ro", "/", "--chdir", SCRATCH]
+    return tuple(args)
 
 
-def interpreter() -> str | None:
-    """The Python the sandbox runs: this one, or (as root) the first that nobody can run."""
-    as_root = _is_root()
-    with _probe_lock:
-        if as_root in _interpreter_choice:
-            return _interpreter_choice[as_root]
-        choice = None
-        if not as_root:
-            choice = sys.executable
-        else:
-            for cand in _candidates():
-                probe = _run(cand, "import math, json\nresult = math.floor(2.5)", {}, 10.0, 256, (), 4096)
-                if probe.ok and probe.value == 2:
-                    choice = cand
-                    break
-        _interpreter_choice[as_root] = choice
-        return choice
+def _visible(path: str) -> bool:
+    return path == "/usr" or path.startswith("/usr/")
 
 
-def run_python(code: str, inputs: dict[str, Any] | None = None, timeout: float = 5.0, memory_mb: int = 256,
-               *, capture: Sequence[str] = (), max_output: int = 64 * 1024, python: str | None = None,
-               audit: bool = True) -> SandboxResult:
-    """Run `code` in a fresh limited process and return what it computed or why it failed.
-
-    `inputs` become variables of the program (JSON values); `timeout` is wall-clock seconds for the
-    program (the interpreter's start-up is not counted); `memory_mb` bounds its address space;
-    `capture` names variables to return besides `result`; `max_output` caps what it may print.
-    Never raises for anything the program does. `audit=False` leaves out the audit hook: only for
-    tests that show the process layers hold on their own; never for model-written code.
-    """
-    exe = python or interpreter()
-    if exe is None:
-        return SandboxResult(False, error="sandbox: no Python interpreter can be run by the unprivileged user "
-                             "nobody (install one readable by all users, e.g. /usr/bin/python3)", error_type="setup")
-    return _run(exe, code, dict(inputs or {}), float(timeout), int(memory_mb), tuple(capture), int(max_output),
-                audit)
+def _interpreter_dirs(python: str, prefix: str) -> list[str]:
+    dirs = [] if _visible(prefix) or prefix == "/" else [prefix]
+    here = os.path.dirname(python)
+    if not _visible(here) and not any(here == d or here.startswith(d + "/") for d in dirs):
+        dirs.append(here)
+    return dirs
 
 
-def _run(exe: str, code: str, inputs: dict, timeout: float, memory_mb: int, capture: tuple,
-         max_output: int, audit: bool = True) -> SandboxResult:
-    as_root = _is_root()
+def _site_dirs(prefix: str) -> list[str]:
+    found: list[str] = []
+    for root in dict.fromkeys((prefix, "/usr", "/usr/local")):
+        for pattern in ("lib*/python3*/site-packages", "lib*/python3*/dist-packages"):
+            for path in sorted(glob.glob(os.path.join(root, pattern))):
+                real = os.path.realpath(path)
+                inside = _visible(real) or real == prefix or real.startswith(prefix.rstrip("/") + "/")
+                if inside and os.path.isdir(real) and real not in found:
+                    found.append(real)
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# One run under bubblewrap.
+
+def _run_bwrap(plan: _Plan, code: str, inputs: dict, timeout: float, memory_mb: int, capture: tuple,
+               max_output: int, audit: bool) -> SandboxResult:
     start = time.monotonic()
     try:
-        payload = json.dumps({"code": code, "inputs": inputs, "capture": list(capture), "max_output": max_output,
-                              "max_value": MAX_PROTOCOL_BYTES // 2, "memory_mb": memory_mb,
-                              "audit": bool(audit)},
-                             ensure_ascii=False, default=str).encode("utf-8")
+        payload = _payload(code, inputs, capture, max_output, memory_mb, audit, MAX_PROCESSES)
     except (TypeError, ValueError) as err:
-        return SandboxResult(False, error=f"sandbox: inputs are not JSON: {err}", error_type="setup")
-    try:
-        unshare = _unshare_fn()
-    except (OSError, AttributeError, ImportError):
-        unshare = None
-    tmp = None
-    proc = None
+        return _refusal(f"sandbox: inputs are not JSON: {err}")
+    limits = _limits(memory_mb, timeout, MAX_NOBODY_PROCESSES if plan.drop else None)
+    info_read, info_write = os.pipe()
+    proc = init = None
     try:
         try:
-            tmp = _make_tmp(as_root)
-        except OSError as err:
-            return SandboxResult(False, error=f"sandbox could not make its directory: {err}", error_type="setup")
-        env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-        cpu = max(1, int(timeout + 0.999)) + 1
-        memory_bytes = memory_mb * 1024 * 1024
-
-        def setup() -> None:
-            _child_setup(memory_bytes, cpu, as_root, unshare)
-
-        try:
-            proc = subprocess.Popen([exe, "-I", "-S", "-B", "-c", RUNNER], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp, env=env,
-                                    start_new_session=True, preexec_fn=setup, close_fds=True)
+            proc = subprocess.Popen(_bwrap_argv(plan, info_write), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, cwd="/", env=_OUTER_ENV, start_new_session=True,
+                                    preexec_fn=lambda: _enter_child(limits, plan.drop), pass_fds=(info_write,))
         except (OSError, subprocess.SubprocessError) as err:
-            return SandboxResult(False, error=f"sandbox could not start: {type(err).__name__}: {err}",
-                                 error_type="setup", duration=time.monotonic() - start)
-        out, err_bytes, status, deadline = _communicate(proc, payload, timeout)
-        _wait_then_kill_group(proc, deadline if status == "done" else 0.0)
+            return _refusal(f"sandbox could not start bubblewrap: {type(err).__name__}: {err}", start)
+        os.close(info_write)
+        info_write = -1
+        info = _read_info(info_read, STARTUP_LIMIT)
+        init = _open_init(info, proc.pid)
+        exchange = _communicate(proc, payload, timeout)
+        _wait_then_kill_group(proc, exchange.deadline if exchange.status == "done" else 0.0)
         returncode = proc.wait()
-        _wait_group_gone(proc.pid)
+        ended = _end_namespace(init)
     finally:
-        if proc is not None:
-            for stream in (proc.stdin, proc.stdout, proc.stderr):
-                try:
-                    if stream is not None:
-                        stream.close()
-                except OSError:
-                    pass
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    duration = time.monotonic() - start
-    netns = _NETNS_MARK not in err_bytes
-    stderr = err_bytes.replace(_NETNS_MARK, b"").decode("utf-8", "replace")
-    layers = ("process-group", "rlimits") + (("nobody",) if as_root else ()) + (("netns",) if netns else ()) \
-        + (("audit",) if audit else ())
-    base = dict(returncode=returncode, duration=duration, stderr=stderr[-4000:], isolation=layers)
-    if status == "timeout":
+        for fd in (info_read, info_write, init):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+        _close_streams(proc)
+    err = exchange.err + (b"" if ended else b"\nsandbox: the run's processes were still ending after the run\n")
+    layers = plan.layers("cgroup-namespace" in info) + ("rlimits", "process-group") + (("audit",) if audit else ())
+    if not exchange.started and b"bwrap:" in err and exchange.status == "done":
+        return _refusal(f"sandbox: bubblewrap could not start the program: {_last_line(err, b'bwrap:')}", start)
+    return _outcome(exchange._replace(err=err), returncode, memory_mb, timeout, start, layers)
+
+
+def _enter_child(limits: tuple, drop: bool) -> None:
+    """Runs in the child between fork and exec (keep it to system calls: no imports, no I/O)."""
+    _apply_limits(limits)
+    if drop:
+        os.setgroups([])
+        os.setresgid(NOBODY, NOBODY, NOBODY)
+        os.setresuid(NOBODY, NOBODY, NOBODY)
+        if os.geteuid() == 0 or os.getegid() == 0:
+            raise OSError("could not drop privileges")
+    os.umask(0o077)
+
+
+def _read_info(fd: int, seconds: float) -> dict:
+    """bwrap's --info-fd document ({"child-pid": N, ...}), or {} when it ended without one."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    data = bytearray()
+    deadline = time.monotonic() + seconds
+    while len(data) < 65536:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    try:
+        doc = json.loads(data.decode("utf-8", "replace"))
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _open_init(info: dict, bwrap_pid: int) -> int | None:
+    """A pidfd for the sandbox's pid 1 (bwrap's init, whose end empties the pid namespace), or None
+    when it is already gone. Checked against its parent, so a reused process id is never taken."""
+    pid = info.get("child-pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        fd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+    if _parent_of(pid) != bwrap_pid:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _end_namespace(init: int | None) -> bool:
+    """Kill the sandbox's pid 1 and wait until it has exited: the kernel kills every other process of
+    its pid namespace first (daemons, `setsid` children), so when this returns True none is left."""
+    if init is None:
+        return True
+    try:
+        signal.pidfd_send_signal(init, signal.SIGKILL)
+    except OSError:
+        pass                                    # already exited
+    poller = select.poll()
+    poller.register(init, select.POLLIN)
+    return bool(poller.poll(TEARDOWN_LIMIT * 1000))
+
+
+def _last_line(data: bytes, marker: bytes = b"") -> str:
+    lines = [line for line in data.splitlines() if line.strip() and marker in line]
+    return lines[-1].decode("utf-8", "replace")[:300] if lines else ""
+
+
+# --------------------------------------------------------------------------------------------
+# What both modes share: the payload, the limits, talking to the child, reading its result.
+
+def _payload(code: str, inputs: dict, capture: tuple, max_output: int, memory_mb: int, audit: bool,
+             max_processes: int | None) -> bytes:
+    return json.dumps({"code": code, "inputs": inputs, "capture": list(capture), "max_output": max_output,
+                       "max_value": MAX_PROTOCOL_BYTES // 2, "memory_mb": memory_mb, "audit": bool(audit),
+                       "max_processes": max_processes}, ensure_ascii=False, default=str).encode("utf-8")
+
+
+def _limits(memory_mb: int, timeout: float, processes: int | None) -> tuple[tuple[int, int], ...]:
+    memory = memory_mb * 1024 * 1024
+    cpu = max(1, int(timeout + 0.999)) + 1
+    limits = [(resource.RLIMIT_AS, memory), (resource.RLIMIT_DATA, memory), (resource.RLIMIT_CPU, cpu),
+              (resource.RLIMIT_FSIZE, MAX_FILE_BYTES), (resource.RLIMIT_NOFILE, MAX_OPEN_FILES),
+              (resource.RLIMIT_CORE, 0)]
+    if processes:
+        limits.append((resource.RLIMIT_NPROC, processes))
+    return tuple(limits)
+
+
+def _apply_limits(limits: tuple[tuple[int, int], ...]) -> None:
+    for limit, value in limits:
+        hard = resource.getrlimit(limit)[1]
+        new_hard = value + 1 if limit == resource.RLIMIT_CPU else value    # SIGXCPU first, then SIGKILL
+        if hard != resource.RLIM_INFINITY:
+            new_hard = min(new_hard, hard)
+        resource.setrlimit(limit, (min(value, new_hard), new_hard))
+
+
+def _close_streams(proc: subprocess.Popen | None) -> None:
+    if proc is None:
+        return
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:
+            pass
+
+
+class _Exchange(NamedTuple):
+    out: bytes          # stdout without the ready byte
+    err: bytes
+    status: str         # "done", "timeout", "no start" or "flood"
+    deadline: float
+    started: bool       # the ready byte came: the program itself ran
+
+
+def _outcome(ex: _Exchange, returncode: int | None, memory_mb: int, timeout: float, start: float,
+             layers: tuple[str, ...]) -> SandboxResult:
+    """The result of a finished run, from what the child sent and how it ended."""
+    stderr = ex.err.replace(_NETNS_MARK, b"").decode("utf-8", "replace")
+    base = dict(returncode=returncode, duration=time.monotonic() - start, stderr=stderr[-4000:], isolation=layers)
+    if ex.status == "timeout":
         return SandboxResult(False, error=f"timed out: the program ran longer than {timeout:g} s and was stopped",
                              error_type="timeout", timed_out=True, **base)
-    if status == "no start":
+    if ex.status == "no start":
         return SandboxResult(False, error=f"sandbox: the interpreter did not start within {STARTUP_LIMIT:g} s",
                              error_type="setup", **base)
-    if status == "flood":
+    if ex.status == "flood":
         return SandboxResult(False, error="output limit exceeded: the program wrote more than "
                              f"{MAX_PROTOCOL_BYTES} bytes and was stopped", error_type="output",
                              output_exceeded=True, **base)
     try:
-        doc = json.loads(out.decode("utf-8", "replace")) if out.strip() else None
+        doc = json.loads(ex.out.decode("utf-8", "replace")) if ex.out.strip() else None
     except ValueError:
         doc = None
     if not isinstance(doc, dict):
@@ -615,14 +986,13 @@ def _no_document(returncode: int | None, stderr: str, memory_mb: int, base: dict
                          + (f": {tail}" if tail else ""), error_type="crash", **base)
 
 
-def _communicate(proc: subprocess.Popen, payload: bytes, timeout: float) -> tuple[bytes, bytes, str, float]:
+def _communicate(proc: subprocess.Popen, payload: bytes, timeout: float) -> _Exchange:
     """Feed stdin and read stdout/stderr with caps until both close or time runs out.
 
     The program's `timeout` is counted from the child's ready byte (sent just before the program
     starts), so a slow interpreter start on a busy machine does not eat into it; the start itself
-    may take up to STARTUP_LIMIT. Returns (stdout without the ready byte, stderr, status, deadline)
-    with status "done", "timeout", "no start" or "flood". Unlike `Popen.communicate`, never holds
-    more than the caps in memory, however much the child writes.
+    may take up to STARTUP_LIMIT. Unlike `Popen.communicate`, never holds more than the caps in
+    memory, however much the child writes.
     """
     sel = selectors.DefaultSelector()
     out = bytearray()
@@ -666,12 +1036,12 @@ def _communicate(proc: subprocess.Popen, payload: bytes, timeout: float) -> tupl
                         deadline = time.monotonic() + timeout
                     out += data
                     if len(out) > MAX_PROTOCOL_BYTES:
-                        return bytes(out[:MAX_PROTOCOL_BYTES]), bytes(err), "flood", deadline
+                        return _Exchange(bytes(out[:MAX_PROTOCOL_BYTES]), bytes(err), "flood", deadline, started)
                 elif len(err) < MAX_STDERR_BYTES:
                     err += data[:MAX_STDERR_BYTES - len(err)]
     finally:
         sel.close()
-    return bytes(out), bytes(err), status, deadline
+    return _Exchange(bytes(out), bytes(err), status, deadline, started)
 
 
 def _wait_then_kill_group(proc: subprocess.Popen, deadline: float) -> None:
@@ -689,6 +1059,138 @@ def _wait_then_kill_group(proc: subprocess.Popen, deadline: float) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+# --------------------------------------------------------------------------------------------
+# The weaker mode (PIPEC_SANDBOX=process): a limited process, no file-system or pid isolation.
+
+_libc_unshare = None
+
+
+def _unshare_fn():
+    global _libc_unshare
+    if _libc_unshare is None:
+        import ctypes
+        import ctypes.util
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.unshare
+        fn.argtypes = [ctypes.c_int]
+        fn.restype = ctypes.c_int
+        _libc_unshare = fn
+    return _libc_unshare
+
+
+def _process_layers(as_root: bool, netns: bool, audit: bool) -> tuple[str, ...]:
+    return (("process-group", "rlimits") + (("nobody",) if as_root else ()) + (("netns",) if netns else ())
+            + (("audit",) if audit else ()) + (WEAKER_MODE,))
+
+
+def _process_child_setup(limits: tuple, as_root: bool, unshare) -> None:
+    """Runs in the child between fork and exec (keep it to system calls: no imports, no I/O)."""
+    flags = CLONE_NEWNET if as_root else CLONE_NEWUSER | CLONE_NEWNET
+    try:
+        if unshare is None or unshare(flags) != 0:
+            os.write(2, _NETNS_MARK)
+    except Exception:
+        os.write(2, _NETNS_MARK)
+    _apply_limits(limits)
+    if as_root:
+        os.setgroups([])
+        os.setresgid(NOBODY, NOBODY, NOBODY)
+        os.setresuid(NOBODY, NOBODY, NOBODY)
+        if os.geteuid() == 0 or os.getegid() == 0:
+            raise OSError("could not drop privileges")
+    os.umask(0o077)
+
+
+def _make_tmp(as_root: bool) -> str:
+    bases = [tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"]
+    for base in bases:
+        if as_root and not _traversable_by_others(base):
+            continue
+        try:
+            tmp = tempfile.mkdtemp(prefix="pipec-sandbox-", dir=base)
+        except OSError:
+            continue
+        if as_root:
+            os.chown(tmp, NOBODY, NOBODY)
+        return os.path.realpath(tmp)
+    raise OSError("no temporary directory the sandbox user can reach")
+
+
+_probe_lock = threading.Lock()
+_interpreter_choice: dict[bool, str | None] = {}
+
+
+def _candidates() -> list[str]:
+    seen: list[str] = []
+    for c in (sys.executable, getattr(sys, "_base_executable", None), os.path.realpath(sys.executable),
+              shutil.which("python3"), "/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"):
+        if c and os.path.exists(c) and c not in seen and (not _is_root() or _usable_by_others(c)):
+            seen.append(c)
+    return seen
+
+
+def interpreter() -> str | None:
+    """The Python the weaker mode runs: this one, or (as root) the first that nobody can run.
+
+    >>> interpreter() is None or os.path.exists(interpreter())
+    True
+    """
+    as_root = _is_root()
+    with _probe_lock:
+        if as_root in _interpreter_choice:
+            return _interpreter_choice[as_root]
+        choice = None
+        if not as_root:
+            choice = sys.executable
+        else:
+            for cand in _candidates():
+                probe = _run_process(cand, "import math, json\nresult = math.floor(2.5)", {}, 10.0, 256, (), 4096)
+                if probe.ok and probe.value == 2:
+                    choice = cand
+                    break
+        _interpreter_choice[as_root] = choice
+        return choice
+
+
+def _run_process(exe: str, code: str, inputs: dict, timeout: float, memory_mb: int, capture: tuple,
+                 max_output: int, audit: bool = True) -> SandboxResult:
+    as_root = _is_root()
+    start = time.monotonic()
+    try:
+        payload = _payload(code, inputs, capture, max_output, memory_mb, audit, None)
+    except (TypeError, ValueError) as err:
+        return _refusal(f"sandbox: inputs are not JSON: {err}")
+    try:
+        unshare = _unshare_fn()
+    except (OSError, AttributeError, ImportError):
+        unshare = None
+    limits = _limits(memory_mb, timeout, MAX_PROCESSES)
+    tmp = proc = None
+    try:
+        try:
+            tmp = _make_tmp(as_root)
+        except OSError as err:
+            return _refusal(f"sandbox could not make its directory: {err}", start)
+        env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        try:
+            proc = subprocess.Popen([exe, "-I", "-S", "-B", "-c", RUNNER], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp, env=env,
+                                    start_new_session=True, close_fds=True,
+                                    preexec_fn=lambda: _process_child_setup(limits, as_root, unshare))
+        except (OSError, subprocess.SubprocessError) as err:
+            return _refusal(f"sandbox could not start: {type(err).__name__}: {err}", start)
+        exchange = _communicate(proc, payload, timeout)
+        _wait_then_kill_group(proc, exchange.deadline if exchange.status == "done" else 0.0)
+        returncode = proc.wait()
+        _wait_group_gone(proc.pid)
+    finally:
+        _close_streams(proc)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    layers = _process_layers(as_root, _NETNS_MARK not in exchange.err, audit)
+    return _outcome(exchange, returncode, memory_mb, timeout, start, layers)
 
 
 def _wait_group_gone(pgid: int, seconds: float = 1.0) -> None:

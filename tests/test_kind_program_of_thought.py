@@ -15,8 +15,19 @@ import pytest
 from conftest import first_user_value, system_of
 
 import pipec
+import pipec.sandbox
 
-pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model")
+pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model", "sandbox_or_weaker")
+_STATUS = pipec.sandbox.sandbox_status()
+HAS_SANDBOX = _STATUS.ok and _STATUS.mode == "bwrap"
+
+
+@pytest.fixture
+def sandbox_or_weaker(monkeypatch):
+    """These tests are about the module, not the isolation (tests/test_sandbox_isolation.py): without
+    bubblewrap they run in the weaker mode, which only the environment can choose."""
+    if not HAS_SANDBOX:
+        monkeypatch.setenv("PIPEC_SANDBOX", "process")
 ROOT = Path(__file__).resolve().parent.parent
 
 SIG = """
@@ -174,8 +185,8 @@ def test_a_program_leaving_no_result_is_told_so(write_pipe):
     assert "left no result" in first_user_value(lm.requests[1], "execution_error")
 
 
-def test_an_escaping_program_is_refused_and_sent_back(write_pipe, tmp_path):
-    target = tmp_path / "escaped.txt"
+def test_an_escaping_program_is_refused_and_sent_back(write_pipe):
+    target = Path(f"/var/tmp/pipec-escaped-{os.getpid()}-{time.monotonic_ns()}.txt")    # outside its scratch
     replies = [{"code": f"open({str(target)!r}, 'w').write('x')\nresult = 1"},
                {"diagnosis": "no files", "code": "result = 42"}]
     _, lm, pred = run(pipe(write_pipe), replies)
@@ -225,6 +236,19 @@ def test_unreadable_replies_are_fed_back_then_become_a_recorded_failure(write_pi
     assert [part(r) for r in lm.requests] == ["generate"] * 2 + ["fix"] * 4       # each with its one retry
     assert "could not be read" in first_user_value(lm.requests[2], "execution_error")
     assert not sandbox_records(pred)                                             # nothing to run
+
+
+@pytest.mark.parametrize("options", ["", ', on_failure: "answer"'])
+def test_without_a_sandbox_the_call_fails_at_once_saying_what_to_install(write_pipe, monkeypatch, tmp_path, options):
+    """No isolation here is not the program's fault: no fix is asked for and nothing answers around it."""
+    monkeypatch.delenv("PIPEC_SANDBOX", raising=False)
+    monkeypatch.setenv("PIPEC_BWRAP", str(tmp_path / "no-bwrap"))
+    _, lm, pred = run(pipe(write_pipe, options), rule=lambda req: {"code": "result = 42", "answer": 1})
+    assert not pred.ok
+    assert "apt install bubblewrap" in pred.error and "PIPEC_SANDBOX=process" in pred.error, pred.error
+    assert [part(r) for r in lm.requests] == ["generate"]
+    [rec] = sandbox_records(pred)
+    assert json.loads(rec.raw)["error_type"] == "setup"
 
 
 def test_an_unreadable_fix_keeps_the_last_program_for_the_next_fix(write_pipe):
@@ -295,6 +319,7 @@ def test_rows_overlap_and_the_sandbox_does_not_block_the_event_loop(write_pipe, 
     (', extract: "json"', "option 'extract' of ProgramOfThought module solve must be one of: auto, program, lm"),
     (', on_failure: "retry"', "option 'on_failure' of ProgramOfThought module solve must be one of: fail, answer"),
     (", fixes: 2", "unknown option 'fixes' for ProgramOfThought module solve"),
+    (', sandbox: "process"', "unknown option 'sandbox' for ProgramOfThought module solve"),   # the user's choice
 ])
 def test_bad_options_are_caught_when_loading(write_pipe, options, message):
     with pytest.raises(pipec.PipeError) as err:

@@ -1,9 +1,11 @@
 """The sandbox that runs model-written Python: it computes, and every escape is refused or stopped.
 
-Each escape is tried with the audit hook on (what ProgramOfThought uses) and, where the machine
-allows it, with the hook off, to show that the process layers (nobody, a network namespace,
-resource limits, the process group) hold on their own. After each, the parent must be unharmed:
-it can still run a normal program.
+Each escape is tried with the audit hook on (what ProgramOfThought uses) and with the hook off, to
+show that the OS layers (bubblewrap's namespaces, read-only root and size-limited scratch tmpfs,
+resource limits, nobody) hold on their own. After each, the parent must be unharmed: it can still
+run a normal program. tests/test_sandbox_isolation.py tries the issue's attacks as root and as an
+unprivileged user. On a machine without bubblewrap, the tests of what a program computes run in the
+weaker mode (PIPEC_SANDBOX=process) and the tests of the OS layers are skipped.
 """
 from __future__ import annotations
 
@@ -15,11 +17,22 @@ import time
 import uuid
 
 import pytest
-
-from pipec.sandbox import SandboxResult, run_python
+from pipec import sandbox
+from pipec.sandbox import SCRATCH, SandboxResult, run_python, sandbox_status
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="the privilege drop to nobody only happens as root")
+STATUS = sandbox_status()
+BWRAP = STATUS.ok and STATUS.mode == "bwrap"
+needs_bwrap = pytest.mark.skipif(not BWRAP, reason=f"no bubblewrap isolation here ({(STATUS.error or STATUS.mode).split('. ')[0]}); "
+                                                   ".ci/run installs it")
+
+
+@pytest.fixture(autouse=True)
+def sandbox_mode(monkeypatch):
+    """Without bubblewrap, what a program computes is still tested, in the weaker mode."""
+    if not BWRAP:
+        monkeypatch.setenv("PIPEC_SANDBOX", "process")
 
 
 def healthy() -> None:
@@ -94,33 +107,71 @@ def test_exceptions_and_syntax_errors_name_the_line():
     assert r.error_type == "syntax"
 
 
-def test_the_working_directory_is_private_writable_and_removed():
-    r = run_python("import os\nopen('notes.txt', 'w').write('hi')\nresult = [os.getcwd(), open('notes.txt').read()]")
+@needs_bwrap
+def test_the_working_directory_is_a_private_scratch_space():
+    name = f"notes-{uuid.uuid4().hex}.txt"
+    r = run_python(f"import os, tempfile\nopen({name!r}, 'w').write('hi')\n"
+                   f"result = [os.getcwd(), tempfile.gettempdir(), open({name!r}).read()]")
     assert r.ok, r.error
-    cwd, text = r.value
-    assert text == "hi" and "pipec-sandbox-" in cwd
-    assert not os.path.exists(cwd)
+    assert r.value == [SCRATCH, SCRATCH, "hi"]
+    assert not os.path.exists(os.path.join(SCRATCH, name))           # the host's /tmp got nothing
+    r = run_python(f"import os\nresult = os.path.exists({name!r})")
+    assert r.ok and r.value is False                                    # nor does the next run see it
 
 
 # ------------------------------------------------------------------ escapes
-def test_writing_outside_the_temp_dir_is_refused(tmp_path):
-    inside_tmp = f"/tmp/pipec-escape-{uuid.uuid4().hex}"
-    for target in (str(tmp_path / "escaped.txt"), inside_tmp):
+def outside_targets() -> list[str]:
+    mark = uuid.uuid4().hex
+    return [f"/usr/pipec-escape-{mark}", f"/pipec-escape-{mark}", f"/dev/shm/pipec-escape-{mark}",
+            f"/var/tmp/pipec-escape-{mark}"]
+
+
+def test_writing_outside_the_working_directory_is_refused():
+    targets = outside_targets()
+    for target in targets:
         r = run_python(f"open({target!r}, 'w').write('x')")
         refused(r, "not allowed", "writable")
-        assert not os.path.exists(target)
-    r = run_python(f"import os\nos.rename('.', {inside_tmp!r})")
+    r = run_python(f"import os\nos.rename('.', {targets[0]!r})")
     refused(r, "not allowed")
+    assert not any(os.path.exists(t) for t in targets)
     healthy()
 
 
-@needs_root
+@needs_bwrap
 def test_writing_outside_is_refused_by_the_file_system_too(tmp_path):
-    target = tmp_path / "escaped.txt"                 # root's directory: nobody may not write there
-    r = run_python(f"open({str(target)!r}, 'w').write('x')", audit=False)
-    assert "nobody" in r.isolation
-    refused(r, "Permission denied")
-    assert not target.exists()
+    targets = outside_targets()
+    for target in targets:                            # /var is not there at all: no such directory
+        r = run_python(f"open({target!r}, 'w').write('x')", audit=False)
+        refused(r, "No such file or directory" if target.startswith("/var/") else "Read-only file system")
+    host = tmp_path / "escaped.txt"                   # a host directory: not even there inside
+    r = run_python(f"open({str(host)!r}, 'w').write('x')", audit=False)
+    refused(r, "No such file or directory")
+    assert not host.exists() and not any(os.path.exists(t) for t in targets)
+    healthy()
+
+
+@needs_bwrap
+def test_all_a_run_may_write_is_bounded_and_dev_shm_is_no_way_around(tmp_path):
+    code = ("import os\nwritten, why = 0, ''\nchunk = b'x' * 1048576\n"
+            "for i in range(200):\n"
+            "    try:\n"
+            "        with open('f%d' % i, 'wb') as fh:\n"
+            "            for _ in range(4):\n"
+            "                written += fh.write(chunk)\n"
+            "    except OSError as err:\n"
+            "        why = str(err)\n"
+            "        break\n"
+            "try:\n"
+            "    open('/dev/shm/more', 'wb').write(chunk)\n"
+            "except OSError as err:\n"
+            "    shm = str(err)\n"
+            "result = [written, why, shm]")
+    r = run_python(code, timeout=60, audit=False)
+    assert r.ok, r.error
+    written, why, shm = r.value
+    assert sandbox.MAX_SCRATCH_BYTES - 8 * 1048576 <= written <= sandbox.MAX_SCRATCH_BYTES
+    assert "No space left on device" in why and "Read-only file system" in shm
+    healthy()
 
 
 def test_the_parent_environment_and_api_keys_are_not_visible(monkeypatch):
@@ -137,12 +188,19 @@ def test_the_parent_environment_and_api_keys_are_not_visible(monkeypatch):
     assert secret not in json.dumps(r.to_dict())
 
 
-@needs_root
-def test_the_parent_environment_is_unreadable_through_proc_for_nobody(monkeypatch):
+@needs_bwrap
+def test_the_parent_environment_is_not_in_the_sandbox_proc(monkeypatch):
     secret = "sk-fake-" + uuid.uuid4().hex
     monkeypatch.setenv("OPENAI_API_KEY", secret)
-    r = run_python(f"result = open('/proc/{os.getpid()}/environ', 'rb').read().decode()", audit=False)
-    refused(r, "Permission denied")
+    code = ("import os\nseen = []\n"
+            f"for pid in ['{os.getpid()}', str(os.getppid()), '1'] + [p for p in os.listdir('/proc') if p.isdigit()]:\n"
+            "    try:\n"
+            "        seen.append(open('/proc/%s/environ' % pid, 'rb').read().decode('utf-8', 'replace'))\n"
+            "    except OSError as err:\n"
+            "        seen.append(str(err))\n"
+            "result = seen")
+    r = run_python(code, audit=False)
+    assert r.ok, r.error
     assert secret not in json.dumps(r.to_dict())
 
 
@@ -159,7 +217,10 @@ def test_no_network_connection_reaches_a_local_listener(audit):
         if not audit and "netns" not in r.isolation:
             pytest.skip("no network namespace can be made here")
         assert not r.ok and r.value is None
-        assert ("network access" in r.error) if audit else ("unreachable" in r.error), r.error
+        if audit:
+            assert "network access" in r.error, r.error
+        else:                                           # a loopback of its own, with nothing listening
+            assert "Connection refused" in r.error or "unreachable" in r.error, r.error
         with pytest.raises(socket.timeout):
             listener.accept()
     finally:
@@ -200,24 +261,30 @@ def test_a_fork_bomb_is_bounded_by_the_process_limit_without_the_hook():
     healthy()
 
 
-@needs_root
+def processes_named(marker: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    if marker.encode() in fh.read():
+                        found.append(int(pid))
+            except OSError:
+                pass
+    return found
+
+
+@needs_bwrap
 def test_a_timeout_kills_what_the_program_started():
-    r = run_python("import os, time\npid = os.fork()\nif pid == 0:\n    time.sleep(60)\n"
-                   "os.write(2, b'CHILD %d\\n' % pid)\ntime.sleep(60)", timeout=1, audit=False)
-    assert r.timed_out
-    pid = int(r.stderr.split("CHILD ")[1].split()[0])
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                state = fh.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            break                                   # gone
-        if state in ("Z", "X"):
-            break                                   # dead, waiting to be reaped by init
-        time.sleep(0.05)
-    else:
-        pytest.fail(f"the grandchild {pid} survived the timeout")
+    marker = "pipec-child-" + uuid.uuid4().hex
+    r = run_python(f"import os, time\nif os.fork() == 0:\n    os.execv('/usr/bin/sleep', [{marker!r}, '60'])\n"
+                   "time.sleep(60)", timeout=1, audit=False)
+    try:
+        assert r.timed_out, r.error
+        assert processes_named(marker) == [], "the child survived the timeout"
+    finally:
+        for pid in processes_named(marker):
+            os.kill(pid, 9)
     healthy()
 
 
@@ -262,12 +329,26 @@ def test_reading_secrets_is_refused():
     assert r.value is None
 
 
-@needs_root
-def test_reading_etc_shadow_fails_as_nobody():
+@needs_bwrap
+def test_etc_is_not_there_and_the_program_is_nobody():
     r = run_python("result = open('/etc/shadow').read()", audit=False)
-    refused(r, "Permission denied")
-    r = run_python("import os\nresult = [os.getuid(), os.getgid(), os.getgroups()]")
-    assert r.value == [65534, 65534, []]
+    refused(r, "No such file or directory")
+    r = run_python("import os\nresult = [os.getuid(), os.getgid(), os.getgroups(), sorted(os.listdir('/etc'))]",
+                   audit=False)
+    assert r.value[:3] == [65534, 65534, []]
+    assert set(r.value[3]) <= {"ld.so.cache", "localtime"}
+
+
+@pytest.mark.parametrize("code, words", [
+    ("import sys\nsys.settrace(lambda *a: None)", "tracing"),
+    ("import sys\nsys.setprofile(lambda *a: None)", "profiling"),
+    ("def f():\n    pass\nf.__code__ = (lambda: 1).__code__", "__code__"),
+    ("def f(x=1):\n    pass\nf.__defaults__ = (2,)", "__defaults__"),
+])
+def test_the_hook_refuses_what_could_rewrite_it(code, words):
+    """Tracing could rewrite the running hook's variables; changing a function's code or defaults could
+    rewrite the hook's helpers."""
+    refused(run_python(code), "not allowed", words)
 
 
 def test_the_parent_stays_healthy_over_many_runs():

@@ -9,9 +9,10 @@ running out of memory, a refused escape, a missing result or one of the wrong sh
 readable program) go back to the model, which explains the
 mistake and writes a corrected program, at most `max_fixes` times.
 
-The program runs in `pipec.sandbox` (a separate, resource-limited, offline process: see there). Its
-inputs are already Python variables; it leaves its answer in `result` (a last line that is a bare
-expression, variables named like the outputs, or printed text are accepted too).
+The program runs in `pipec.sandbox` (a separate, resource-limited, offline process behind an OS
+boundary, bubblewrap: see there). Its inputs are already Python variables; it leaves its answer in
+`result` (a last line that is a bare expression, variables named like the outputs, or printed text
+are accepted too).
 
 How the outputs are read from the program's result (`extract`):
 
@@ -31,6 +32,11 @@ the answer predictor is the fallback for everything else, so no input fails for 
 When the program still fails after its fixes, the call fails (a recorded failure, like any
 module's), or with `on_failure: "answer"` the answer predictor answers, shown the last program and
 its error: a fallback for small models that often write invalid Python.
+
+When the sandbox cannot run anything here (no bubblewrap, or no user namespaces: error_type
+"setup"), the call fails at once with the sandbox's message, which names what to install. That is
+no fault of the program, so it is neither sent back for a fix nor answered around. Only the user's
+environment can choose the weaker sandbox (PIPEC_SANDBOX=process); no module option can.
 
 A call's result exposes the final program as `.code`.
 
@@ -253,6 +259,9 @@ class ProgramOfThought(ModuleKind):
         while True:
             if not error:
                 run = await self._execute(code, values, ctx)
+                if run.error_type == "setup":       # no sandbox to run it in: not the program's fault
+                    self._note(ctx, code, run, run.error)
+                    raise ModuleFailure(run.error, raw=code)
                 outputs, shown, error = self._read(run)
                 self._note(ctx, code, run, error)
                 if not error:
