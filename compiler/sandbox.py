@@ -22,14 +22,16 @@ The boundary is the operating system, through bubblewrap (`bwrap`, Debian's and 
           --proc /proc --dev /dev --remount-ro /dev
           --size 64MiB --tmpfs /tmp --remount-ro / --chdir /tmp
           --clearenv --setenv PATH /usr/bin:/bin --setenv HOME /tmp --setenv TMPDIR /tmp ...
-          --info-fd N -- PYTHON -I -S -B -c RUNNER
+          --seccomp FD --info-fd N -- PYTHON -I -S -B -c RUNNER
 
 so the program runs as uid 65534 in its own user, mount, pid, network (a loopback of its own), IPC
 and UTS namespaces, sees a read-only root holding only /usr, the interpreter and two files of /etc
 (no /home, no /root, no host /proc, /sys or /run), cannot make user namespaces of its own (which
 could mount an unbounded tmpfs), and can write only to one tmpfs of MAX_SCRATCH_BYTES (there is no
 writable /dev/shm or second /tmp: total bytes written are bounded, and nothing reaches the host's
-disk). When the run ends, its pid namespace ends with it: every process it started is killed,
+disk). A seccomp filter (x86_64 and aarch64) refuses the kernel objects that would hold memory
+outside those bounds (System V shared memory and message queues, memfd, POSIX message queues) and
+interfaces a computation has no use for (io_uring, bpf, userfaultfd, keyrings, perf, ptrace). When the run ends, its pid namespace ends with it: every process it started is killed,
 double-forked and `setsid` ones included, before `run_python` returns.
 
 Around that boundary (defense in depth):
@@ -82,6 +84,7 @@ import selectors
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -509,7 +512,8 @@ def sandbox_status() -> SandboxStatus:
     plan, problem = _plan()
     if plan is None:
         return SandboxStatus(False, mode, (), problem)
-    return SandboxStatus(True, mode, plan.layers(cgroupns=False) + ("rlimits", "process-group", "audit"), "")
+    seccomp = ("seccomp",) if _seccomp_program() is not None else ()
+    return SandboxStatus(True, mode, plan.layers(cgroupns=False) + seccomp + ("rlimits", "process-group", "audit"), "")
 
 
 def run_python(code: str, inputs: dict[str, Any] | None = None, timeout: float = 5.0, memory_mb: int = 256,
@@ -713,10 +717,11 @@ def _usable_by_others(exe: str) -> bool:
 # --------------------------------------------------------------------------------------------
 # The bubblewrap command line.
 
-def _bwrap_argv(plan: _Plan, info_fd: int) -> list[str]:
+def _bwrap_argv(plan: _Plan, info_fd: int, seccomp_fd: int | None) -> list[str]:
     env = [arg for name, value in _INNER_ENV for arg in ("--setenv", name, value)]
+    seccomp = ["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []
     return [plan.bwrap, *_namespace_args(plan), *_filesystem_args(plan.python, plan.prefix), "--clearenv", *env,
-            "--info-fd", str(info_fd), "--", plan.python, "-I", "-S", "-B", "-c", RUNNER]
+            *seccomp, "--info-fd", str(info_fd), "--", plan.python, "-I", "-S", "-B", "-c", RUNNER]
 
 
 def _namespace_args(plan: _Plan) -> list[str]:
@@ -775,6 +780,64 @@ def _site_dirs(prefix: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
+# A seccomp filter (classic BPF, which bwrap installs before the program starts) refusing, with
+# EPERM: memory a program could fill past its address-space limit and its scratch tmpfs (System V
+# shared memory and message queues, memfd, POSIX message queues: all would live until the run
+# ends), and kernel interfaces a computation has no use for that are common attack surface
+# (io_uring, bpf, userfaultfd, keyrings, perf events, ptrace, cross-process memory access).
+# Calls of another architecture's ABI (x32, or 32-bit calls from a 64-bit process) are refused
+# whole, since their numbers differ. Numbers from the kernel's unistd tables.
+
+_DENIED_SYSCALLS = {
+    "x86_64": (0xC000003E, True, {
+        "shmget": 29, "msgget": 68, "memfd_create": 319, "memfd_secret": 447, "mq_open": 240,
+        "io_uring_setup": 425, "bpf": 321, "userfaultfd": 323, "keyctl": 250, "add_key": 248,
+        "request_key": 249, "perf_event_open": 298, "ptrace": 101, "process_vm_readv": 310,
+        "process_vm_writev": 311}),
+    "aarch64": (0xC00000B7, False, {
+        "shmget": 194, "msgget": 186, "memfd_create": 279, "memfd_secret": 447, "mq_open": 180,
+        "io_uring_setup": 425, "bpf": 280, "userfaultfd": 282, "keyctl": 219, "add_key": 217,
+        "request_key": 218, "perf_event_open": 241, "ptrace": 117, "process_vm_readv": 270,
+        "process_vm_writev": 271}),
+}
+_BPF_LOAD_WORD, _BPF_JEQ, _BPF_JGE, _BPF_RET = 0x20, 0x15, 0x35, 0x06
+_SECCOMP_ALLOW, _SECCOMP_EPERM = 0x7FFF0000, 0x00050000 | 1
+_X32_BIT = 0x40000000
+
+
+@lru_cache(maxsize=1)
+def _seccomp_program() -> bytes | None:
+    """The filter for this machine's architecture, or None where its syscall numbers are not known."""
+    known = _DENIED_SYSCALLS.get(os.uname().machine)
+    if known is None:
+        return None
+    arch, has_x32, numbers = known
+    body = [(_BPF_JGE, _X32_BIT)] if has_x32 else []
+    body += [(_BPF_JEQ, nr) for nr in sorted(numbers.values())]
+    deny = 3 + len(body) + 1                  # index of the final "refuse"; "allow" comes just before it
+    program = [(_BPF_LOAD_WORD, 0, 0, 4),     # seccomp_data.arch
+               (_BPF_JEQ, 0, deny - 2, arch),
+               (_BPF_LOAD_WORD, 0, 0, 0)]     # seccomp_data.nr
+    for i, (op, k) in enumerate(body, start=3):
+        program.append((op, deny - (i + 1), 0, k))
+    program += [(_BPF_RET, 0, 0, _SECCOMP_ALLOW), (_BPF_RET, 0, 0, _SECCOMP_EPERM)]
+    return b"".join(struct.pack("=HBBI", *insn) for insn in program)
+
+
+def _seccomp_fd() -> int | None:
+    """A descriptor bwrap reads the filter from (a pipe, already filled and closed for writing)."""
+    program = _seccomp_program()
+    if program is None:
+        return None
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, program)          # a few hundred bytes: far below a pipe's buffer
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+# --------------------------------------------------------------------------------------------
 # One run under bubblewrap.
 
 def _run_bwrap(plan: _Plan, code: str, inputs: dict, timeout: float, memory_mb: int, capture: tuple,
@@ -786,12 +849,15 @@ def _run_bwrap(plan: _Plan, code: str, inputs: dict, timeout: float, memory_mb: 
         return _refusal(f"sandbox: inputs are not JSON: {err}")
     limits = _limits(memory_mb, timeout, MAX_NOBODY_PROCESSES if plan.drop else None)
     info_read, info_write = os.pipe()
+    seccomp = _seccomp_fd()
     proc = init = None
     try:
+        passed = (info_write,) + ((seccomp,) if seccomp is not None else ())
         try:
-            proc = subprocess.Popen(_bwrap_argv(plan, info_write), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, cwd="/", env=_OUTER_ENV, start_new_session=True,
-                                    preexec_fn=lambda: _enter_child(limits, plan.drop), pass_fds=(info_write,))
+            proc = subprocess.Popen(_bwrap_argv(plan, info_write, seccomp), stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", env=_OUTER_ENV,
+                                    start_new_session=True, preexec_fn=lambda: _enter_child(limits, plan.drop),
+                                    pass_fds=passed)
         except (OSError, subprocess.SubprocessError) as err:
             return _refusal(f"sandbox could not start bubblewrap: {type(err).__name__}: {err}", start)
         os.close(info_write)
@@ -803,12 +869,13 @@ def _run_bwrap(plan: _Plan, code: str, inputs: dict, timeout: float, memory_mb: 
         returncode = proc.wait()
         ended = _end_namespace(init)
     finally:
-        for fd in (info_read, info_write, init):
+        for fd in (info_read, info_write, init, seccomp):
             if fd is not None and fd >= 0:
                 os.close(fd)
         _close_streams(proc)
     err = exchange.err + (b"" if ended else b"\nsandbox: the run's processes were still ending after the run\n")
-    layers = plan.layers("cgroup-namespace" in info) + ("rlimits", "process-group") + (("audit",) if audit else ())
+    layers = (plan.layers("cgroup-namespace" in info) + (("seccomp",) if seccomp is not None else ())
+              + ("rlimits", "process-group") + (("audit",) if audit else ()))
     if not exchange.started and b"bwrap:" in err and exchange.status == "done":
         return _refusal(f"sandbox: bubblewrap could not start the program: {_last_line(err, b'bwrap:')}", start)
     return _outcome(exchange._replace(err=err), returncode, memory_mb, timeout, start, layers)

@@ -174,6 +174,27 @@ def test_all_a_run_may_write_is_bounded_and_dev_shm_is_no_way_around(tmp_path):
     healthy()
 
 
+@needs_bwrap
+@pytest.mark.skipif("seccomp" not in STATUS.isolation, reason="no seccomp filter for this architecture")
+def test_kernel_memory_past_the_limits_and_risky_interfaces_are_refused():
+    """Shared memory, message queues and memfds would hold memory outside the address-space limit and
+    the scratch tmpfs until the run ends; x32 calls would get around the filter's numbers."""
+    numbers = sandbox._DENIED_SYSCALLS[os.uname().machine][2]
+    code = ("import os, ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nout = {}\n"
+            "for name, nr in numbers.items():\n"
+            "    ctypes.set_errno(0)\n"
+            "    out[name] = [libc.syscall(nr, 0, 1 << 20, 0o1600, 0, 0), ctypes.get_errno()]\n"
+            "out['x32 getpid'] = [libc.syscall(0x40000000 | 39), ctypes.get_errno()] if os.uname().machine == "
+            "'x86_64' else [-1, 1]\n"
+            "out['getpid'] = [os.getpid(), 0]\n"
+            "result = out")
+    r = run_python(code, {"numbers": numbers}, audit=False)
+    assert r.ok, r.error
+    assert r.value.pop("getpid")[0] > 0                               # everything else still works
+    assert r.value == {name: [-1, 1] for name in r.value}, r.value    # -1, EPERM
+    healthy()
+
+
 def test_the_parent_environment_and_api_keys_are_not_visible(monkeypatch):
     secret = "sk-fake-" + uuid.uuid4().hex
     monkeypatch.setenv("OPENAI_API_KEY", secret)
