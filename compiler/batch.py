@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .jsonl import read_objects
+from .jsonl import dump_line, read_objects
 from .prediction import Prediction
 from .progress import Progress
 
@@ -190,7 +190,7 @@ def run_jsonl(program, in_path: Path, out_path: Path, concurrency: int = 4, prog
             rec = {"line": lineno, "key": row_key(row) if row is not None else "", "inputs": row}
             rec.update(pred.to_dict(trace=with_trace))
             rec["lm_calls"] = pred.lm_calls
-            out.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+            out.write(dump_line(rec))          # errors, raw replies and traces may echo a key
             out.flush()
             summary.ran += 1
             summary.failed += not pred.ok
@@ -275,6 +275,6 @@ def merge_outputs(in_path: Path, parts: list[Path], out_path: Path) -> MergeResu
         tmp = out_path.with_name(out_path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as out:
             for line in sorted(expected):
-                out.write(json.dumps(seen[line], ensure_ascii=False) + "\n")
+                out.write(dump_line(seen[line]))
         os.replace(tmp, out_path)
     return result

@@ -2,7 +2,10 @@
 
 The key is sha256 over the cache format version, the model id, the messages, the reply schema and the
 sampling parameters. Keys and the API keys that authenticate a call never meet: backends read keys
-from the environment at call time, and requests never carry them. Values are JSON text; anything that
+from the environment at call time, and requests never carry them (only their digest is stored). A
+reply that holds a secret's value (an LM echoing a key it was shown) is kept in memory for this run
+but never written to disk: stored redacted, a replay would differ from the reply it stands for, and
+a cache directory is the kind of file that gets copied around. Values are JSON text; anything that
 does not read back as a reply is a miss, so a corrupt entry costs one LM call, never a crash. The
 disk is reached through one I/O thread (`cache_io.py`), so a locked or slow disk never stalls a run.
 """
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from .cache_io import DELETED, FAILED, DiskWorker
 from .lm.base import LMReply, LMRequest
+from .lm.secrets import contains_secret
 
 FORMAT = 2
 
@@ -122,9 +126,11 @@ class LMCache:
         return reply
 
     def put(self, key: str, reply: LMReply) -> None:
-        """Remember a reply; it is stored on disk in the background (see `flush`)."""
+        """Remember a reply; it is stored on disk in the background (see `flush`), unless it holds a
+        secret's value (then this process alone remembers it)."""
         self._remember(key, reply)
-        self._disk().write(key, reply)
+        if not contains_secret(reply.text):
+            self._disk().write(key, reply)
 
     def _remember(self, key: str, reply: LMReply) -> None:
         mem = self._mem

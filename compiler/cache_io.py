@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import itertools
-import logging
 import os
 import threading
 import time
@@ -28,7 +27,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
-log = logging.getLogger("pipec.cache")
+from .lm.secrets import logger
+
+log = logger("pipec.cache")      # with the redacting filter: a path or an error may hold a key
 
 DELETED = object()           # a queued delete: the key reads as absent until the delete is stored
 FAILED = object()            # a read that did not complete: the caller treats it as a miss

@@ -168,6 +168,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; everything it prints (tracebacks and log lines too) has secrets masked."""
+    from .lm.secrets import redacted_output
+    with redacted_output():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from .trust import ApprovalRequired
     parser = _parser()
     args = parser.parse_args(argv)

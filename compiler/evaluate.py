@@ -11,6 +11,7 @@ from .dataset import Example
 from .dsl.types import BOOL, STR
 from .metrics import Metric
 from .lm.base import LMError
+from .lm.secrets import redact_data
 from .modules.base import ModuleFailure, Predictor
 from .prediction import Prediction
 from .progress import Progress
@@ -33,8 +34,10 @@ class RowResult:
         return self.score >= 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"where": self.where, "inputs": self.inputs, "expected": self.expected, "outputs": self.outputs,
-                "score": self.score, "passed": self.passed, "error": self.error, "raw": self.raw}
+        """The row as it leaves pipec (`eval --output`, reports): secrets in it are masked."""
+        return redact_data({"where": self.where, "inputs": self.inputs, "expected": self.expected,
+                            "outputs": self.outputs, "score": self.score, "passed": self.passed, "error": self.error,
+                            "raw": self.raw})
 
 
 @dataclass(slots=True)

@@ -1,8 +1,30 @@
-"""Reading JSON Lines files: one object per line, every bad line reported by its number."""
+"""JSON Lines files: reading one object per line (every bad line reported by its number), and
+writing lines with secrets masked."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
+
+from .lm.secrets import redact, redact_data
+
+
+def dump_line(value: Any) -> str:
+    """`value` as one JSON line (newline included) with every secret in it masked (`pipec.lm.secrets`).
+
+    >>> dump_line({"error": "HTTP 401: bad key sk-abcdefghijklmnop", "ok": False})
+    '{"error": "HTTP 401: bad key ***", "ok": false}\\n'
+    """
+    import json
+    line = json.dumps(value, ensure_ascii=False, default=str)
+    clean = redact(line)
+    if clean is not line:
+        try:
+            json.loads(clean)
+        except ValueError:
+            # A mask that cut through an escape (a secret holding a quote or a backslash): mask the
+            # strings one by one instead, which always leaves valid JSON.
+            clean = json.dumps(redact_data(json.loads(line)), ensure_ascii=False)
+    return clean + "\n"
 
 
 def read_objects(path: Path, problems: list[str], keep: Callable[[int], bool] | None = None) -> Iterator[tuple[int, dict]]:

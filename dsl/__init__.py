@@ -8,12 +8,24 @@ module kinds, metrics and optimizers to check against.
 >>> [type(i).__name__ for i in file.items], diagnostics
 (['Signature'], [])
 """
-from .catalogue import Catalogue, FunctionSpec, KindSpec, OptionSpec
-from .checker import Program, check
-from .diagnostics import Diagnostic, PipeError, render_all
-from .loader import Loaded, load
-from .parser import parse
-from .types import Type, assignable, show
+from __future__ import annotations
 
-__all__ = ["Catalogue", "FunctionSpec", "KindSpec", "OptionSpec", "Program", "check", "Diagnostic",
-           "PipeError", "render_all", "Loaded", "load", "parse", "Type", "assignable", "show"]
+# Names load on first use: the command line's redaction (`pipec.dsl.redaction`, standard library
+# only) is imported by every command, `pipec --help` included, and must not pull in lark.
+_LAZY = {
+    "Catalogue": "catalogue", "FunctionSpec": "catalogue", "KindSpec": "catalogue", "OptionSpec": "catalogue",
+    "Program": "checker", "check": "checker", "Diagnostic": "diagnostics", "PipeError": "diagnostics",
+    "render_all": "diagnostics", "Loaded": "loader", "load": "loader", "parse": "parser", "Type": "types",
+    "assignable": "types", "show": "types",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

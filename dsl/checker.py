@@ -12,12 +12,13 @@ from pathlib import Path
 from . import ast as A
 from .catalogue import LM_OPTIONS, Catalogue, FunctionSpec, OptionSpec
 from .diagnostics import Diagnostic, closest, did_you_mean
+from .redaction import SECRET_FIELD, declare_secret_env, mask_url, url_has_credentials
 from .types import ANY, BOOL, FLOAT, INT, SCALARS, STR, Type, assignable, show, unify
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-# Option names that hold credentials, and the prefixes of common provider keys (OpenAI, Anthropic,
-# Slack, GitHub, Google, Hugging Face, Groq, AWS). `api_key_env` only names a variable, so it is fine.
-_SECRET_NAME = re.compile(r"^(?!max_|min_|num_)(\w*_)?(api_?key|key|token|secret|password|passwd)$", re.I)
+# Option names that hold credentials are `redaction.SECRET_FIELD`; these are the prefixes of common
+# provider keys (OpenAI, Anthropic, Slack, GitHub, Google, Hugging Face, Groq, AWS). `api_key_env`
+# only names a variable, so it is fine.
 _SECRET_VALUE = re.compile(r"^(sk-|sk_|xox[abp]-|ghp_|github_pat_|AIza|hf_|gsk_|AKIA)[A-Za-z0-9_\-]{6,}")
 
 
@@ -374,6 +375,15 @@ class _Checker:
                     if opt.name == "api_key_env" else
                     f"put the key in an environment variable and name it with `api_key_env: \"{variable}\"`")
             self.error(opt.span, "API keys do not belong in .pipe files", hint, "secret")
+        for opt in lm.options:
+            if opt.name == "api_key_env" and isinstance(opt.value, str) and opt not in secrets:
+                declare_secret_env(opt.value)     # from now on its value is masked in everything printed
+            elif opt.name == "api_base" and isinstance(opt.value, str) and url_has_credentials(opt.value):
+                # A URL is printed and logged (errors, traces, proxies' access logs): no place for a key.
+                secrets.append(opt)
+                self.error(opt.span, f"api_base carries credentials in its URL ({mask_url(opt.value)})",
+                           f"put the key in an environment variable and name it with `api_key_env: \"{variable}\"`; "
+                           "the URL keeps only the server's address", "secret")
         self._options(f"lm {lm.name}", [o for o in lm.options if o not in secrets], LM_OPTIONS)
 
     def _signature(self, sig: A.Signature) -> None:
@@ -853,7 +863,7 @@ def _is_secret(opt: A.Option) -> bool:
     values = opt.value if isinstance(opt.value, list) else [opt.value]
     if any(isinstance(v, str) and _SECRET_VALUE.match(v.strip()) for v in values):
         return True
-    return bool(_SECRET_NAME.search(opt.name))
+    return bool(SECRET_FIELD.search(opt.name))
 
 
 def _literal_type(chk: _Checker, e: A.Expr) -> Type:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import difflib
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Iterable
 
 from .ast import Span
+from .redaction import MASK, assignment_spans, current, mask_spans, merge_spans, redact
 
 
 @dataclass(slots=True)
@@ -28,35 +30,96 @@ class Diagnostic:
         return f"{self.span}: {self.severity}: {self.message}"
 
     def render(self, source: str | None = None, color: bool = False) -> str:
-        """The headline, the source line with a caret under the span, and the hint."""
-        out = [self.headline()]
+        """The headline, the source line with a caret under the span, and the hint.
+
+        Only the offending line is quoted, made safe to print: control characters become spaces, a
+        line longer than `QUOTE_WIDTH` is cut to a window around the caret, and secrets are masked
+        (the environment's secret values, key shapes, URL passwords, string literals in a "secret"
+        finding, and secret-named settings in an imported file that is not a .pipe file).
+
+        >>> d = Diagnostic("error", "bad", Span("a.env", 1, 1, 1, 7))
+        >>> print(d.render('ANTHROPIC_API_KEY="a1b2c3d4e5f6"\\x00 ' + "x" * 200))
+        a.env:1:1: error: bad
+         1 | ANTHROPIC_API_KEY="***"  xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…
+           | ^~~~~~
+        """
+        out = [redact(self.headline())]
         if source is not None:
-            # Split on "\n" only: the parser counts lines that way, while str.splitlines() would also
-            # break at form feeds and U+2028 and put the caret under the wrong line.
-            lines = source.split("\n")
-            if 1 <= self.span.line <= len(lines):
-                text = _printable(lines[self.span.line - 1].rstrip("\r"))
-                if self.code == "secret":
-                    # Never echo a key into logs: mask string literals inside the flagged span.
-                    text = _mask_strings(text, self.span.col - 1,
-                                         self.span.end_col - 1 if self.span.end_line == self.span.line else len(text))
-                width = 1
-                if self.span.end_line == self.span.line and self.span.end_col > self.span.col:
-                    width = self.span.end_col - self.span.col
-                lineno = str(self.span.line)
-                out.append(f" {lineno} | {text}")
-                caret = "^" + "~" * (_columns(text[self.span.col - 1:self.span.col - 1 + width]) - 1)
-                out.append(f" {' ' * len(lineno)} | {' ' * _columns(text[:self.span.col - 1])}{caret}")
+            out += self._quote(source)
         if self.hint:
-            out.append(f"  hint: {self.hint}")
+            out.append(f"  hint: {redact(self.hint)}")
         text = "\n".join(out)
         if color:
             tint = "\x1b[31m" if self.severity == "error" else "\x1b[33m"
             text = text.replace(f"{self.severity}:", f"{tint}{self.severity}:\x1b[0m", 1)
         return text
 
+    def _quote(self, source: str) -> list[str]:
+        """The offending line and the caret under the span (nothing when the line does not exist)."""
+        # Split on "\n" only: the parser counts lines that way, while str.splitlines() would also
+        # break at form feeds and U+2028 and put the caret under the wrong line.
+        lines = source.split("\n")
+        if not 1 <= self.span.line <= len(lines):
+            return []
+        text = _printable(lines[self.span.line - 1].rstrip("\r"))
+        start = self.span.col - 1
+        end = start + 1
+        if self.span.end_line == self.span.line and self.span.end_col > self.span.col:
+            end = self.span.end_col - 1
+        secrets = current().spans(text)
+        if self.code == "secret":
+            # Never echo a key into logs: mask string literals inside the flagged span.
+            secrets += _string_spans(text, start, end if self.span.end_line == self.span.line else len(text))
+        if not self.span.file.endswith(".pipe"):
+            secrets += assignment_spans(text)     # an imported .env or credentials file
+        if secrets:
+            spans = merge_spans(secrets)
+            text, start, end = mask_spans(text, spans), _moved(start, spans), _moved(end, spans, True)
+        text, start, end = _window(text, start, end)
+        lineno = str(self.span.line)
+        caret = "^" + "~" * (_columns(text[start:max(end, start + 1)]) - 1)
+        return [f" {lineno} | {text}", f" {' ' * len(lineno)} | {' ' * _columns(text[:start])}{caret}"]
+
     def sort_key(self) -> tuple:
         return (self.span.file, self.span.line, self.span.col, self.message)
+
+
+QUOTE_WIDTH = 100      # characters of a source line a diagnostic quotes at most
+
+
+def _window(text: str, start: int, end: int) -> tuple[str, int, int]:
+    """`text` cut to QUOTE_WIDTH characters around `start` (with an ellipsis for each cut side), and
+    the span's start and end moved to match.
+
+    >>> text, start, end = _window("a" * 300 + "BAD" + "b" * 300, 300, 303)
+    >>> text[:2], text[start:end], text[-2:], len(text), _window("ok", 0, 2)
+    ('…a', 'BAD', 'b…', 102, ('ok', 0, 2))
+    """
+    if len(text) <= QUOTE_WIDTH:
+        return text, start, end
+    lo = max(0, min(start - QUOTE_WIDTH // 4, len(text) - QUOTE_WIDTH))
+    hi = lo + QUOTE_WIDTH
+    head, tail = ("…" if lo else ""), ("…" if hi < len(text) else "")
+    shift = len(head) - lo
+    return head + text[lo:hi] + tail, start + shift, min(end, hi) + shift
+
+
+def _moved(at: int, spans: list[tuple[int, int]], end: bool = False) -> int:
+    """Where column index `at` is once each of `spans` is replaced by MASK."""
+    delta = 0
+    for a, b in spans:
+        if at >= b:
+            delta += (b - a) - len(MASK)
+        elif at > a:
+            return a - delta + (len(MASK) if end else 0)
+        else:
+            break
+    return at - delta
+
+
+def _string_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Spans of the contents of double-quoted strings between columns start and end."""
+    return [(start + m.start() + 1, start + m.end() - 1) for m in re.finditer(r'"(?:[^"\\]|\\.)*"', text[start:end])]
 
 
 def _printable(line: str) -> str:
@@ -117,10 +180,3 @@ def render_all(diagnostics: list[Diagnostic], sources: dict[str, str], color: bo
     if diagnostics:
         parts.append(f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}")
     return "\n".join(parts)
-
-
-def _mask_strings(text: str, start: int, end: int) -> str:
-    """`text` with the contents of double-quoted strings between columns start and end replaced by ***."""
-    import re
-    head, body, tail = text[:start], text[start:end], text[end:]
-    return head + re.sub(r'"(?:[^"\\]|\\.)*"', '"***"', body) + tail

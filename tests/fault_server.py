@@ -17,8 +17,10 @@ Fault kinds: "timeout" (hold the request longer than the client waits), "429" (w
 "truncated_body" (headers promise more bytes than are sent), "empty" (a 200 whose message is
 empty), "truncated" (a 200 whose message is cut mid-object, finish_reason "length"),
 "wrong_format" (a 200 with prose instead of JSON), "html" (a 200 text/html page),
-"bad_json" (a 200 application/json body that is not JSON), and "401_echo" (a 401 whose message
-echoes the credential sent, as some proxies do).
+"bad_json" (a 200 application/json body that is not JSON), "401_echo" (a 401 whose message
+echoes the credential sent, as some proxies do), and "401_echo_text" (a 401 text/plain page that
+echoes the key at byte `FaultPlan.echo_at`, so a client cutting the body at 300 bytes keeps its
+first 12 characters).
 
 Also here, because several reliability test files share them: `pipec_cli` (run the installed
 `pipec` script) and `record_figure` (figures for RELIABILITY.md).
@@ -78,6 +80,7 @@ class FaultPlan:
     retry_after: str = "0.2"
     hang: float = 5.0                                          # how long a "timeout" holds the request
     truncate_at: int | None = None                             # where "truncated" cuts (default: a third)
+    echo_at: int = 288                                         # where "401_echo_text" puts the key
 
     def decide(self, key: str, attempt: int) -> str | None:
         if attempt in self.script:
@@ -254,6 +257,14 @@ class FaultServer:
                                             "code": 401}}).encode()
             rec.status = 401
             await self._send(writer, 401, payload)
+            return True
+        if fault == "401_echo_text":                  # a plain-text error page with the key far into it
+            auth = rec.headers.get("authorization", "") or rec.headers.get("api-key", "")
+            key = auth.split(" ", 1)[-1]
+            head = "401 Unauthorized. The gateway rejected the credential it received: "
+            payload = (head.ljust(self.plan.echo_at, ".") + key + " (check your account settings)").encode()
+            rec.status = 401
+            await self._send(writer, 401, payload, "text/plain")
             return True
         if fault == "reset":
             rec.status = -2

@@ -5,7 +5,7 @@ import os
 
 from .base import LMBackend, LMError, LMReply, LMRequest, TransientLMError
 from .rate_limit import RateLimiter
-from .secrets import redact
+from .secrets import mask_url, redact
 
 _TRANSIENT = {"Timeout", "APITimeoutError", "RateLimitError", "APIConnectionError", "InternalServerError",
               "ServiceUnavailableError", "BadGatewayError"}
@@ -51,7 +51,7 @@ class HostedLM(LMBackend):
 
     def describe(self) -> str:
         """The identity replies depend on: the model and, for self-hosted servers, where it runs."""
-        return f"{self.model}@{self.api_base}" if self.api_base else self.model
+        return f"{self.model}@{mask_url(self.api_base)}" if self.api_base else self.model
 
     def _kwargs(self, request: LMRequest) -> dict:
         kw = {"model": self.model, "messages": request.messages, "timeout": self.timeout, "num_retries": 0}

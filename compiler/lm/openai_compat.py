@@ -39,7 +39,7 @@ import weakref
 
 from .base import LMBackend, LMError, LMReply, LMRequest, TransientLMError
 from .rate_limit import RateLimiter
-from .secrets import redact
+from .secrets import mask_url, redact
 
 _SAMPLING = ("temperature", "max_tokens", "top_p", "stop", "seed")
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
@@ -170,7 +170,7 @@ class OpenAICompatLM(LMBackend):
 
     def describe(self) -> str:
         """The identity replies depend on (the same as the litellm path's, so caches carry over)."""
-        return f"{self.model}@{self.api_base}"
+        return f"{self.model}@{mask_url(self.api_base)}"
 
     # ------------------------------------------------------------------ request
     def _headers(self) -> dict[str, str]:
@@ -219,8 +219,8 @@ class OpenAICompatLM(LMBackend):
             text = data["choices"][0]["message"].get("content") or ""
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             # A proxy's error page or a body cut in transit: worth another attempt, like a 5xx.
-            raise TransientLMError(redact(f"{self.model}: {self.url} sent a reply that is not a chat completion: "
-                                          f"{content[:200]!r}")) from None
+            raise TransientLMError(redact(f"{self.model}: {self.url} sent a reply that is not a chat completion: ")
+                                   + repr(_shown(content, 200))) from None
         usage = data.get("usage") or {}
         truncated = data["choices"][0].get("finish_reason") == "length"
         return LMReply(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), 0.0,
@@ -230,8 +230,9 @@ class OpenAICompatLM(LMBackend):
         try:
             err = json.loads(content).get("error")
             detail = err.get("message") if isinstance(err, dict) else str(err or "")
+            detail = redact(str(detail))[:300]
         except (ValueError, AttributeError):
-            detail = content[:300].decode("utf-8", "replace")
+            detail = _shown(content, 300)
         message = redact(f"{self.model}: HTTP {status} from {self.url}: {detail or 'no detail'}")
         if status in _TRANSIENT_STATUS or status >= 500:
             return TransientLMError(message, _retry_after(headers))
@@ -283,6 +284,12 @@ class OpenAICompatLM(LMBackend):
         if self._aio_timeout is None:
             self._aio_timeout = _aio().ClientTimeout(total=self.timeout, connect=min(self.timeout, 10.0))
         return self._aio_timeout
+
+
+def _shown(content: bytes, limit: int) -> str:
+    """The start of a reply body for an error message: redacted first, then cut (a key cut in half
+    by the cut would otherwise escape redaction; see RELIABILITY.md)."""
+    return redact(content[:64 * 1024].decode("utf-8", "replace"))[:limit]
 
 
 def _retry_after(headers) -> float | None:
