@@ -202,6 +202,12 @@ def _main(argv: list[str] | None) -> int:
         # The reader went away (`pipec inspect | head`): not an error; silence the flush at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except OSError as err:
+        from .dsl.files import SourceError     # a main file refused: a FIFO, /proc, over 1 MiB, binary
+        if not isinstance(err, (SourceError, FileNotFoundError)):
+            raise
+        print(f"pipec {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 # ---------------------------------------------------------------------- helpers

@@ -9,6 +9,7 @@ from . import ast as A
 from .catalogue import Catalogue
 from .checker import Program, check
 from .diagnostics import Diagnostic
+from .files import MAX_SOURCE_BYTES, SourceError, read_source
 from .parser import parse
 
 
@@ -29,9 +30,11 @@ def load(path: str | Path, catalogue: Catalogue, source: str | None = None,
          reader: Callable[[Path], str] | None = None) -> Loaded:
     """Parse `path` and its imports (relative to the importing file), then check them together.
 
-    Import cycles and unreadable imports are diagnostics at the `import` line, not exceptions.
-    `reader` reads imported files (default: from disk); a compiled artifact passes one that serves
-    the sources embedded in it.
+    Import cycles and unreadable imports are diagnostics at the `import` line, not exceptions. Every
+    file is read by `files.read_source`: regular UTF-8 text files of at most 1 MiB, never a FIFO,
+    a device or a file under /proc. An unreadable main file raises `files.SourceError` (an OSError)
+    for the caller to report. `reader` reads imported files instead (default: from disk); a
+    compiled artifact passes one that serves the sources embedded in it.
 
     >>> import tempfile, os
     >>> d = tempfile.mkdtemp(); p = os.path.join(d, "a.pipe")
@@ -45,7 +48,7 @@ def load(path: str | Path, catalogue: Catalogue, source: str | None = None,
     sources: dict[str, str] = {}
     files: list[A.File] = []
     if source is None:
-        source = path.read_text(encoding="utf-8")   # the caller reports an unreadable main file
+        source = read_source(path)          # the caller reports an unreadable main file
     done: dict[Path, A.File] = {}
     shown_as: dict[Path, str] = {}     # real path -> how messages name the file
 
@@ -80,7 +83,10 @@ def load(path: str | Path, catalogue: Catalogue, source: str | None = None,
         if target in done:
             return
         try:
-            body = reader(target) if reader is not None else target.read_text(encoding="utf-8")
+            body = reader(target) if reader is not None else read_source(target)
+        except SourceError as err:
+            unreadable(item, err.strerror, f"imports read regular UTF-8 text files of at most {MAX_SOURCE_BYTES >> 20} MiB")
+            return
         except UnicodeDecodeError as err:
             unreadable(item, f"not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})")
             return
@@ -90,11 +96,10 @@ def load(path: str | Path, catalogue: Catalogue, source: str | None = None,
         # Show an import the way the user named the main file: relative stays relative.
         visit(target, os.path.normpath(os.path.join(os.path.dirname(shown), item.path)), body, stack + [real])
 
-    def unreadable(item: A.Import, reason: str) -> None:
+    def unreadable(item: A.Import, reason: str, hint: str = "import paths are relative to the importing file") -> None:
         # A path with control characters (an escaped NUL, say) is shown escaped, not printed raw.
         shown = item.path if item.path.isprintable() else repr(item.path)[1:-1]
-        diags.append(Diagnostic("error", f"cannot read import '{shown}': {reason}", item.span,
-                                "import paths are relative to the importing file", "bad-import"))
+        diags.append(Diagnostic("error", f"cannot read import '{shown}': {reason}", item.span, hint, "bad-import"))
 
     visit(path.resolve(), display, source, [])
     program, semantic = check(files, catalogue)
