@@ -480,18 +480,27 @@ def test_without_bubblewrap_nothing_runs_and_the_message_says_what_to_install(mo
     assert not sandbox_status().ok
 
 
-def fake_bwrap(tmp_path: Path, body: str) -> str:
-    path = tmp_path / "bwrap"
+@pytest.fixture
+def shared_dir():
+    """A directory the user nobody can reach (a fake bwrap there can be run by nobody, as root's is)."""
+    where = tempfile.mkdtemp(prefix="pipec-fake-bwrap-")
+    os.chmod(where, 0o755)
+    yield Path(where)
+    shutil.rmtree(where, ignore_errors=True)
+
+
+def fake_bwrap(where: Path, body: str) -> str:
+    path = where / "bwrap"
     path.write_text("#!/bin/sh\n" + body)
     path.chmod(0o755)
     return str(path)
 
 
 @pytest.mark.skipif(not shutil.which("bwrap"), reason="needs the real bwrap's --help to imitate it")
-def test_where_namespaces_cannot_be_made_nothing_runs(monkeypatch, tmp_path):
+def test_where_namespaces_cannot_be_made_nothing_runs(monkeypatch, shared_dir):
     """As in Docker's default seccomp profile: bwrap is there, but cannot make its namespaces."""
     real = shutil.which("bwrap")
-    monkeypatch.setenv("PIPEC_BWRAP", fake_bwrap(tmp_path, f"""
+    monkeypatch.setenv("PIPEC_BWRAP", fake_bwrap(shared_dir, f"""
 case "$1" in --help|--version) exec {real} "$1";; esac
 echo "bwrap: No permissions to create new namespace, likely because the kernel does not allow non-privileged user namespaces." >&2
 exit 1
@@ -501,8 +510,26 @@ exit 1
     assert "No permissions to create new namespace" in r.error and "apt install bubblewrap" in r.error, r.error
 
 
-def test_a_bubblewrap_without_the_needed_options_is_refused(monkeypatch, tmp_path):
-    monkeypatch.setenv("PIPEC_BWRAP", fake_bwrap(tmp_path, """
+@pytest.mark.skipif(not ROOT or not shutil.which("bwrap"), reason="needs root and the real bwrap")
+def test_root_refuses_rather_than_start_bubblewrap_itself(monkeypatch, shared_dir):
+    """Where nobody cannot make user namespaces, root could still start bwrap, but its sandbox would be
+    root on the host, which the kernel exempts from the process limit: refused instead."""
+    real = shutil.which("bwrap")
+    monkeypatch.setenv("PIPEC_BWRAP", fake_bwrap(shared_dir, f"""
+case "$1" in --help|--version) exec {real} "$1";; esac
+if [ "$(id -u)" != 0 ]; then
+    echo "bwrap: No permissions to create new namespace" >&2
+    exit 1
+fi
+exec {real} "$@"
+"""))
+    r = run_python("result = 1")
+    assert not r.ok and r.error_type == "setup", r
+    assert "runs as root" in r.error and "nobody" in r.error and "No permissions" in r.error, r.error
+
+
+def test_a_bubblewrap_without_the_needed_options_is_refused(monkeypatch, shared_dir):
+    monkeypatch.setenv("PIPEC_BWRAP", fake_bwrap(shared_dir, """
 case "$1" in --version) echo "bubblewrap 0.6.1";; *) echo "usage: bwrap [OPTIONS...] --unshare-user --tmpfs";; esac
 """))
     r = run_python("result = 1")
