@@ -7,8 +7,9 @@ the LM cache) on it.
 What counts as a secret value: the value of every environment variable named by an `api_key_env`
 the program declares (`declare_secret_env`, called as soon as a declaration is seen, at check time
 too), of the usual provider variables (`PROVIDER_VARIABLES`), and of any variable whose name looks
-secret (`..._KEY`, `..._TOKEN`, `..._SECRET`, `..._PASSWORD`, `..._CREDENTIALS`, `..._CRED`). Values shorter than
-`MIN_SECRET` characters are ignored (masking every "1" or "true" would garble all output).
+secret (`..._KEY`, `..._TOKEN`, `..._SECRET`, `..._PASSWORD`, `..._CRED...`) unless it names a
+file or a directory (`..._KEY_FILE`). Values shorter than `MIN_SECRET` characters are ignored
+(masking every "1" or "true" would garble all output).
 
 Redaction is by value, whole and in pieces: any run of `FRAGMENT` or more consecutive characters of
 a secret value of `FRAGMENT_FROM` or more characters is masked, so a reply cut at 300 bytes, or a
@@ -20,7 +21,7 @@ one dict comparison per call), and the text is cut into aligned 4-character bloc
 matching characters holds a whole one) that are looked up all in C: an ASCII text's bytes read as
 32-bit ints through a memoryview, with `set.isdisjoint`. Only when a block hits is the text walked
 in Python to find and grow the matches. With nothing secret in the environment the value pass is
-skipped. About 1 ms per 100 KB with secrets set (see RELIABILITY.md).
+skipped. About 1 ms per 100 KB with secrets set (tests/test_reliability_secrets.py measures it).
 """
 from __future__ import annotations
 
@@ -65,6 +66,14 @@ _ASSIGNMENT = re.compile(r"""(["']?)\b([A-Za-z_][\w\-]*)\1\s*[:=]\s*("(?:[^"\\]|
 KEY_SHAPE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}"
                        r"|github_pat_[A-Za-z0-9_]{30,}|hf_[A-Za-z0-9]{30,}|gsk_[A-Za-z0-9]{30,}"
                        r"|xox[abpr]-[A-Za-z0-9\-]{10,})")
+_GITHUB = re.compile(r"gh(?:[pousr]|ithub_pat)_")      # a literal prefix: re scans for it at C speed
+
+
+# scheme://userinfo@ : the userinfo runs to the last "@" before the end of the authority, as a URL
+# parser reads it (`http://u:p@ss@host` has the password `p@ss`).
+_URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)([^\s/?#\"'<>]*)@")
+
+_declared: set[str] = set()
 
 
 def _may_have_key_shape(text: str) -> bool:
@@ -78,16 +87,6 @@ def _may_have_key_shape(text: str) -> bool:
     return "AIza" in text
 
 
-_GITHUB = re.compile(r"gh(?:[pousr]|ithub_pat)_")      # a literal prefix: re scans for it at C speed
-
-
-# scheme://userinfo@ : the userinfo runs to the last "@" before the end of the authority, as a URL
-# parser reads it (`http://u:p@ss@host` has the password `p@ss`).
-_URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)([^\s/?#\"'<>]*)@")
-
-_declared: set[str] = set()
-
-
 def declare_secret_env(name: str) -> None:
     """Treat environment variable `name` as holding a secret whatever it is called (an `api_key_env`).
 
@@ -98,7 +97,7 @@ def declare_secret_env(name: str) -> None:
     'echo ***'
     >>> del os.environ["ACME_ENDPOINT_LOGIN"]
     """
-    if name and name not in _declared:
+    if name:
         _declared.add(name)
 
 
