@@ -320,7 +320,8 @@ def test_redaction_is_fast_on_100_kb(monkeypatch):
     import random
     import string
     import time
-    from pipec.dsl.redaction import redact
+    from pipec.dsl.redaction import declare_secret_env, redact
+    declare_secret_env(ODD_VAR)
     rng = random.Random(3)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-proj-" + "".join(rng.choice(string.ascii_letters) for _ in range(48)))
     monkeypatch.setenv("AWS_SESSION_TOKEN", "".join(rng.choice(string.ascii_letters + "/+") for _ in range(800)))
