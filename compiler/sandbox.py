@@ -37,13 +37,15 @@ double-forked and `setsid` ones included, before `run_python` returns.
 Around that boundary (defense in depth):
 
 * As root, the parent drops to nobody (65534, no groups) before starting bwrap, so the host sees
-  only nobody's processes, all counted against one process limit. This needs the kernel to let
+  only nobody's processes. This needs the kernel to let
   unprivileged users make user namespaces and a Python nobody can run; without them, root refuses
   rather than start bwrap itself: the sandbox's processes would then be root on the host, which
   the kernel exempts from process limits, so a fork bomb would be bounded only by the timeout.
-* Resource limits set before bwrap starts: address space and data (`memory_mb`), CPU seconds (just
-  above `timeout`), file size, open files, no core dumps; and, set inside the namespaces, at most
-  MAX_PROCESSES processes and threads per run.
+* Resource limits, set by the child's first lines inside the namespaces, before the program runs
+  (so the parent runs no Python between fork and exec, which is unsafe in a threaded process):
+  address space and data (`memory_mb`), CPU seconds (just above `timeout`), file size, open files,
+  no core dumps, and at most MAX_PROCESSES processes and threads (counted in the run's own user
+  namespace: per run). No capability is left to raise them.
 * A separate session and process group, killed (with the pid namespace) on timeout.
 * An audit hook (`sys.addaudithook`) installed in the child before the program runs refuses
   sockets, process creation, signals, `ctypes`, native extensions outside the standard library,
@@ -104,7 +106,6 @@ MAX_FILE_BYTES = 8 * 1024 * 1024        # largest file the program may write
 MAX_SCRATCH_BYTES = 64 * 1024 * 1024    # all it may write, in total (the one writable tmpfs)
 MAX_OPEN_FILES = 64
 MAX_PROCESSES = 64                      # processes and threads of one run
-MAX_NOBODY_PROCESSES = 512              # of all runs together, on the host, when root drops to nobody
 STARTUP_LIMIT = 15.0                    # seconds the interpreter may take to start (not part of timeout)
 TEARDOWN_LIMIT = 10.0                   # seconds a killed pid namespace may take to empty
 SCRATCH = "/tmp"                        # the working directory, HOME and TMPDIR inside the sandbox
@@ -172,12 +173,13 @@ _reserve = bytearray(2 * 1024 * 1024)     # freed to report a MemoryError
 _tmp = os.path.realpath(os.getcwd())
 _max_output = int(_payload["max_output"])
 _max_value = int(_payload["max_value"])
-if _payload.get("max_processes"):  # counted inside this run's user namespace: this run's processes only
+if _payload.get("limits"):         # before the program runs; processes count in this run's namespace only
     import resource
-    _hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
-    _n = int(_payload["max_processes"])
-    _n = _n if _hard == resource.RLIM_INFINITY else min(_n, _hard)
-    resource.setrlimit(resource.RLIMIT_NPROC, (_n, _n))
+    for _name, _value in _payload["limits"]:
+        _hard = resource.getrlimit(getattr(resource, _name))[1]
+        _new = _value + 1 if _name == "RLIMIT_CPU" else _value     # SIGXCPU first, then SIGKILL
+        _new = _new if _hard == resource.RLIM_INFINITY else min(_new, _hard)
+        resource.setrlimit(getattr(resource, _name), (min(_value, _new), _new))
 
 
 _pid = os.getpid()
@@ -850,20 +852,19 @@ def _run_bwrap(plan: _Plan, code: str, inputs: dict, timeout: float, memory_mb: 
                max_output: int, audit: bool) -> SandboxResult:
     start = time.monotonic()
     try:
-        payload = _payload(code, inputs, capture, max_output, memory_mb, audit, MAX_PROCESSES)
+        payload = _payload(code, inputs, capture, max_output, memory_mb, audit, _limits(memory_mb, timeout))
     except (TypeError, ValueError) as err:
         return _refusal(f"sandbox: inputs are not JSON: {err}")
-    limits = _limits(memory_mb, timeout, MAX_NOBODY_PROCESSES if plan.drop else None)
+    nobody = dict(user=NOBODY, group=NOBODY, extra_groups=[]) if plan.drop else {}
     info_read, info_write = os.pipe()
     seccomp = _seccomp_fd()
     proc = init = None
     try:
         passed = (info_write,) + ((seccomp,) if seccomp is not None else ())
-        try:
+        try:                            # no Python runs between fork and exec: safe with threads
             proc = subprocess.Popen(_bwrap_argv(plan, info_write, seccomp), stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", env=_OUTER_ENV,
-                                    start_new_session=True, preexec_fn=lambda: _enter_child(limits, plan.drop),
-                                    pass_fds=passed)
+                                    start_new_session=True, umask=0o077, pass_fds=passed, **nobody)
         except (OSError, subprocess.SubprocessError) as err:
             return _refusal(f"sandbox could not start bubblewrap: {type(err).__name__}: {err}", start)
         os.close(info_write)
@@ -885,18 +886,6 @@ def _run_bwrap(plan: _Plan, code: str, inputs: dict, timeout: float, memory_mb: 
     if not exchange.started and b"bwrap:" in err and exchange.status == "done":
         return _refusal(f"sandbox: bubblewrap could not start the program: {_last_line(err, b'bwrap:')}", start)
     return _outcome(exchange._replace(err=err), returncode, memory_mb, timeout, start, layers)
-
-
-def _enter_child(limits: tuple, drop: bool) -> None:
-    """Runs in the child between fork and exec (keep it to system calls: no imports, no I/O)."""
-    _apply_limits(limits)
-    if drop:
-        os.setgroups([])
-        os.setresgid(NOBODY, NOBODY, NOBODY)
-        os.setresuid(NOBODY, NOBODY, NOBODY)
-        if os.geteuid() == 0 or os.getegid() == 0:
-            raise OSError("could not drop privileges")
-    os.umask(0o077)
 
 
 def _read_info(fd: int, seconds: float) -> dict:
@@ -967,27 +956,26 @@ def _last_line(data: bytes, marker: bytes = b"") -> str:
 # What both modes share: the payload, the limits, talking to the child, reading its result.
 
 def _payload(code: str, inputs: dict, capture: tuple, max_output: int, memory_mb: int, audit: bool,
-             max_processes: int | None) -> bytes:
+             limits: tuple[tuple[str, int], ...] | None) -> bytes:
+    """The child's stdin. `limits` are set by the child itself before the program runs (bwrap mode)."""
     return json.dumps({"code": code, "inputs": inputs, "capture": list(capture), "max_output": max_output,
                        "max_value": MAX_PROTOCOL_BYTES // 2, "memory_mb": memory_mb, "audit": bool(audit),
-                       "max_processes": max_processes}, ensure_ascii=False, default=str).encode("utf-8")
+                       "limits": limits}, ensure_ascii=False, default=str).encode("utf-8")
 
 
-def _limits(memory_mb: int, timeout: float, processes: int | None) -> tuple[tuple[int, int], ...]:
+def _limits(memory_mb: int, timeout: float) -> tuple[tuple[str, int], ...]:
     memory = memory_mb * 1024 * 1024
     cpu = max(1, int(timeout + 0.999)) + 1
-    limits = [(resource.RLIMIT_AS, memory), (resource.RLIMIT_DATA, memory), (resource.RLIMIT_CPU, cpu),
-              (resource.RLIMIT_FSIZE, MAX_FILE_BYTES), (resource.RLIMIT_NOFILE, MAX_OPEN_FILES),
-              (resource.RLIMIT_CORE, 0)]
-    if processes:
-        limits.append((resource.RLIMIT_NPROC, processes))
-    return tuple(limits)
+    return (("RLIMIT_AS", memory), ("RLIMIT_DATA", memory), ("RLIMIT_CPU", cpu), ("RLIMIT_FSIZE", MAX_FILE_BYTES),
+            ("RLIMIT_NOFILE", MAX_OPEN_FILES), ("RLIMIT_CORE", 0), ("RLIMIT_NPROC", MAX_PROCESSES))
 
 
-def _apply_limits(limits: tuple[tuple[int, int], ...]) -> None:
-    for limit, value in limits:
+def _apply_limits(limits: tuple[tuple[str, int], ...]) -> None:
+    """The weaker mode's limits, set between fork and exec (the same rules as the child's own)."""
+    for name, value in limits:
+        limit = getattr(resource, name)
         hard = resource.getrlimit(limit)[1]
-        new_hard = value + 1 if limit == resource.RLIMIT_CPU else value    # SIGXCPU first, then SIGKILL
+        new_hard = value + 1 if name == "RLIMIT_CPU" else value    # SIGXCPU first, then SIGKILL
         if hard != resource.RLIM_INFINITY:
             new_hard = min(new_hard, hard)
         resource.setrlimit(limit, (min(value, new_hard), new_hard))
@@ -1239,7 +1227,7 @@ def _run_process(exe: str, code: str, inputs: dict, timeout: float, memory_mb: i
         unshare = _unshare_fn()
     except (OSError, AttributeError, ImportError):
         unshare = None
-    limits = _limits(memory_mb, timeout, MAX_PROCESSES)
+    limits = _limits(memory_mb, timeout)
     tmp = proc = None
     try:
         try:
