@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from .dsl.files import open_regular
 from .jsonl import dump_line, read_objects
 from .prediction import Prediction
 from .progress import Progress
@@ -165,7 +166,7 @@ def run_jsonl(program, in_path: Path, out_path: Path, concurrency: int = 4, prog
     done = finished_rows(out_path, retry_failed)
     if retry_failed and out_path.exists():
         _drop_failed(out_path)
-    with open(in_path, "rb") as fh:           # bytes: a line that is not UTF-8 is reported later, by number
+    with open_regular(in_path) as fh:         # bytes: a line that is not UTF-8 is reported later, by number
         total = sum(1 for i, line in enumerate(fh, 1) if line.strip() and in_shard(i, shard))
     summary.total = total
 

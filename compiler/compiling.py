@@ -376,11 +376,18 @@ def build_artifact(program, report: Report, folder: Path) -> Artifact:
     lms = {}
     for name, decl in program.checked.lms.items():
         lms[name] = LMState(model=decl.model, options={o.name: getattr(o.value, "name", o.value) for o in decl.options})
-    members = [{k: (v if isinstance(v, PredictorState) else PredictorState.model_validate(v)) for k, v in m.items()}
-               for m in program.members]
+    members = [_masked(m) for m in program.members]
     return Artifact(format_version=FORMAT_VERSION, pipec_version=__version__, pipeline=program.name,
                     sources=Sources(main=main, files=files, fingerprint=fingerprint(main, files)),
-                    graph=graph, lms=lms, predictors=program.params(), ensemble=members, report=report).sealed()
+                    graph=graph, lms=lms, predictors=_masked(program.params()), ensemble=members, report=report).sealed()
+
+
+def _masked(params: dict[str, Any]) -> dict[str, PredictorState]:
+    """Parameter sets with every secret value masked: demos are LM replies and data rows, and an
+    artifact is meant to be shared."""
+    from .lm.secrets import redact_data
+    return {k: PredictorState.model_validate(redact_data(v.model_dump(mode="json") if isinstance(v, PredictorState) else v))
+            for k, v in params.items()}
 
 
 def write_artifact(program, path: Path, remember: bool = True) -> Path:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .dsl.files import open_regular
 from .jsonl import read_objects
 
 
@@ -42,7 +43,8 @@ def read_examples(path: str | Path, problems: list[str] | None = None) -> list[E
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")    # tolerate the BOM that spreadsheet tools write
+        with open_regular(path) as fh:                  # a dataset path may name a FIFO or /proc/self/environ
+            text = fh.read().decode("utf-8-sig")        # tolerate the BOM that spreadsheet tools write
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError([f"{path}: cannot read: {getattr(err, 'strerror', None) or err}"]) from None
     collect = problems is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .dsl.files import open_regular
 from .lm.secrets import redact, redact_data
 
 
@@ -37,7 +38,7 @@ def read_objects(path: Path, problems: list[str], keep: Callable[[int], bool] | 
     ([(1, {'a': 1})], True)
     """
     import json
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:       # never a FIFO, a device or /proc
         for lineno, raw in enumerate(fh, 1):
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]

@@ -13,6 +13,7 @@ from .catalogue import catalogue
 from .context import CallRecord, Runtime, Stats
 from .dsl import ast as A
 from .dsl.diagnostics import Diagnostic, PipeError, did_you_mean
+from .dsl.files import SourceError, open_regular
 from .dsl.loader import Loaded, load as load_source
 from .dsl.types import Type
 from .executor import Plan
@@ -50,6 +51,8 @@ def load(path: str | Path, pipeline: str | None = None, *, lm: str | LMBackend |
         return load_compiled(path, lm=lm, lms=lms, cache=cache, trust=trust, allow=allow)
     try:
         loaded = load_source(path, catalogue())
+    except SourceError:
+        raise                            # already says which file and why it was refused
     except (OSError, UnicodeDecodeError) as err:
         raise FileNotFoundError(f"{path}: cannot read: {getattr(err, 'strerror', None) or err}") from None
     return Program(loaded, path, pipeline, lm=lm, lms=lms, cache=cache)
@@ -459,9 +462,9 @@ def is_artifact(path: Path) -> bool:
 def _looks_like_json(path: Path) -> bool:
     """Compiled artifacts may be saved under any name: recognise them by their first byte."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:        # never blocks on a FIFO; refuses /proc and devices
             return fh.read(64).lstrip().startswith(b"{")
-    except OSError:
+    except OSError:                           # the loader then says why the file cannot be read
         return False
 
 

@@ -399,3 +399,24 @@ def test_markup_planted_in_an_artifact_stays_text_in_the_report(compiled, tmp_pa
 
 def test_approval_required_is_part_of_the_public_api():
     assert pipec.ApprovalRequired is ApprovalRequired
+
+
+def test_a_key_echoed_into_demos_never_reaches_the_artifact(write_pipe, tmp_path, monkeypatch):
+    key = "zq-Not-Shaped-Like-A-Key-7Hq2Vx9LmN4pR8"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    rows = [{"q": w, "a": f"{w} {key}"} for w in ["apple", "river", "stone", "cloud"]]
+    prog = pipec.load(write_pipe(TOY, "echo.pipe"), lm=pipec.ScriptedLM(rule=flip_rule), cache=False)
+    done = prog.compile(rows[:2], rows[2:], "exact_match(a)", "labeled_fewshot", seed=1)
+    text = done.save(tmp_path / "echo.compiled.json").read_text()
+    assert "apple ***" in text or "river ***" in text
+    assert key not in text and key[:12] not in text and key[-12:] not in text
+
+
+@pytest.mark.parametrize("special", ["/proc/self/environ", "fifo"])
+def test_a_dataset_path_must_be_a_regular_file(write_pipe, tmp_path, special):
+    if special == "fifo":
+        special = str(tmp_path / "rows.jsonl")
+        os.mkfifo(special)
+    prog = pipec.load(write_pipe(TOY, "d.pipe"), lm=pipec.ScriptedLM(rule=flip_rule), cache=False)
+    with pytest.raises(pipec.DatasetError, match="not a regular file"):
+        prog.compile(special, ROWS, "exact_match(a)", "labeled_fewshot")

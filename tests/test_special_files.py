@@ -140,9 +140,6 @@ def test_proc_environ_as_the_main_file_is_refused(command):
     assert_nothing_leaked(run.stdout, run.stderr)
 
 
-@pytest.mark.xfail(strict=True, raises=subprocess.TimeoutExpired,
-                   reason="pipec check first asks program.is_artifact, whose _looks_like_json opens the path with "
-                          "open(): a FIFO blocks it (to fix there with pipec.dsl.files.open_regular)")
 def test_a_fifo_as_the_main_file_does_not_hang(tmp_path):
     os.mkfifo(tmp_path / "main.pipe")
     run = check(tmp_path / "main.pipe", timeout=10)
