@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .cache_io import DELETED, FAILED, DiskWorker
 from .lm.base import LMReply, LMRequest
-from .lm.secrets import contains_secret
+from .secrets import contains_secret
 
 FORMAT = 2
 

@@ -27,7 +27,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
-from .lm.secrets import logger
+from .secrets import logger
 
 log = logger("pipec.cache")      # with the redacting filter: a path or an error may hold a key
 

@@ -169,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; everything it prints (tracebacks and log lines too) has secrets masked."""
-    from .lm.secrets import redacted_output
+    from .secrets import redacted_output
     with redacted_output():
         return _main(argv)
 

@@ -385,7 +385,7 @@ def build_artifact(program, report: Report, folder: Path) -> Artifact:
 def _masked(params: dict[str, Any]) -> dict[str, PredictorState]:
     """Parameter sets with every secret value masked: demos are LM replies and data rows, and an
     artifact is meant to be shared."""
-    from .lm.secrets import redact_data
+    from .secrets import redact_data
     return {k: PredictorState.model_validate(redact_data(v.model_dump(mode="json") if isinstance(v, PredictorState) else v))
             for k, v in params.items()}
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from .cache import LMCache, cache_key
 from .lm.base import LMBackend, LMError, LMReply, LMRequest, TransientLMError
-from .lm.secrets import redact
+from .secrets import redact
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ from .dataset import Example
 from .dsl.types import BOOL, STR
 from .metrics import Metric
 from .lm.base import LMError
-from .lm.secrets import redact_data
+from .secrets import redact_data
 from .modules.base import ModuleFailure, Predictor
 from .prediction import Prediction
 from .progress import Progress

@@ -1080,7 +1080,7 @@ def write_report(path: str | Path, program=None, **kw) -> Path:
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-    from .lm.secrets import redact
+    from .secrets import redact
     text = redact(build_report(program, **kw))      # rows, replies and errors may echo a key
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")

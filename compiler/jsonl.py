@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .dsl.files import open_regular
-from .lm.secrets import redact, redact_data
+from .secrets import redact, redact_data
 
 
 def dump_line(value: Any) -> str:
-    """`value` as one JSON line (newline included) with every secret in it masked (`pipec.lm.secrets`).
+    """`value` as one JSON line (newline included) with every secret in it masked (`pipec.secrets`).
 
     >>> dump_line({"error": "HTTP 401: bad key sk-abcdefghijklmnop", "ok": False})
     '{"error": "HTTP 401: bad key ***", "ok": false}\\n'

@@ -1,7 +1,7 @@
 """Keeping keys out of everything pipec prints or writes: redaction by value, by shape, and in URLs.
 
 This is the lowest layer (standard library only) so the .pipe front end's diagnostics use the same
-redaction as the runtime; `pipec.lm.secrets` builds the runtime's helpers (output streams, logging,
+redaction as the runtime; `pipec.secrets` builds the runtime's helpers (output streams, logging,
 the LM cache) on it.
 
 What counts as a secret value: the value of every environment variable named by an `api_key_env`

@@ -280,7 +280,7 @@ def make_rows(folder: Path) -> Path:
 
 # ---------------------------------------------------------------------------- every way out of the CLI
 def test_a_traceback_and_a_log_record_with_a_key_in_them_are_redacted(tmp_path, monkeypatch, capfd, caplog):
-    from pipec.lm.secrets import logger
+    from pipec.secrets import logger
     monkeypatch.setenv(ODD_VAR, ODD_KEY)
     from pipec.dsl.redaction import declare_secret_env
     declare_secret_env(ODD_VAR)

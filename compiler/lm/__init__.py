@@ -15,7 +15,7 @@ def backend_for(model: str, options: dict | None = None) -> LMBackend:
     """
     options = options or {}
     if options.get("api_key_env"):
-        from .secrets import declare_secret_env
+        from ..secrets import declare_secret_env
         declare_secret_env(str(options["api_key_env"]))
     if model.startswith("local/"):
         from .local import LocalLM

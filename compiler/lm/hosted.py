@@ -5,7 +5,7 @@ import os
 
 from .base import LMBackend, LMError, LMReply, LMRequest, TransientLMError
 from .rate_limit import RateLimiter
-from .secrets import mask_url, redact
+from ..secrets import mask_url, redact
 
 _TRANSIENT = {"Timeout", "APITimeoutError", "RateLimitError", "APIConnectionError", "InternalServerError",
               "ServiceUnavailableError", "BadGatewayError"}

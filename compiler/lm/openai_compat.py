@@ -39,7 +39,7 @@ import weakref
 
 from .base import LMBackend, LMError, LMReply, LMRequest, TransientLMError
 from .rate_limit import RateLimiter
-from .secrets import mask_url, redact
+from ..secrets import mask_url, redact
 
 _SAMPLING = ("temperature", "max_tokens", "top_p", "stop", "seed")
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})

@@ -11,7 +11,7 @@ import logging
 import sys
 import traceback
 
-from ..dsl.redaction import (contains_secret, declare_secret_env, mask_url, redact, redact_data,  # noqa: F401
+from .dsl.redaction import (contains_secret, declare_secret_env, mask_url, redact, redact_data,  # noqa: F401
                              secret_values)
 
 
