@@ -29,9 +29,13 @@ and UTS namespaces, sees a read-only root holding only /usr, the interpreter and
 (no /home, no /root, no host /proc, /sys or /run), cannot make user namespaces of its own (which
 could mount an unbounded tmpfs), and can write only to one tmpfs of MAX_SCRATCH_BYTES (there is no
 writable /dev/shm or second /tmp: total bytes written are bounded, and nothing reaches the host's
-disk). A seccomp filter (x86_64 and aarch64) refuses the kernel objects that would hold memory
-outside those bounds (System V shared memory and message queues, memfd, POSIX message queues) and
-interfaces a computation has no use for (io_uring, bpf, userfaultfd, keyrings, perf, ptrace). When the run ends, its pid namespace ends with it: every process it started is killed,
+disk). A seccomp filter refuses the kernel objects that would hold memory outside those bounds
+(System V shared memory and message queues, memfd, POSIX message queues) and interfaces a
+computation has no use for (io_uring, bpf, userfaultfd, keyrings, perf, ptrace), and every call
+through another ABI than the machine's own (x32, 32-bit `int 0x80`). libseccomp builds it, once
+per process (loaded with ctypes: Debian's `libseccomp2`, Fedora's `libseccomp`); where libseccomp
+cannot be loaded, runs go without the filter and `isolation` does not name "seccomp".
+When the run ends, its pid namespace ends with it: every process it started is killed,
 double-forked and `setsid` ones included, before `run_python` returns.
 
 Around that boundary (defense in depth):
@@ -77,6 +81,7 @@ Choosing how to isolate (only the user's environment can; a .pipe file or artifa
 from __future__ import annotations
 
 import dataclasses
+import errno
 import glob
 import json
 import os
@@ -86,7 +91,6 @@ import selectors
 import shutil
 import signal
 import stat
-import struct
 import subprocess
 import sys
 import tempfile
@@ -793,43 +797,74 @@ def _site_dirs(prefix: str) -> list[str]:
 # shared memory and message queues, memfd, POSIX message queues: all would live until the run
 # ends), and kernel interfaces a computation has no use for that are common attack surface
 # (io_uring, bpf, userfaultfd, keyrings, perf events, ptrace, cross-process memory access).
-# Calls of another architecture's ABI (x32, or 32-bit calls from a 64-bit process) are refused
-# whole, since their numbers differ. Numbers from the kernel's unistd tables.
+#
+# libseccomp (the maintained C library systemd, runc and Flatpak build their filters with; Debian's
+# libseccomp2, Fedora's libseccomp) builds it, through ctypes and its stable C API: it knows every
+# architecture's system call numbers, and its filter matches only this machine's native ABI.
+# Calls through any other ABI (32-bit `int 0x80` or compat calls from a 64-bit process, and on
+# x86_64 the x32 numbers, which share the native architecture tag) take the "bad architecture"
+# action, set here to EPERM as well. Built once per process; without libseccomp, None.
 
-_DENIED_SYSCALLS = {
-    "x86_64": (0xC000003E, True, {
-        "shmget": 29, "msgget": 68, "memfd_create": 319, "memfd_secret": 447, "mq_open": 240,
-        "io_uring_setup": 425, "bpf": 321, "userfaultfd": 323, "keyctl": 250, "add_key": 248,
-        "request_key": 249, "perf_event_open": 298, "ptrace": 101, "process_vm_readv": 310,
-        "process_vm_writev": 311}),
-    "aarch64": (0xC00000B7, False, {
-        "shmget": 194, "msgget": 186, "memfd_create": 279, "memfd_secret": 447, "mq_open": 180,
-        "io_uring_setup": 425, "bpf": 280, "userfaultfd": 282, "keyctl": 219, "add_key": 217,
-        "request_key": 218, "perf_event_open": 241, "ptrace": 117, "process_vm_readv": 270,
-        "process_vm_writev": 271}),
-}
-_BPF_LOAD_WORD, _BPF_JEQ, _BPF_JGE, _BPF_RET = 0x20, 0x15, 0x35, 0x06
-_SECCOMP_ALLOW, _SECCOMP_EPERM = 0x7FFF0000, 0x00050000 | 1
-_X32_BIT = 0x40000000
+_DENIED_SYSCALLS = ("shmget", "msgget", "memfd_create", "memfd_secret", "mq_open", "io_uring_setup", "bpf",
+                    "userfaultfd", "keyctl", "add_key", "request_key", "perf_event_open", "ptrace",
+                    "process_vm_readv", "process_vm_writev")
+_LIBSECCOMP_SONAME = "libseccomp.so.2"            # its soname since 2.0, for when find_library finds nothing
+_SCMP_ACT_ALLOW = 0x7FFF0000
+_SCMP_ACT_EPERM = 0x00050000 | errno.EPERM        # SCMP_ACT_ERRNO(EPERM)
+_SCMP_FLTATR_ACT_BADARCH = 2                      # enum scmp_filter_attr
+
+
+def _libseccomp():
+    """libseccomp's shared library with the few functions used here declared, or None where it
+    cannot be loaded. (seccomp_rule_add_array is seccomp_rule_add without the C variadic arguments,
+    which ctypes cannot call portably.)"""
+    import ctypes
+    import ctypes.util
+    ctx, u32, c_int = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("seccomp") or _LIBSECCOMP_SONAME)
+        for name, restype, argtypes in (
+                ("seccomp_init", ctx, [u32]),
+                ("seccomp_release", None, [ctx]),
+                ("seccomp_attr_set", c_int, [ctx, c_int, u32]),
+                ("seccomp_syscall_resolve_name", c_int, [ctypes.c_char_p]),
+                ("seccomp_rule_add_array", c_int, [ctx, u32, c_int, ctypes.c_uint, ctypes.c_void_p]),
+                ("seccomp_export_bpf", c_int, [ctx, c_int])):
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = restype, argtypes
+    except (OSError, AttributeError):
+        return None
+    return lib
 
 
 @lru_cache(maxsize=1)
 def _seccomp_program() -> bytes | None:
-    """The filter for this machine's architecture, or None where its syscall numbers are not known."""
-    known = _DENIED_SYSCALLS.get(os.uname().machine)
-    if known is None:
+    """The filter, as the bytes bwrap reads, built by libseccomp once per process; None where
+    libseccomp cannot be loaded or fails (runs then go without it, and do not claim it)."""
+    lib = _libseccomp()
+    if lib is None:
         return None
-    arch, has_x32, numbers = known
-    body = [(_BPF_JGE, _X32_BIT)] if has_x32 else []
-    body += [(_BPF_JEQ, nr) for nr in sorted(numbers.values())]
-    deny = 3 + len(body) + 1                  # index of the final "refuse"; "allow" comes just before it
-    program = [(_BPF_LOAD_WORD, 0, 0, 4),     # seccomp_data.arch
-               (_BPF_JEQ, 0, deny - 2, arch),
-               (_BPF_LOAD_WORD, 0, 0, 0)]     # seccomp_data.nr
-    for i, (op, k) in enumerate(body, start=3):
-        program.append((op, deny - (i + 1), 0, k))
-    program += [(_BPF_RET, 0, 0, _SECCOMP_ALLOW), (_BPF_RET, 0, 0, _SECCOMP_EPERM)]
-    return b"".join(struct.pack("=HBBI", *insn) for insn in program)
+    ctx = lib.seccomp_init(_SCMP_ACT_ALLOW)
+    if not ctx:
+        return None
+    try:
+        if lib.seccomp_attr_set(ctx, _SCMP_FLTATR_ACT_BADARCH, _SCMP_ACT_EPERM) < 0:
+            return None
+        for name in _DENIED_SYSCALLS:
+            nr = lib.seccomp_syscall_resolve_name(name.encode())
+            if nr < 0:                        # not a system call of this architecture (or unknown to libseccomp)
+                continue
+            if lib.seccomp_rule_add_array(ctx, _SCMP_ACT_EPERM, nr, 0, None) < 0:
+                return None
+        with tempfile.TemporaryFile() as fh:
+            if lib.seccomp_export_bpf(ctx, fh.fileno()) < 0:
+                return None
+            program = os.pread(fh.fileno(), 1 << 20, 0)
+    except OSError:
+        return None
+    finally:
+        lib.seccomp_release(ctx)
+    return program if program and len(program) % 8 == 0 else None     # whole sock_filter instructions
 
 
 def _seccomp_fd() -> int | None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -174,12 +176,44 @@ def test_all_a_run_may_write_is_bounded_and_dev_shm_is_no_way_around(tmp_path):
     healthy()
 
 
+# The denied calls' numbers from the kernel's unistd tables: the test's own, so that it checks the
+# numbers libseccomp put in the filter instead of trusting them.
+SYSCALL_NUMBERS = {
+    "x86_64": {"shmget": 29, "msgget": 68, "memfd_create": 319, "memfd_secret": 447, "mq_open": 240,
+               "io_uring_setup": 425, "bpf": 321, "userfaultfd": 323, "keyctl": 250, "add_key": 248,
+               "request_key": 249, "perf_event_open": 298, "ptrace": 101, "process_vm_readv": 310,
+               "process_vm_writev": 311},
+    "aarch64": {"shmget": 194, "msgget": 186, "memfd_create": 279, "memfd_secret": 447, "mq_open": 180,
+                "io_uring_setup": 425, "bpf": 280, "userfaultfd": 282, "keyctl": 219, "add_key": 217,
+                "request_key": 218, "perf_event_open": 241, "ptrace": 117, "process_vm_readv": 270,
+                "process_vm_writev": 271},
+}
+MACHINE = os.uname().machine
+needs_seccomp = pytest.mark.skipif("seccomp" not in STATUS.isolation,
+                                   reason="no seccomp filter here (libseccomp could not be loaded)")
+# i386 getpid (20) through `int 0x80` from this 64-bit process: mov eax, 20; int 0x80; ret
+INT80_GETPID = ("import ctypes, mmap, os\n"
+                "page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+                "page.write(bytes.fromhex('b814000000cd80c3'))\n"
+                "call = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(page)))\n"
+                "result = [call(), os.getpid()]\n")
+
+
+def int80_works_here() -> bool:
+    """This kernel runs 32-bit calls from a 64-bit process (unfiltered, outside the sandbox)."""
+    out = subprocess.run([sys.executable, "-c", INT80_GETPID + "print(result[0] == result[1])"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    return out.stdout.strip() == "True"
+
+
 @needs_bwrap
-@pytest.mark.skipif("seccomp" not in STATUS.isolation, reason="no seccomp filter for this architecture")
+@needs_seccomp
+@pytest.mark.skipif(MACHINE not in SYSCALL_NUMBERS, reason=f"no syscall table in this test for {MACHINE}")
 def test_kernel_memory_past_the_limits_and_risky_interfaces_are_refused():
     """Shared memory, message queues and memfds would hold memory outside the address-space limit and
     the scratch tmpfs until the run ends; x32 calls would get around the filter's numbers."""
-    numbers = sandbox._DENIED_SYSCALLS[os.uname().machine][2]
+    numbers = SYSCALL_NUMBERS[MACHINE]
+    assert set(numbers) == set(sandbox._DENIED_SYSCALLS)
     code = ("import os, ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nout = {}\n"
             "for name, nr in numbers.items():\n"
             "    ctypes.set_errno(0)\n"
@@ -192,6 +226,42 @@ def test_kernel_memory_past_the_limits_and_risky_interfaces_are_refused():
     assert r.ok, r.error
     assert r.value.pop("getpid")[0] > 0                               # everything else still works
     assert r.value == {name: [-1, 1] for name in r.value}, r.value    # -1, EPERM
+    assert "seccomp" in r.isolation
+    healthy()
+
+
+@needs_bwrap
+@needs_seccomp
+@pytest.mark.skipif(MACHINE != "x86_64", reason="int 0x80 is an x86 instruction")
+def test_32_bit_calls_from_a_64_bit_program_are_refused():
+    """The i386 ABI has its own numbers (its getpid, 20, is x86_64's writev): the filter refuses it whole."""
+    if not int80_works_here():
+        pytest.skip("this kernel runs no 32-bit calls (no IA32 emulation): nothing to refuse")
+    r = run_python(INT80_GETPID, audit=False)
+    assert r.ok, r.error
+    assert r.value[0] == -1 and r.value[1] > 0, r.value               # -EPERM in eax; 64-bit getpid works
+    healthy()
+
+
+@needs_bwrap
+def test_without_libseccomp_runs_go_on_without_the_filter_and_do_not_claim_it(monkeypatch):
+    """Where libseccomp cannot be loaded (neither found nor loadable by its soname), runs still work,
+    with no filter at all (a memfd can be made), and neither they nor the status name "seccomp"."""
+    import ctypes.util
+    find = ctypes.util.find_library
+    with monkeypatch.context() as patch:
+        patch.setattr(ctypes.util, "find_library", lambda name: None if name == "seccomp" else find(name))
+        patch.setattr(sandbox, "_LIBSECCOMP_SONAME", "libpipec-no-such-library.so.0")
+        sandbox._seccomp_program.cache_clear()
+        try:
+            assert sandbox._libseccomp() is None
+            assert "seccomp" not in sandbox_status().isolation
+            r = run_python("import os\nresult = [os.getpid() > 0, os.memfd_create('m') >= 0]", audit=False)
+            assert r.ok and r.value == [True, True], r.error
+            assert "seccomp" not in r.isolation and "bwrap" in r.isolation and "pidns" in r.isolation, r.isolation
+        finally:
+            sandbox._seccomp_program.cache_clear()
+    assert ("seccomp" in sandbox_status().isolation) == ("seccomp" in STATUS.isolation)    # back, once loadable
     healthy()
 
 

@@ -418,6 +418,8 @@ def escapes(r: SandboxResult, host: Host, user: str, bypass: str) -> list[str]:
           and not any("pytest" in c or "driver" in c for c in seen_here))
     if "bwrap" not in r.isolation or "pidns" not in r.isolation or (user == "root" and "nobody" not in r.isolation):
         found.append(f"isolation: {r.isolation}")
+    if "seccomp" in STATUS.isolation and "seccomp" not in r.isolation:     # the copy run as nobody loads it too
+        found.append(f"seccomp: no filter for this run: {r.isolation}")
     return found
 
 
