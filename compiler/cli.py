@@ -278,9 +278,7 @@ def cmd_check(args) -> int:
             print(f"pipec check: error: cannot read {path}: {getattr(err, 'strerror', None) or err}", file=sys.stderr)
             missing = True
             continue
-        diags = list(loaded.diagnostics)
-        if not loaded.errors:
-            diags += tool_diagnostics(loaded.program, describe_tools(loaded.program, Path(path)))
+        diags = list(loaded.diagnostics) + tool_diagnostics(loaded.program, describe_tools(loaded.program, Path(path)))
         all_diags += diags
         sources.update(loaded.sources)
     errors = [d for d in all_diags if d.severity == "error" or args.werror]

@@ -22,7 +22,7 @@ from .lm import DEFAULT_MODEL, SAMPLING, LMBackend, backend_for
 from .modules import ModuleFailure, ModuleKind, ModuleSpec, Predictor, kinds
 from .prediction import Prediction
 from .reply_parser import ReplyError, coerce
-from .tools import TargetInfo, describe_target, import_target, signature_problem
+from .tools import TargetInfo, describe_target, import_target, signature_problem, well_formed
 from .trust import SOURCE, ApprovalRequired, Requirement, Trust
 
 DEFAULT_LM = "__default__"
@@ -70,8 +70,7 @@ class Program:
         diags = list(loaded.diagnostics)
         prog = loaded.program
         self._targets: dict[str, TargetInfo] = describe_tools(prog, path)
-        if not loaded.errors:
-            diags += tool_diagnostics(prog, self._targets)
+        diags += tool_diagnostics(prog, self._targets)
         errors = [d for d in diags if d.severity == "error"]
         if errors:
             raise PipeError(errors, loaded.sources)
@@ -525,10 +524,13 @@ def describe_tools(prog, path: Path) -> dict[str, TargetInfo]:
 
 
 def tool_diagnostics(prog, targets: dict[str, TargetInfo]) -> list[Diagnostic]:
-    """Tools whose targets do not exist, or whose declared parameters do not fit the function."""
+    """Tools whose targets do not exist, or whose declared parameters do not fit the function. Found
+    without importing anything, so they are reported with every other diagnostic, in the same run."""
     out = []
     for tool in prog.tools.values():
         info = targets[tool.name]
+        if not well_formed(tool.target):
+            continue                    # the checker already says how a target is written
         if not info.found:
             out.append(Diagnostic("error", f"tool {tool.name}: {info.problem}", tool.span,
                                   "the target is found like a Python module path, from the current directory "

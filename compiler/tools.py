@@ -64,10 +64,9 @@ def describe_target(target: str, near: Path | None = None) -> TargetInfo:
     >>> describe_target("json:no_such_function").problem
     "'json' has no attribute 'no_such_function'"
     """
-    module_name, colon, attr = target.partition(":")
-    if not colon or not module_name or not attr or not all(p.isidentifier() for p in module_name.split(".")) \
-            or not all(p.isidentifier() for p in attr.split(".")):
+    if not well_formed(target):
         return TargetInfo(target, False, f"'{target}' is not a target of the form 'package.module:function'")
+    module_name, _, attr = target.partition(":")
     live = sys.modules.get(module_name)
     if live is not None:
         return _describe_live(target, live, attr)
@@ -84,6 +83,17 @@ def describe_target(target: str, near: Path | None = None) -> TargetInfo:
     if source is None:
         return TargetInfo(target, True, origin=origin)       # an extension or bytecode only: no syntax to read
     return _describe_source(target, source, attr)
+
+
+def well_formed(target: str) -> bool:
+    """Whether `target` reads `package.module:function` (dotted names of identifiers on both sides).
+
+    >>> well_formed("examples.corpus:search"), well_formed("examples.corpus.search"), well_formed("a:b c")
+    (True, False, False)
+    """
+    module_name, colon, attr = target.partition(":")
+    return bool(colon) and all(p.isidentifier() for p in module_name.split(".")) \
+        and all(p.isidentifier() for p in attr.split("."))
 
 
 def _find_spec(name: str, near: Path | None):

@@ -429,3 +429,24 @@ def test_diamond_run_in_process(diamond_file, monkeypatch, capsys):
     assert main("run", diamond_file, "-i", "text=hi", "--no-cache") == 0
     out = capsys.readouterr().out.splitlines()
     assert "verdict: so_so" in out and 'tags: ["a", "b"]' in out and "score: null" in out
+
+
+def test_tool_problems_are_reported_with_every_other_error_in_one_run(write_pipe):
+    path = write_pipe("""
+        tool t(query: str) -> str = python("no_such_module_xyz:f")
+        tool u = python("not a target")
+        signature S { in q: str out a: str }
+        module m = Predict(S)
+        pipeline p(q: str) -> (a) {
+            r = mm(q: q)
+            return a = t(query: r.a)
+        }
+    """)
+    rc, out, err = pipec_cmd("check", path)
+    assert rc == 1
+    assert "unknown module or tool 'mm'" in err
+    assert "tool t: cannot import 'no_such_module_xyz'" in err
+    assert "tool target 'not a target' is not `package.module:function`" in err and "3 errors" in err, err
+    with pytest.raises(pipec.PipeError) as exc:
+        pipec.load(path, lm=pipec.ScriptedLM([]), cache=False)
+    assert "no_such_module_xyz" in str(exc.value) and "'mm'" in str(exc.value)

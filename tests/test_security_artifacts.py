@@ -420,3 +420,4 @@ def test_a_dataset_path_must_be_a_regular_file(write_pipe, tmp_path, special):
     prog = pipec.load(write_pipe(TOY, "d.pipe"), lm=pipec.ScriptedLM(rule=flip_rule), cache=False)
     with pytest.raises(pipec.DatasetError, match="not a regular file"):
         prog.compile(special, ROWS, "exact_match(a)", "labeled_fewshot")
+
