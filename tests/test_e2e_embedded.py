@@ -134,3 +134,14 @@ def test_inspect_shows_the_exact_messages(tmp_path):
     assert "--- system" in proc.stdout and "utterance: Play some rock" in proc.stdout
     assert '"enum": ["add_to_playlist", "book_restaurant", "get_weather", "play_music"]' in proc.stdout
     assert "at most 2 LM calls per input" in proc.stdout
+
+
+def test_the_readmes_first_command_prints_a_right_answer(tmp_path):
+    """The first thing a new user sees: the quickstart's first command, as the README writes it."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Quickstart", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    first = block.strip().splitlines()[0]
+    run = first.split("&& .venv/bin/pipec ", 1)[1]          # after the install: the pipec command itself
+    import shlex
+    proc = pipec(*shlex.split(run), cache=tmp_path, check=True)
+    assert proc.stdout.strip() == "intent: book_restaurant"
