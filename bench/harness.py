@@ -186,7 +186,7 @@ def environment() -> dict[str, str]:
     commit = git("rev-parse", "--short", "HEAD")
     dirty = git("status", "--porcelain", "--untracked-files=no")
     return {
-        "python": f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
         "commit": (commit + (" + uncommitted changes" if dirty else "")) or "unknown",
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -194,13 +194,18 @@ def environment() -> dict[str, str]:
 
 
 def rerun_command(argv: Sequence[str]) -> str:
-    """The exact command that reproduces this run, from the repository root."""
+    """The command that reproduces this run, to paste at the repository's root: no path of the
+    machine it ran on (the interpreter is the checkout's virtualenv, as the README installs it).
+
+    >>> rerun_command([str(REPO / "bench" / "run_all.py"), "--only", "compile"])
+    '.venv/bin/python bench/run_all.py --only compile'
+    """
     script = Path(argv[0]).resolve()
     try:
         script_s = str(script.relative_to(REPO))
     except ValueError:
-        script_s = str(script)
-    return f"cd {shlex.quote(str(REPO))} && {shlex.join([sys.executable, script_s, *argv[1:]])}"
+        script_s = script.name
+    return shlex.join([".venv/bin/python", script_s, *argv[1:]])
 
 
 # ---------------------------------------------------------------------- rendering
