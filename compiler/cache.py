@@ -50,13 +50,13 @@ def cache_key(model: str, request: LMRequest) -> str:
     if request.sample:
         parts.append(request.sample)      # n samples of one prompt are n different cache entries
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def prefix_digest(messages: list[dict[str, str]], schema: dict | None) -> str:
     """The digest of a fixed prompt prefix and reply schema (see `LMRequest.prefix_key`)."""
     blob = json.dumps([messages, schema], sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class LMCache:
@@ -127,9 +127,9 @@ class LMCache:
 
     def put(self, key: str, reply: LMReply) -> None:
         """Remember a reply; it is stored on disk in the background (see `flush`), unless it holds a
-        secret's value (then this process alone remembers it)."""
+        secret's value or text that cannot be encoded (then this process alone remembers it)."""
         self._remember(key, reply)
-        if not contains_secret(reply.text):
+        if not contains_secret(reply.text) and _encodable(reply.text):
             self._disk().write(key, reply)
 
     def _remember(self, key: str, reply: LMReply) -> None:
@@ -198,6 +198,18 @@ def _encode(key: str, reply: LMReply) -> str:
                       ensure_ascii=False)
 
 
+def _encodable(text: str) -> bool:
+    """Whether `text` can be stored (no lone surrogate): one that cannot would fail the whole batch
+    of writes it is stored with. (`NodeContext` already replaces them in replies it receives.)"""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _checksum(key: str, text: str) -> str:
     """A digest tying a stored reply to its key, so a flipped byte on disk reads as a miss."""
-    return hashlib.sha256(f"{key}\0{text}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{key}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()[:16]

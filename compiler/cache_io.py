@@ -73,6 +73,7 @@ class _Direct:
         self.dbname, self.raw, self.text_file = dbname, raw, text_file
         self.lock = threading.Lock()
         self.con = None                  # a sqlite3.Connection, opened on first read
+        self.immutable = False           # opened with `immutable=1`: the database cannot be written here
         self.closed = False
         self.sql = ("SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1 "
                     "AND (expire_time IS NULL OR expire_time > ?)")
@@ -169,12 +170,7 @@ class DiskWorker:
             with direct.lock:
                 if direct.closed:
                     return FAILED
-                if direct.con is None:
-                    import sqlite3
-                    direct.con = sqlite3.connect(f"{(self.directory / direct.dbname).resolve().as_uri()}?mode=ro",
-                                                 uri=True, timeout=self.timeout, isolation_level=None,
-                                                 check_same_thread=False)
-                row = direct.con.execute(direct.sql, (key, time.time())).fetchone()
+                row = self._query(direct, key)
             if row is None:
                 return None
             mode, filename, value = row
@@ -186,6 +182,34 @@ class DiskWorker:
             return None
         except Exception as err:                     # locked, corrupt, or unreadable
             return self._read_error(err)
+
+    def _query(self, direct: _Direct, key: str):
+        """One row of the cache table (under `direct.lock`), opening the read-only connection first.
+
+        `mode=ro` still needs to write beside the database: a database in write-ahead-log mode (as
+        diskcache keeps it) is read through its `-shm` file, which a reader creates, and sqlite
+        checks for a hot journal. On a read-only mount, or in a directory the user may not write,
+        that fails ("unable to open database file", "attempt to write a readonly database"), so
+        such a cache is opened again as `immutable`: no locks, no side files. Nothing here can
+        write to it, so reads are consistent unless its owner writes to it meanwhile; then a read
+        may see a damaged row, which the reply's checksum turns into a miss.
+        """
+        import sqlite3
+        for attempt in (0, 1):
+            if direct.con is None:
+                uri = (self.directory / direct.dbname).resolve().as_uri()
+                direct.con = sqlite3.connect(f"{uri}?mode=ro{'&immutable=1' if direct.immutable else ''}",
+                                             uri=True, timeout=self.timeout, isolation_level=None,
+                                             check_same_thread=False)
+            try:
+                return direct.con.execute(direct.sql, (key, time.time())).fetchone()
+            except sqlite3.OperationalError as err:
+                if attempt or direct.immutable or not _cannot_write_beside(err):
+                    raise
+                direct.con.close()
+                direct.con, direct.immutable = None, True
+                self._warn_once("open", f"cache at {self.directory} is read-only here; serving hits "
+                                             "from it, new replies are not stored")
 
     async def aread(self, key: str) -> Any:
         """`read` for the event loop: awaits the worker instead of blocking the loop."""
@@ -252,8 +276,8 @@ class DiskWorker:
     def _submit_read(self, key: str, loop=None, future=None) -> _Read | None:
         now = time.monotonic()
         with self._cv:
-            if now < self._read_after or now < self._open_after:
-                return None
+            if now < self._read_after or (now < self._open_after and self._direct is None):
+                return None           # (a store that cannot be opened for writing may still be read)
             if self._opening_since is not None and now - self._opening_since > self.timeout:
                 return None               # an open is stuck on a lock: do not queue behind it
             r = _Read(key, loop, future)
@@ -292,7 +316,7 @@ class DiskWorker:
                 if job is None:
                     return
                 reads, batch = job
-                if store is None:
+                if store is None and time.monotonic() >= self._open_after:
                     store = self._open()
                 if store is None:
                     self._answer_without_store(reads)
@@ -365,8 +389,10 @@ class DiskWorker:
                                     eviction_policy="least-recently-stored")
         except Exception as err:                     # locked, unreadable, corrupt, read-only
             store = None
+            readable = (self.directory / _Direct.for_diskcache().dbname).is_file()
             self._warn_once("open", f"cache at {self.directory} could not be opened ({type(err).__name__}: "
-                                    f"{err}); continuing without it for now")
+                                    f"{err}); " + ("hits are still read from it; new replies stay in memory"
+                                                   if readable else "continuing without it for now"))
         with self._cv:
             self._opening_since = None
             self._open_failures = 0 if store is not None else self._open_failures + 1
@@ -431,6 +457,12 @@ class DiskWorker:
         if self._queued:
             self._warn_once("close", f"{len(self._queued)} replies could not be stored in the cache at "
                                      f"{self.directory}")
+
+
+def _cannot_write_beside(err: Exception) -> bool:
+    """Whether a read-only open failed only because sqlite could not write its side files."""
+    text = str(err).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text
 
 
 def _pause(failures: int) -> float:

@@ -367,7 +367,7 @@ def _run_single(prog, args) -> int:
 
 def _run_batch(prog, args) -> int:
     from pathlib import Path
-    from .batch import run_jsonl
+    from .batch import BatchRefused, run_jsonl
     src = Path(args.inputs)
     if not src.is_file():
         raise UsageError(f"no such file: {src}")
@@ -379,6 +379,9 @@ def _run_batch(prog, args) -> int:
         summary = run_jsonl(prog, src, out, args.concurrency, progress=args.progress, retry_failed=args.retry_failed,
                             with_trace=args.trace, on_skip=lambda msg: print(f"skipped: {msg}", file=sys.stderr),
                             shard=args.shard)
+    except BatchRefused as err:          # an output that is not this run's, a busy output, no rows
+        print(f"pipec run: error: {err}", file=sys.stderr)
+        return err.status
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished rows are in {out}; run the same command again to resume", file=sys.stderr)
         return 130
@@ -456,11 +459,15 @@ def cmd_report(args) -> int:
 
 def cmd_merge(args) -> int:
     from pathlib import Path
-    from .batch import merge_outputs
+    from .batch import BatchRefused, merge_outputs
     for f in [args.inputs, *args.parts]:
         if not os.path.isfile(f):
             raise UsageError(f"no such file: {f}")
-    result = merge_outputs(Path(args.inputs), [Path(p) for p in args.parts], Path(args.output))
+    try:
+        result = merge_outputs(Path(args.inputs), [Path(p) for p in args.parts], Path(args.output))
+    except BatchRefused as err:          # the output is an input or not batch output; parts of different runs
+        print(f"pipec merge: error: {err}", file=sys.stderr)
+        return err.status
     def show(lines):
         return ", ".join(map(str, lines[:20])) + (" ..." if len(lines) > 20 else "")
     if result.missing:

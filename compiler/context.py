@@ -7,6 +7,7 @@ retries with backoff, and records what was sent and received.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import threading
 import time
@@ -129,6 +130,7 @@ class NodeContext:
             # Off the event loop's thread when rows run concurrently: a slow disk delays this row only.
             hit = cache.get(key) if row.inline else await cache.aget(key)
             if hit is not None:
+                hit = _valid_text(hit)
                 rt.stats.hit(hit)
                 rec.cache_hit = True
                 rec.raw, rec.prompt_tokens, rec.completion_tokens = hit.text, hit.prompt_tokens, hit.completion_tokens
@@ -141,6 +143,7 @@ class NodeContext:
             rec.latency_ms = (time.perf_counter() - start) * 1000.0
             raise
         rec.latency_ms = (time.perf_counter() - start) * 1000.0
+        reply = _valid_text(reply)
         rec.raw, rec.prompt_tokens, rec.completion_tokens, rec.cost = (
             reply.text, reply.prompt_tokens, reply.completion_tokens, reply.cost)
         rt.stats.add(reply)
@@ -182,6 +185,18 @@ class NodeContext:
 
 
 MAX_RETRY_AFTER = 60.0
+
+
+def _valid_text(reply: LMReply) -> LMReply:
+    """The reply with lone UTF-16 surrogates replaced by U+FFFD. A provider that cuts an emoji pair
+    in half sends `"\\ud83d"`, which decodes to text no encoder accepts: kept as it is, it would kill
+    the row's output, the cache write and every report that shows it."""
+    text = reply.text
+    if text.isascii():
+        return reply
+    from .reply_parser import scrub
+    clean = scrub(text)
+    return reply if clean is text else dataclasses.replace(reply, text=clean)
 
 
 def _retry_delay(retry_after, attempt: int) -> float:

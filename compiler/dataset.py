@@ -59,6 +59,12 @@ def read_examples(path: str | Path, problems: list[str] | None = None) -> list[E
             raise DatasetError([f"{path}:1: {err}"]) from None
         if not header:
             raise DatasetError([f"{path}:1: no header row"])
+        columns: dict[str, int] = {}
+        for i, name in enumerate(header, 1):
+            if name in columns:        # DictReader would silently keep the last column's values
+                raise DatasetError([f"{path}:1: column {name!r} appears twice in the header (columns "
+                                    f"{columns[name]} and {i}); which one holds the data?"])
+            columns[name] = i
         rows_iter = iter(reader)
         while True:
             try:
@@ -104,9 +110,18 @@ def check_examples(examples: list[Example], program, label_fields: list[str]) ->
     Returns the examples with coerced input values (labels kept as they are); raises DatasetError
     listing every problem at once.
     """
+    from .batch import row_problems
+    from .reply_parser import lone_surrogate
     problems: list[str] = []
     out: list[Example] = []
+    inputs = {n for n, _, _ in program.inputs}
     for ex in examples:
+        bad = row_problems(program, ex.values)
+        bad += [f"field {k!r}: text with {found} is not valid Unicode" for k, v in ex.values.items()
+                if k not in inputs and (found := lone_surrogate(v))]
+        if bad:
+            problems.append(f"{ex.where}: " + "; ".join(bad))
+            continue
         try:
             coerced = program.prepare(ex.values)
         except (ValueError, OverflowError) as err:

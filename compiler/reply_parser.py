@@ -230,6 +230,85 @@ def parse_reply(text: str, fields: list[tuple[str, Type]], truncated: bool = Fal
     return out
 
 
+def scrub(text: str) -> str:
+    """`text` with every lone UTF-16 surrogate replaced by U+FFFD (a surrogate pair held as two code
+    points is joined into its character). A reply cut inside an emoji pair (`"\\ud83d"`) is otherwise
+    text that cannot be encoded, written or cached.
+
+    >>> scrub("ok"), scrub("cut \\ud83d"), scrub("\\ud83d\\ude00")
+    ('ok', 'cut \ufffd', '😀')
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def scrub_data(value: Any) -> Any:
+    """`scrub` applied to every string of a JSON-like value (keys included)."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {scrub_data(k): scrub_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_data(v) for v in value]
+    return value
+
+
+_LONE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """A description of the first lone surrogate in any string of `value`, or None.
+
+    >>> lone_surrogate("fine"), lone_surrogate(["a", "b\\ud800"])
+    (None, 'a lone surrogate \\\\ud800 at character 2 of item 2')
+    """
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+            return None
+        except UnicodeEncodeError as err:
+            return f"a lone surrogate \\u{ord(value[err.start]):04x} at character {err.start + 1}"
+    items = value.items() if isinstance(value, dict) else enumerate(value, 1) if isinstance(value, list) else ()
+    for k, v in items:
+        found = lone_surrogate(k) if isinstance(k, str) else None
+        if found:
+            return f"{found} of key {k.encode('utf-8', 'backslashreplace').decode()!r}"
+        found = lone_surrogate(v)
+        if found:
+            where = f"item {k}" if isinstance(value, list) else f"field {k.encode('utf-8', 'backslashreplace').decode()!r}"
+            return f"{found} of {where}"
+    return None
+
+
+def input_problem(value: Any, t: Type) -> str | None:
+    """Why a value read from data (a batch row, a dataset) cannot be input `t`, beyond what `coerce`
+    checks, or None. Replies are read tolerantly; data is not: a `str` input takes text (or a plain
+    number or boolean), not a list, an object, NaN or an infinity, and no input takes text that is
+    not valid Unicode (a lone surrogate cannot be sent, cached or written).
+
+    >>> input_problem(["a"], Type("str")), input_problem(float("nan"), Type("str")), input_problem("ok", Type("str"))
+    ('expected text, got a list', 'expected text, got nan', None)
+    """
+    if value is None:
+        return None
+    if t.kind == "str":
+        if isinstance(value, (list, dict)):
+            return f"expected text, got {'a list' if isinstance(value, list) else 'an object'}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"expected text, got {value}"
+    found = lone_surrogate(value)
+    if found:
+        return f"text with {found} is not valid Unicode (half of a cut emoji pair?)"
+    return None
+
+
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
 
 
@@ -245,13 +324,13 @@ def coerce(value: Any, t: Type) -> Any:
             return None
         raise ReplyError(f"expected {show(t)}, got null")
     if k == "any":
-        return value
+        return scrub_data(value)
     if k == "str":
         if isinstance(value, str):
-            return value.strip()
+            return scrub(value.strip())
         if isinstance(value, list) and all(isinstance(x, str) for x in value):
-            return "\n".join(value)
-        return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
+            return scrub("\n".join(value))
+        return scrub(json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value))
     if k in ("int", "float"):
         if isinstance(value, bool):
             raise ReplyError(f"expected {k}, got a boolean")
