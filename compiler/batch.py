@@ -259,6 +259,7 @@ def examine_output(out_path: Path, identity: dict | None = None) -> Existing:
         return OutputRefused(
             f"{out_path} holds something other than this command's batch output (line {n}: {why}); it was not "
             "changed. Choose another --output, or move that file away.")
+    last = None                        # the `run` of the record before: most records repeat it
     with open_regular(out_path) as fh:
         offset = 0
         for n, raw in enumerate(fh, 1):
@@ -277,7 +278,8 @@ def examine_output(out_path: Path, identity: dict | None = None) -> Existing:
             if not _is_record(rec):
                 raise foreign(n, "not a batch record")
             run = rec.get("run")
-            if run is not None:
+            if run is not None and run != last:
+                last = run
                 if not isinstance(run, dict):
                     raise foreign(n, "a record whose 'run' is not an object")
                 tag = json.dumps(run, sort_keys=True)
@@ -321,10 +323,10 @@ def check_output_path(out_path: Path, in_path: Path | None = None, program=None,
         if getattr(program, "artifact_path", None):
             protected.append((Path(program.artifact_path), "the program's artifact"))
         else:
+            protected.append((Path(program.path), "the program's .pipe file"))
             for shown in getattr(getattr(program, "loaded", None), "sources", {}) or {}:
                 p = Path(shown)
                 protected.append((p if p.is_absolute() else Path.cwd() / p, "a source file of the program"))
-            protected.append((Path(program.path), "the program's .pipe file"))
     protected += [(Path(p), "one of the files it reads") for p in others]
     for path, what in protected:
         if _same_file(out_path, path):

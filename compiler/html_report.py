@@ -1080,8 +1080,10 @@ def write_report(path: str | Path, program=None, **kw) -> Path:
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+    from .reply_parser import scrub
     from .secrets import redact
     text = redact(build_report(program, **kw))      # rows, replies and errors may echo a key
+    text = scrub(text)       # a lone surrogate (a cut emoji pair in a row read from a file) shows as U+FFFD
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

@@ -303,6 +303,11 @@ def input_problem(value: Any, t: Type) -> str | None:
             return f"expected text, got {'a list' if isinstance(value, list) else 'an object'}"
         if isinstance(value, float) and not math.isfinite(value):
             return f"expected text, got {value}"
+    elif t.kind == "list" and t.arg is not None and isinstance(value, list):
+        for i, item in enumerate(value, 1):
+            problem = input_problem(item, t.arg)
+            if problem:
+                return f"item {i}: {problem}"
     found = lone_surrogate(value)
     if found:
         return f"text with {found} is not valid Unicode (half of a cut emoji pair?)"

@@ -22,15 +22,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 import pipec
 from pipec import cli
-from pipec.batch import OutputLock, OutputRefused, merge_outputs, run_jsonl
+from pipec import batch
+from pipec.batch import run_jsonl
 from pipec.dataset import DatasetError, load_examples, read_examples
 
 from fault_server import FaultServer, field_value, pipec_command, record_figure
@@ -370,13 +369,13 @@ def test_a_second_run_in_the_same_process_refuses_too(project):
     def rule(request):
         if not seen:
             prog2 = pipec.load(project / "toy.pipe", lm=pipec.ScriptedLM(rule=flip_rule), cache=False)
-            with pytest.raises(OutputRefused, match="being written by another pipec run"):
+            with pytest.raises(batch.OutputRefused, match="being written by another pipec run"):
                 run_jsonl(prog2, project / "rows.jsonl", out)
             seen.append(True)
         return flip_rule(request)
     run_jsonl(pipec.load(project / "toy.pipe", lm=pipec.ScriptedLM(rule=rule), cache=False), project / "rows.jsonl", out)
     assert seen and len(strict_records(out)) == len(WORDS)
-    with OutputLock(out):                                           # and free again afterwards
+    with batch.OutputLock(out):                                           # and free again afterwards
         pass
 
 
@@ -392,7 +391,7 @@ def test_merge_refuses_a_part_that_is_still_being_written(project, lms, capsys):
 
 
 PARITY = """
-lm remote = "openai/lock-model" (api_base: "{base}", api_key_env: "PIPEC_LOCK_KEY", num_retries: 2, timeout: 10)
+lm remote = "openai/lock-model" (api_base: "{base}", api_key_env: "PIPEC_LOCK_KEY", num_retries: 2, timeout: 300)
 signature P {{ "Even or odd?" in text: str out parity: enum(even, odd) }}
 module p = Predict(P)
 pipeline parity(text: str) -> (parity) {{
@@ -402,14 +401,23 @@ pipeline parity(text: str) -> (parity) {{
 """
 
 
-def test_two_pipec_processes_started_together_write_every_row_once(tmp_path, monkeypatch):
+def test_two_pipec_processes_on_one_output_write_every_row_once(tmp_path, monkeypatch):
     """The issue's report, as it happened: two real `pipec run` processes on one output, against a
-    server with latency. The second refuses; the first writes 300 rows, each once."""
+    server with latency. The server holds the first run in the middle of its batch (at its 150th row)
+    while the second starts; the second refuses, and the first writes 300 rows, each once."""
+    import threading
     monkeypatch.setenv("PIPEC_LOCK_KEY", "sk-lock-test-0123456789")
+    reached, release = threading.Event(), threading.Event()
+
+    def latency(body):
+        if field_value(body, "text") == "item 150":
+            reached.set()
+            release.wait(300)             # stalls the server: the first run is mid-batch, holding its lock
+        return 0.005
 
     def answer(body):
         return {"parity": "even" if int(field_value(body, "text").split()[-1]) % 2 == 0 else "odd"}
-    with FaultServer(answer, latency=0.01) as server:
+    with FaultServer(answer, latency=latency) as server:
         pipe = tmp_path / "parity.pipe"
         pipe.write_text(PARITY.format(base=server.base))
         rows = write_rows(tmp_path / "rows.jsonl", [{"text": f"item {i}"} for i in range(300)])
@@ -417,12 +425,13 @@ def test_two_pipec_processes_started_together_write_every_row_once(tmp_path, mon
         args = [*pipec_command(), "run", str(pipe), "--inputs", str(rows), "-o", str(out), "--no-cache",
                 "--concurrency", "8"]
         env = {**os.environ, "NO_COLOR": "1"}
-        first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        while not out.exists() or not out.read_bytes():     # the first has the lock and is writing
-            assert first.poll() is None, first.stderr.read()
-            time.sleep(0.02)
-        second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
-        assert first.wait(120) == 0, first.stderr.read()
+        first = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            assert reached.wait(300), "the first run never reached row 150"
+            second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        finally:
+            release.set()
+        assert first.wait(300) == 0, first.stderr.read()
     assert second.returncode == 2 and f"pid {first.pid}" in second.stderr, second.stderr
     recs = strict_records(out)
     lines = [r["line"] for r in recs]
@@ -500,6 +509,12 @@ def test_eval_and_report_survive_a_reply_with_a_lone_surrogate(project, capsys, 
     assert "cut \ufffd" in (project / "eval.html").read_bytes().decode("utf-8")
     rc, _, err = main(capsys, "report", project / "toy.pipe", "--eval", project / "eval.jsonl", "-o", project / "r.html")
     assert rc == 0, err
+    rows = project / "edited.jsonl"               # eval rows from elsewhere, holding escaped lone surrogates
+    rows.write_text('{"where": "d.jsonl:1", "inputs": {"q": "a\\ud800"}, "expected": {"a": "x"}, "outputs": '
+                    '{"a": "y\\ud83d"}, "score": 0.0, "passed": false, "error": null, "raw": "r\\udc00"}\n')
+    rc, _, err = main(capsys, "report", project / "toy.pipe", "--eval", rows, "-o", project / "r2.html")
+    assert rc == 0, err
+    assert "\ufffd" in (project / "r2.html").read_bytes().decode("utf-8")
 
 
 def test_a_dataset_with_a_lone_surrogate_is_a_dataset_error_naming_the_line(project):
@@ -645,6 +660,12 @@ def test_run_batch_refuses_nan_for_a_str_input(project):
     preds = prog.run_batch([{"q": "ab"}, {"q": float("nan")}, {"q": ["x"]}])
     assert [p.ok for p in preds] == [True, False, False]
     assert "expected text, got nan" in preds[1].error
+    typed = pipec.load(project / "tags.pipe" if (project / "tags.pipe").write_text(
+        'signature T { "Tag." in tags: list[str] out a: str }\nmodule m = Predict(T)\n'
+        'pipeline tags(tags: list[str]) -> (a) { r = m(tags: tags) return a = r.a }\n') else None,
+        lm=pipec.ScriptedLM(rule=lambda r: {"a": "ok"}), cache=False)
+    preds = typed.run_batch([{"tags": ["a", "b"]}, {"tags": ["a", float("inf")]}])
+    assert preds[0].ok and "input 'tags': item 2: expected text, got inf" in preds[1].error
 
 
 def test_an_output_that_is_nan_fails_its_row_and_the_file_stays_json(tmp_path, tool_module):
@@ -668,6 +689,9 @@ def test_duplicate_json_keys_are_an_error_naming_the_key(project, lms, capsys):
     data = project / "data.jsonl"
     data.write_text('{"q": "apple", "a": "elppa"}\n{"q": "x", "a": "y", "a": "z"}\n')
     with pytest.raises(DatasetError, match=r"data.jsonl:2: duplicate key 'a'"):
+        read_examples(data)
+    data.write_text('{"q": "apple", "a": "elppa"}\n{"q": "x", "a": NaN}\n')
+    with pytest.raises(DatasetError, match=r"data.jsonl:2: NaN is not a JSON value"):
         read_examples(data)
 
 
