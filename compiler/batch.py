@@ -123,19 +123,28 @@ async def bounded(items, concurrency: int, work, on_done) -> None:
     pending: set[asyncio.Task] = set()
     source = iter(items)
     exhausted = False
-    while True:
-        while not exhausted and len(pending) < max(1, concurrency):
-            try:
-                item = next(source)
-            except StopIteration:
-                exhausted = True
+    try:
+        while True:
+            while not exhausted and len(pending) < max(1, concurrency):
+                try:
+                    item = next(source)
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending.add(asyncio.ensure_future(work(item)))
+            if not pending:
                 break
-            pending.add(asyncio.ensure_future(work(item)))
-        if not pending:
-            break
-        finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        for task in finished:
-            on_done(task.result())
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in finished:
+                on_done(task.result())
+    except BaseException:
+        # Something fatal (the output's disk is full, Ctrl-C): the rows in flight are cancelled and
+        # awaited, not left for the garbage collector to report as "Task was destroyed but it is pending".
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        raise
 
 
 def run_rows(program, rows: list[dict[str, Any]], concurrency: int = 4, progress: bool = False) -> list[Prediction]:
@@ -231,7 +240,7 @@ class Existing:
     records: dict[int, tuple[str, bool]] = field(default_factory=dict)
     end: int = 0
     size: int = 0
-    failed: int = 0
+    failed: int = 0                                             # failed records (any, not only the last of a line)
     runs: dict[str, dict] = field(default_factory=dict)      # distinct `run` objects, by their JSON
 
 
@@ -263,7 +272,7 @@ def examine_output(out_path: Path, identity: dict | None = None) -> Existing:
     with open_regular(out_path) as fh:
         offset = 0
         for n, raw in enumerate(fh, 1):
-            start, offset = offset, offset + len(raw)
+            offset += len(raw)
             if not raw.endswith(b"\n"):
                 if raw.startswith(_TORN):          # a record cut short by a kill: redone
                     break
@@ -293,8 +302,8 @@ def examine_output(out_path: Path, identity: dict | None = None) -> Existing:
                                 ". Resuming would mix the two in one file; it was not changed. Choose another "
                                 "--output, or move that file away to start over.")
             found.records[rec["line"]] = (rec["key"], rec["ok"])
+            found.failed += not rec["ok"]
             found.end = offset
-    found.failed = sum(not ok for _, ok in found.records.values())
     return found
 
 

@@ -709,3 +709,35 @@ def test_an_empty_inputs_file_is_an_error(project, lms, capsys, content):
     rc, _, err = run(capsys, project)
     assert rc == 1 and "no rows" in err
     assert not (project / "out.jsonl").exists()
+
+
+def test_a_fatal_error_while_writing_leaves_no_task_pending(project, monkeypatch):
+    """When the output cannot be written (disk full), the batch stops with that error, and the rows in
+    flight are cancelled and awaited. Left pending on the thread's event loop, they were reported at
+    exit as "Task was destroyed but it is pending" (the issue's symptom)."""
+    import asyncio
+    import errno
+    from pipec import batch as batch_module
+    from pipec import program as program_module
+    real = batch_module.dump_line
+    calls = []
+
+    def full(rec):
+        calls.append(rec)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(rec)
+
+    class Slow(AsyncLM):                 # the first rows answer at once, the rest are still in flight
+        async def acomplete(self, request):
+            fast = any(request.messages[-1]["content"].endswith(w * 3) for w in WORDS[:2])
+            await asyncio.sleep(0 if fast else 1.0)
+            return self.complete(request)
+    monkeypatch.setattr(batch_module, "dump_line", full)
+    src = write_rows(project / "rows.jsonl", [{"q": w * 3} for w in WORDS * 4])
+    prog = pipec.load(project / "toy.pipe", lm=Slow(rule=flip_rule), cache=False)
+    with pytest.raises(OSError, match="No space left"):
+        run_jsonl(prog, src, project / "out.jsonl", concurrency=8)
+    loop = program_module._thread_loops.loop
+    assert not [t for t in asyncio.all_tasks(loop) if not t.done()]
+    assert not (project / "out.jsonl.lock").exists()
