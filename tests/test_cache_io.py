@@ -195,6 +195,28 @@ def test_a_cache_that_cannot_be_opened_for_writing_still_serves_what_it_holds(tm
     assert any("could not be opened" in r.getMessage() for r in caplog.records)
 
 
+def test_a_cache_that_cannot_be_opened_for_writing_serves_hits_on_the_event_loop_too(tmp_path, disk_fault):
+    """Rows on asyncio read through `aget`: while opening for writing is paused after a failure, those
+    reads used to be misses without asking the disk (issue 13: a read-only warm cache served no hits)."""
+    import asyncio
+    import sqlite3
+    cache = LMCache(tmp_path)
+    for i in range(5):
+        cache.put(f"k{i}", LMReply(f"reply {i}"))
+    cache.close()
+
+    def read_only(real_init, self, *args, **kwargs):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+    disk_fault(tmp_path, "__init__", read_only)
+    ro = LMCache(tmp_path)
+
+    async def read_all():
+        return [await ro.aget(f"k{i}") for i in range(5)] + [await ro.aget("absent")]
+    got = asyncio.run(read_all())
+    assert [r.text for r in got[:5]] == [f"reply {i}" for i in range(5)] and got[5] is None
+    ro.close()
+
+
 def test_an_idle_cache_gives_its_thread_back_and_wakes_on_the_next_request(tmp_path):
     """A program that is never closed (one per request in a server, say) must not pin a thread and a
     database connection for the life of the process."""
