@@ -11,9 +11,11 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 EPILOG = """\
 exit status:
   0  success (check: no errors; run: every row answered; test: every case passed)
-  1  the .pipe file has errors, a test failed, or a run had failed or skipped rows
-  2  usage error: bad arguments, missing files, unknown pipeline, or an artifact whose code and
-     LM endpoints you have not approved (see --allow, --trust and `pipec trust`)
+  1  the .pipe file has errors, a test failed, a run had failed or skipped rows, a metric returned
+     something other than a score, or an LM refused its API key
+  2  usage error: bad arguments (compile flags and --metric get the compile block's checks), missing
+     files, unknown pipeline or input, a test filter that matches no test, or an artifact whose code
+     and LM endpoints you have not approved (see --allow, --trust and `pipec trust`)
 
 environment:
   PIPEC_CACHE_DIR   LM cache directory (default: $XDG_CACHE_HOME/pipec or ~/.cache/pipec)
@@ -34,7 +36,12 @@ examples:
 
 
 class UsageError(Exception):
-    pass
+    """Bad arguments: printed as `pipec COMMAND: error: ...` (or, with `shown`, exactly as given: the
+    checker's diagnostics for a flag), exit 2."""
+
+    def __init__(self, message: str, shown: str | None = None):
+        super().__init__(message)
+        self.shown = shown
 
 
 def _color(stream) -> bool:
@@ -75,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--output", "-o", metavar="OUT.jsonl", help="where batch results go (default: ROWS.out.jsonl)")
     r.add_argument("--concurrency", "-c", type=int, default=4, help="rows in flight at once (default 4)")
     r.add_argument("--retry-failed", action="store_true", help="when resuming, run failed rows again")
-    r.add_argument("--trace", action="store_true", help="include every LM call (messages, reply, timing) in the output")
+    r.add_argument("--trace", action="store_true",
+                   help="show every LM call (messages, reply, timing): on stderr for one input, in the JSON with "
+                        "--json, in each output row of a batch")
     r.add_argument("--json", action="store_true", help="print the single-input result as JSON")
     r.add_argument("--shard", metavar="K/N", help="run only shard K of N of the input rows (lines K, K+N, ...); "
                                                   "combine the parts with `pipec merge`")
@@ -102,15 +111,16 @@ def _parser() -> argparse.ArgumentParser:
     common(cp)
     cp.add_argument("--optimizer", help="labeled_fewshot, bootstrap_fewshot, random_search, knn_fewshot, mipro, ensemble")
     cp.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="an optimizer option")
-    cp.add_argument("--trials", type=int, help="search trials (mipro) or candidates (random_search)")
-    cp.add_argument("--budget", type=int, help="most LM calls the whole compile may make")
-    cp.add_argument("--seed", type=int, help="seed for every random choice (default 0)")
+    # Values are checked by the compile block's own checks (with the file's settings), not by argparse.
+    cp.add_argument("--trials", help="search trials (mipro) or candidates (random_search)")
+    cp.add_argument("--budget", help="most LM calls the whole compile may make")
+    cp.add_argument("--seed", help="seed for every random choice (default 0)")
     cp.add_argument("--trainset", help="JSONL or CSV training rows")
     cp.add_argument("--valset", help="JSONL or CSV validation rows (default: a seeded split of the trainset)")
     cp.add_argument("--metric", help='e.g. "exact_match(intent)"')
     cp.add_argument("--teacher", help="LM (declared name or id) that runs the program while bootstrapping")
     cp.add_argument("--proposer", help="LM (declared name or id) that proposes instructions")
-    cp.add_argument("--concurrency", "-c", type=int, help="parallel evaluations (default 4)")
+    cp.add_argument("--concurrency", "-c", help="parallel evaluations (default 4)")
     cp.add_argument("--storage", help="optuna storage URL (sqlite:///x.db, postgresql://...) to resume or share a search")
     cp.add_argument("--study", help="optuna study name (with --storage)")
     role = cp.add_mutually_exclusive_group()
@@ -162,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("test", help="run the file's test blocks")
     t.add_argument("file", help="a .pipe file")
-    t.add_argument("-k", dest="name", help="only tests whose name contains this text")
+    t.add_argument("-k", dest="name", help="only tests whose name contains this text (an error when none does)")
     lm_opts(t)
     return p
 
@@ -190,7 +200,7 @@ def _main(argv: list[str] | None) -> int:
                 "test": cmd_test, "compile": cmd_compile, "eval": cmd_eval, "merge": cmd_merge, "report": cmd_report,
                 "trust": cmd_trust}[args.command](args)
     except UsageError as err:
-        print(f"pipec {args.command}: error: {err}", file=sys.stderr)
+        print(err.shown if err.shown is not None else f"pipec {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except ApprovalRequired as err:
         print(f"pipec {args.command}: error: {err}", file=sys.stderr)
@@ -354,9 +364,12 @@ def _run_single(prog, args) -> int:
         raise UsageError(f"{err} (inputs of {prog.name}: {names}; pass them as --input name=value)") from None
     if args.json:
         print(json.dumps(pred.to_dict(trace=args.trace), ensure_ascii=False, indent=2, default=str))
-    elif pred.ok:
-        for name, value in pred.outputs().items():
-            print(f"{name}: {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}")
+    else:
+        if args.trace:          # stderr: stdout keeps the `name: value` lines a script reads
+            print(render_trace(pred.trace), file=sys.stderr)
+        if pred.ok:
+            for name, value in pred.outputs().items():
+                print(f"{name}: {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}")
     if not pred.ok:
         print(f"pipec run: failed: {pred.error}", file=sys.stderr)
         if pred.raw:
@@ -386,9 +399,64 @@ def _run_batch(prog, args) -> int:
         print(f"\ninterrupted: finished rows are in {out}; run the same command again to resume", file=sys.stderr)
         return 130
     resumed = f", {summary.resumed} already done" if summary.resumed else ""
-    print(f"{summary.line}\nwrote {summary.ran} rows to {out}{resumed}; {summary.failed} failed, "
-          f"{len(summary.skipped)} skipped", file=sys.stderr)
+    if args.progress is not False:          # --no-progress: no progress line, not even the closing one
+        print(summary.line, file=sys.stderr)
+    print(f"wrote {summary.ran} rows to {out}{resumed}; {summary.failed} failed, {len(summary.skipped)} skipped",
+          file=sys.stderr)
+    _explain_refused_keys(prog, "run", "then run the same command with --retry-failed")
     return EXIT_FAIL if summary.failed or summary.skipped else EXIT_OK
+
+
+def _explain_refused_keys(prog, command: str, then: str) -> bool:
+    """Say once, after a run, that an LM refused its key: after the first refusal every row on it
+    failed at once, without a request (see `AuthLMError`). True when one did."""
+    from .context import auth_failures
+    refused = auth_failures(prog._backends.values())
+    for err in refused:
+        print(f"pipec {command}: error: {err}; {then}", file=sys.stderr)
+    return bool(refused)
+
+
+def render_trace(trace) -> str:
+    """Every LM call of one run, as a person reads it: which node and LM, time, tokens, cache, the
+    messages sent and the raw reply (or the error).
+
+    >>> from pipec.context import CallRecord
+    >>> print(render_trace([CallRecord("r", "m", "m", "scripted/lm", [{"role": "user", "content": "q: hi"}],
+    ...                                raw='{"n": 2}', latency_ms=1.5, prompt_tokens=3, completion_tokens=2)]))
+    trace: 1 LM call
+    [1] node r (m), predictor m, scripted/lm: 1.5 ms, 3+2 tokens
+    --- user
+    q: hi
+    --- reply
+    {"n": 2}
+    """
+    calls = [r for r in trace if r.model[:5] != "tool:" and r.model != "map"]
+    hits = sum(r.cache_hit for r in calls)
+    head = f"trace: {len(calls)} LM call{'s' * (len(calls) != 1)}" + (f" ({hits} from the cache)" if hits else "")
+    out = [head]
+    for i, r in enumerate(trace, 1):
+        facts = [f"{r.latency_ms:.1f} ms"]
+        if r.prompt_tokens or r.completion_tokens:
+            facts.append(f"{r.prompt_tokens}+{r.completion_tokens} tokens")
+        if r.cost:
+            facts.append(f"${r.cost:.6f}")
+        if r.cache_hit:
+            facts.append("cache hit")
+        if r.attempt > 1:
+            facts.append(f"attempt {r.attempt}")
+        who = f"node {r.node} ({r.module})" + (f", predictor {r.predictor}" if r.predictor else "")
+        out.append(f"[{i}] {who}, {r.model}: " + ", ".join(facts))
+        for m in r.messages or []:
+            out.append(f"--- {m.get('role', '?')}")
+            out.append(str(m.get("content", "")))
+        if r.error:
+            out.append("--- error")
+            out.append(r.error)
+        if r.raw or not r.error:
+            out.append("--- reply")
+            out.append(r.raw)
+    return "\n".join(out)
 
 
 def cmd_graph(args) -> int:
@@ -407,9 +475,16 @@ def cmd_graph(args) -> int:
 
 
 def cmd_inspect(args) -> int:
+    from .dsl.diagnostics import did_you_mean
     from .inspection import inspect_program, render_inspection
     prog = _load(args)
     values = _pairs(args.input) if args.input else None
+    known = [n for n, _, _ in prog.inputs]
+    for name in values or {}:
+        if name not in known:          # as `run` says it: a typo would otherwise show a {placeholder}
+            hint = did_you_mean(name, [n for n in known if n not in values])
+            raise UsageError(f"'{name}' is not an input of {prog.name}" + (f" ({hint})" if hint else "")
+                             + f"; its inputs: {', '.join(known) or 'none'}")
     report = inspect_program(prog, values)
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else render_inspection(report))
     return EXIT_OK
@@ -440,6 +515,11 @@ def cmd_test(args) -> int:
         if not tests:
             print(f"{args.file}: no test blocks", file=sys.stderr)
             return EXIT_OK
+        if args.name is not None and not any(args.name in t.name for t in tests):
+            # A filter that selects nothing would pass vacuously: a typo in CI would test nothing.
+            names = ", ".join(json.dumps(t.name, ensure_ascii=False) for t in tests)
+            raise UsageError(f"-k {json.dumps(args.name, ensure_ascii=False)} matches no test in {args.file}; "
+                             f"its tests: {names}")
         results = run_tests(program_for, tests, args.name)
     except PipeError as err:
         print(err.render(_color(sys.stderr)), file=sys.stderr)
@@ -493,9 +573,15 @@ def _literal(text: str):
 
 
 def compile_settings(prog, args) -> dict:
-    """The compile block's settings for the pipeline, overridden by command-line flags."""
+    """The compile block's settings for the pipeline, overridden by command-line flags.
+
+    `settings["origin"]` records where each flag's value was written, so that the compile block's
+    checks (`compiling.check_settings`, run on these settings before any data is read) point at it.
+    """
+    from .compiling import Origin
     from .dsl import ast as A
-    settings: dict = {"options": {}}
+    origin = Origin("command line")
+    settings: dict = {"options": {}, "origin": origin}
     block = next((b for b in prog.checked.compiles if b.pipeline == prog.name), None)
     if block is not None:
         for s in block.settings:
@@ -514,47 +600,70 @@ def compile_settings(prog, args) -> dict:
     for flag in ("optimizer", "budget", "seed", "trainset", "valset", "teacher", "proposer", "concurrency",
                  "storage", "study"):
         value = getattr(args, flag, None)
-        if value is not None and flag in ("trainset", "valset"):
+        if value is None:
+            continue
+        if flag in ("trainset", "valset"):
             value = os.path.abspath(value)     # flags are relative to where the command runs
-        if value is not None:
-            if flag == "optimizer" and value != settings.get("optimizer"):
-                settings["options"] = {}
-            settings[flag] = value
+        elif flag in ("optimizer", "budget", "seed", "teacher", "proposer", "concurrency"):
+            origin.add(flag, f"--{flag} ", str(value))
+            if flag in ("budget", "seed", "concurrency"):
+                value = _literal(value)
+        if flag == "optimizer" and value != settings.get("optimizer"):
+            settings["options"] = {}
+        settings[flag] = value
+    for mode in ("worker", "finalize"):
+        if getattr(args, mode, False):
+            origin.add("mode", "", f"--{mode}")
     if getattr(args, "metric", None):
         settings.pop("metric_expr", None)
         settings["metric"] = args.metric
+        origin.add("metric", "--metric ", args.metric)
     for item in getattr(args, "option", []):
         name, eq, value = item.partition("=")
-        if not eq:
+        if not eq or not name.strip():
             raise UsageError(f"--option expects NAME=VALUE, got '{item}'")
+        name = name.strip()
         settings["options"][name] = _literal(value)
+        origin.add(f"option:{name}", "--option ", item)
     if getattr(args, "trials", None) is not None:
         key = "candidates" if settings.get("optimizer") == "random_search" else "trials"
-        settings["options"][key] = args.trials
+        settings["options"][key] = _literal(args.trials)
+        origin.add(f"option:{key}", "", f"--trials {args.trials}")
     return settings
 
 
 def cmd_compile(args) -> int:
     from pathlib import Path
-    from .compiling import CompileConfig, compile_program
+    from .compiling import CompileConfig, SettingsError, compile_program
     from .dataset import DatasetError
+    from .lm.base import LMError
     from .metrics import Metric, MetricError
+    for flag in ("trainset", "valset"):
+        path = getattr(args, flag)
+        if path is not None and not os.path.isfile(path):
+            raise UsageError(f"--{flag}: no such file: {path}")
     prog = _load(args)
     s = compile_settings(prog, args)
     if "trainset" not in s:
         raise UsageError(f"no trainset: add a compile block for {prog.name} or pass --trainset")
+    if "metric_expr" not in s and "metric" not in s:
+        raise UsageError(f"no metric: add a compile block for {prog.name} or pass --metric, e.g. "
+                         f"--metric 'exact_match({prog.output_names[0]})'")
     base = prog.path.resolve().parent
     try:
-        metric = Metric.from_expr(s["metric_expr"], near=base) if "metric_expr" in s else \
-            Metric.parse(s.get("metric", ""), near=base)
+        metric = Metric.from_expr(s["metric_expr"], near=base) if "metric_expr" in s else s["metric"]
         config = CompileConfig(trainset=s["trainset"], valset=s.get("valset"), metric=metric,
                                optimizer=s.get("optimizer", "bootstrap_fewshot"), options=s["options"],
-                               seed=int(s.get("seed", 0)), budget=s.get("budget"), teacher=s.get("teacher"),
-                               proposer=s.get("proposer"), concurrency=int(s.get("concurrency", 4)),
+                               seed=s.get("seed", 0), budget=s.get("budget"), teacher=s.get("teacher"),
+                               proposer=s.get("proposer"), concurrency=s.get("concurrency", 4),
                                storage=s.get("storage"), study=s.get("study"), progress=args.progress, base_dir=base,
-                               mode="worker" if args.worker else "finalize" if args.finalize else "single")
+                               mode="worker" if args.worker else "finalize" if args.finalize else "single",
+                               origin=s["origin"])
         compiled = compile_program(prog, config)
-    except (DatasetError, MetricError, ValueError) as err:
+    except SettingsError as err:
+        print(err.render(_color(sys.stderr)), file=sys.stderr)
+        return EXIT_USAGE
+    except (DatasetError, MetricError, ValueError, LMError) as err:
         print(f"pipec compile: error: {err}", file=sys.stderr)
         return EXIT_FAIL
     if args.worker:
@@ -568,9 +677,17 @@ def cmd_compile(args) -> int:
     compiled.save(out)
     how = "cache hit: nothing changed since the last compile, no LM call" if compiled.compile_cache_hit else \
         f"{compiled.compile_stats.calls} LM calls made ({compiled.compile_stats.cache_hits} cache hits)"
-    print(compiled.report.summary())
-    for t in compiled.report.trials:
+    from .compiling import KEPT_BASELINE
+    report = compiled.report
+    print(report.summary())
+    for t in report.trials:
         print(f"    trial {t.number:>3}  {t.score:.3f}{'' if t.full else ' (minibatch)'}  {t.note}")
+    kept = next((t.note for t in reversed(report.trials) if t.note.startswith(KEPT_BASELINE)), None)
+    if kept:
+        print(f"  {kept}")
+    for role in ("task", "teacher", "proposer", "requests"):
+        if role in report.lms:
+            print(f"  {'LM requests' if role == 'requests' else role + ' LM'}: {report.lms[role]}")
     print(f"  {how}, {compiled.compile_seconds:.1f}s\nwrote {out}")
     if args.report:
         from .html_report import write_report
@@ -599,7 +716,13 @@ def cmd_eval(args) -> int:
     bar = Progress(len(examples), prog.stats, enabled=args.progress)
     import time
     started = time.perf_counter()
-    result = evaluate(prog, examples, metric, args.concurrency, progress=bar)
+    try:
+        result = evaluate(prog, examples, metric, args.concurrency, progress=bar)
+    except MetricError as err:          # the metric is broken (a wrong return type): no score means anything
+        bar.finish()
+        print(f"pipec eval: error: {err}; the eval stopped there", file=sys.stderr)
+        prog.close()
+        return EXIT_FAIL
     seconds = time.perf_counter() - started
     line = bar.finish()
     if args.report:
@@ -623,19 +746,28 @@ def cmd_eval(args) -> int:
             got = f"error: {r.error}" if r.error else ", ".join(f"{k}={_short(r.outputs.get(k))}" for k in r.expected)
             want = ", ".join(f"{k}={_short(v)}" for k, v in r.expected.items())
             print(f"  {r.where}: {inputs}\n      expected {want}\n      got      {got}")
-    print(line, file=sys.stderr)
+    if args.progress is not False:          # --no-progress: no progress line, not even the closing one
+        print(line, file=sys.stderr)
+    refused = _explain_refused_keys(prog, "eval", "then run the eval again")
     prog.close()
-    return EXIT_OK
+    return EXIT_FAIL if refused else EXIT_OK
 
 
 def eval_metric(prog, text: str | None):
     """The metric an eval scores with: the one given, else the artifact's, else the compile block's.
     A python(...) metric taken from an artifact runs only with the user's approval, like its tools."""
+    from .compiling import CompileConfig, Origin, SettingsError, check_settings
     from .metrics import Metric
     from .trust import Requirement
     base = prog.path.resolve().parent
     if text:
-        return Metric.parse(text, near=base)
+        # The compile block's checks, as for `compile --metric`: a typo is a usage error with a hint.
+        origin = Origin("command line")
+        origin.add("metric", "--metric ", text)
+        try:
+            return check_settings(prog, CompileConfig(trainset=(), metric=text, origin=origin), base)
+        except SettingsError as err:
+            raise UsageError(str(err), shown=err.render(_color(sys.stderr))) from None
     if prog.artifact is not None:
         metric = Metric.parse(prog.artifact.report.metric, near=base)
         if metric.target is not None:

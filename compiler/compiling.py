@@ -1,16 +1,21 @@
 """Compile: search each predictor's instruction and demos against a metric, emit the artifact.
 
-`compile_program` loads and checks the data, scores the uncompiled pipeline on the valset, hands a
-`Session` to the chosen optimizer (which only chooses parameters), scores the result, and writes a
-versioned artifact. Everything is keyed by a fingerprint of the sources, data, metric, optimizer
-settings, seed, budget and LM ids: compiling unchanged inputs again is a cache hit with no LM call.
+`compile_program` checks the settings with the compile block's own checks (`check_settings`), loads
+and checks the data, scores the uncompiled pipeline on the valset, hands a `Session` to the chosen
+optimizer (which only chooses parameters), scores the result, keeps the uncompiled parameters when
+the result scores lower (`never_worse`), and writes a versioned artifact. Everything is keyed by a
+fingerprint of the sources, data, metric, optimizer settings, seed, budget and LM ids (the proposer
+the rule picks included): compiling unchanged inputs again is a cache hit with no LM call.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import random
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,8 @@ from .artifact import (FORMAT_VERSION, Artifact, ArtifactError, LMState, Predict
 from .budget import Budget
 from .context import Stats
 from .dataset import DatasetError, Example, check_examples, read_examples, split
+from .dsl import ast as A
+from .dsl.diagnostics import Diagnostic, render_all
 from .evaluate import EvalResult, evaluate
 from .graph import to_dict as graph_dict
 from .metrics import Metric
@@ -47,10 +54,174 @@ class CompileConfig:
     progress: bool | None = False
     val_fraction: float = 0.4
     base_dir: Path | None = None      # data paths are relative to this (the .pipe file's folder)
+    origin: "Origin | None" = None    # where settings given outside the compile block were written
+
+
+class Origin:
+    """Where compile settings given outside a compile block were written: one line of text (the
+    command line's flags, or the Python call's arguments) and each value's place in it, so a setting
+    that fails the compile block's checks is shown as the checker shows a .pipe file: the line, a
+    caret under the value, a hint.
+
+    >>> o = Origin("command line"); _ = o.add("budget", "--budget ", "abc"); o.text, str(o.spans["budget"])
+    ('--budget abc', 'command line:1:10')
+    """
+
+    def __init__(self, file: str = "compile arguments"):
+        self.file = file
+        self.text = ""
+        self.spans: dict[str, A.Span] = {}
+
+    def add(self, key: str, flag: str, value: str) -> A.Span:
+        """Append `flag` and `value` ("--budget ", "15"); the value's span is kept under `key`
+        ("optimizer", "option:NAME", "seed", "budget", "concurrency", "metric", "teacher", "proposer")."""
+        value = value.replace("\n", " ")
+        if self.text:
+            self.text += " "
+        self.text += flag
+        col = len(self.text) + 1
+        self.text += value
+        span = A.Span(self.file, 1, col, 1, col + max(1, len(value)))
+        self.spans[key] = span
+        return span
+
+
+class SettingsError(ValueError):
+    """Compile settings that cannot work, found before any data is read or any LM is called: an
+    optimizer, option, seed, budget or metric the compile block's checks refuse, or a mode that does
+    not fit the optimizer. A usage error on the command line (exit 2). `diagnostics` are the
+    checker's, rendered with `sources`."""
+
+    def __init__(self, message: str, diagnostics: list[Diagnostic] | None = None,
+                 sources: dict[str, str] | None = None):
+        self.diagnostics = diagnostics or []
+        self.sources = sources or {}
+        super().__init__(message)
+
+    def render(self, color: bool = False) -> str:
+        return render_all(self.diagnostics, self.sources, color) if self.diagnostics else str(self)
+
+
+def check_settings(program, config: CompileConfig, near: Path | None = None) -> Metric:
+    """Check a compile's settings with the compile block's own checks and return its metric.
+
+    The settings (the command line's flags over the file's compile block, or the Python call's
+    arguments) are written into the program as its compile block and the whole program is checked
+    again, by `pipec.dsl.check` itself: an unknown optimizer or option, an option of the wrong type
+    or below its minimum (`trials: "abc"`, `k: 0`, `max_demos: -5`), a seed, budget or concurrency
+    that is not a whole number in range, a metric over an output the pipeline does not have, a
+    teacher or proposer that names no declared lm. Nothing is read and no LM is called before this.
+    Raises `SettingsError` with every problem at once.
+    """
+    from .catalogue import catalogue
+    from .dsl.checker import check
+    cat = catalogue()
+    origin = config.origin or Origin()
+    spare = Origin() if config.origin is not None else origin     # values that came from the file
+
+    def span(key: str, flag: str, shown: str) -> A.Span:
+        return origin.spans.get(key) or spare.add(key, flag, shown)
+
+    problems: list[Diagnostic] = []
+    settings: list[A.Setting] = []
+    optimizer = str(config.optimizer)
+    spec = cat.optimizers.get(optimizer)
+    args = []
+    for name, value in (config.options or {}).items():
+        at = span(f"option:{name}", "option ", f"{name}={_shown(value)}")
+        kind = spec.options[name].type if spec is not None and name in spec.options else ""
+        args.append(A.Arg(at, str(name), _setting_expr(value, at, kind)))
+    at = span("optimizer", "optimizer=", optimizer)
+    settings.append(A.Setting(at, "optimizer", A.Call(at, optimizer, args, at)))
+    for name in ("seed", "budget", "concurrency"):
+        value = getattr(config, name)
+        if value is not None:
+            at = span(name, f"{name}=", _shown(value))
+            settings.append(A.Setting(at, name, _setting_expr(value, at, "")))
+    for name in ("teacher", "proposer"):
+        value = getattr(config, name)
+        if isinstance(value, str) and "/" not in value:     # an LM id (provider/model) needs no declaration
+            at = span(name, f"{name}=", value)
+            settings.append(A.Setting(at, name, A.Var(at, value)))
+    metric_expr = None
+    if isinstance(config.metric, Metric):
+        metric_expr = config.metric.expr
+    else:
+        text = str(config.metric)
+        at = span("metric", "metric=", text)
+        metric_expr = _parse_metric(text, at)
+        if metric_expr is None:
+            problems.append(Diagnostic("error", f"cannot read metric '{text}'", at,
+                                       "write a call such as exact_match(answer)", "bad-option"))
+    if metric_expr is not None:
+        settings.append(A.Setting(metric_expr.span, "metric", metric_expr))
+    block = A.CompileBlock(A.Span(origin.file, 1, 1, 1, 2), program.name, settings, A.Span(origin.file, 1, 1, 1, 2))
+    files = []
+    for f in program.checked.files:
+        items = [it for it in f.items if not (isinstance(it, A.CompileBlock) and it.pipeline == program.name)]
+        files.append(f if len(items) == len(f.items) else dataclasses.replace(f, items=items))
+    files.append(A.File(origin.file, origin.text, [block]))
+    _, diags = check(files, cat)
+    # The file checked clean without these settings, so every error is theirs. A compile block must
+    # name a trainset and a metric; settings given here may come without them (data from Python).
+    problems += [d for d in diags if d.severity == "error" and d.code != "missing-setting"]
+    if config.mode != "single":
+        where = span("mode", "mode=", str(config.mode))
+        if optimizer != "mipro":
+            problems.append(Diagnostic("error", "--worker and --finalize share an optuna study: they work with the "
+                                                "mipro optimizer only", where, "add --optimizer mipro", "bad-option"))
+        elif not (config.storage and config.study):
+            problems.append(Diagnostic("error", "--worker and --finalize need the shared study: --storage URL and "
+                                                "--study NAME", where, "", "bad-option"))
+    if problems:
+        sources = {**program.loaded.sources, origin.file: origin.text, spare.file: spare.text}
+        raise SettingsError(render_all(problems, sources), problems, sources)
+    if isinstance(config.metric, Metric):
+        return config.metric
+    return Metric.from_expr(metric_expr, str(config.metric), near)
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=repr) if not isinstance(value, str) else value
+
+
+def _setting_expr(value: Any, at: A.Span, kind: str) -> A.Expr:
+    """A setting's value as the parser would have built it from the file (a name for name-typed options)."""
+    if isinstance(value, list):
+        return A.ListLit(at, [_setting_expr(v, at, "") for v in value])
+    if isinstance(value, str) and kind in ("lm", "tool", "module", "name") and value.isidentifier():
+        return A.Var(at, value)
+    if isinstance(value, (str, int, float, bool)):
+        return A.Literal(at, value)
+    return A.Literal(at, None)         # a dict, None, an object: no option takes one, the check says so
+
+
+def _parse_metric(text: str, at: A.Span) -> A.Expr | None:
+    """A metric's text parsed as the compile block's `metric = ...` would be, its spans moved onto
+    `at` (where the text was written), or None when it does not parse."""
+    from .dsl.parser import parse
+    prefix = "compile _metric { metric = "
+    f, diags = parse(prefix + text + " }", at.file)
+    if diags or not f.items or not getattr(f.items[0], "settings", None) or "\n" in text:
+        return None
+    return _moved(f.items[0].settings[0].value, at.file, at.col - len(prefix) - 1)
+
+
+def _moved(node, file: str, shift: int):
+    """An AST node with every span moved `shift` columns along line 1 of `file`."""
+    if isinstance(node, A.Span):
+        return A.Span(file, 1, node.col + shift, 1, node.end_col + shift)
+    if isinstance(node, list):
+        return [_moved(x, file, shift) for x in node]
+    if dataclasses.is_dataclass(node) and not isinstance(node, type) and not isinstance(node, A.Ref):
+        return dataclasses.replace(node, **{f.name: _moved(getattr(node, f.name), file, shift)
+                                           for f in dataclasses.fields(node)})
+    return node
 
 
 class CompileProgress:
-    """One status line: trial, best score so far, LM calls (of the budget), tokens, cost, time."""
+    """One status line: phase (and the LM it runs on, where that is not the pipeline's own: the
+    proposer), trial, best score so far, LM calls (of the budget), tokens, cost, time."""
 
     def __init__(self, budget: Budget, stats: Stats, enabled: bool | None, stream=None):
         self.budget, self.stats = budget, stats
@@ -60,6 +231,7 @@ class CompileProgress:
         self.trial = 0
         self.total: int | None = None
         self.phase = ""
+        self.lms: dict[str, str] = {}       # phase -> the LM it runs on ("proposing" -> the proposer)
         self.start = time.perf_counter()
 
     def line(self) -> str:
@@ -67,7 +239,8 @@ class CompileProgress:
         calls = f"{st.calls}" + (f"/{self.budget.limit}" if self.budget.limit else "")
         trial = f"trial {self.trial}" + (f"/{self.total}" if self.total else "")
         best = f"best {self.best:.3f}" if self.best is not None else "best -"
-        return (f"{self.phase:<12} {trial}  {best}  LM calls {calls} ({st.cache_hits} cached)  "
+        phase = self.phase + (f" on {self.lms[self.phase]}" if self.phase in self.lms else "")
+        return (f"{phase:<12} {trial}  {best}  LM calls {calls} ({st.cache_hits} cached)  "
                 f"{st.prompt_tokens + st.completion_tokens} tokens  ${st.cost:.4f}  {time.perf_counter() - self.start:.0f}s")
 
     def update(self, phase: str | None = None) -> None:
@@ -106,6 +279,8 @@ class Session:
         self.baseline_score: float | None = None    # the uncompiled valset score, once measured
         self._teacher = None
         self._proposer = None
+        self.proposer_label: str | None = None      # "openai/big (the file's default lm 'big')", once chosen
+        self.teacher_used = False
 
     # -- parameters
     def baseline(self) -> dict[str, PredictorState]:
@@ -138,8 +313,10 @@ class Session:
             self.program.set_ensemble([])
             self.program.apply(params)
         rt = self.program.runtime(self.budget, self.stats)
-        return evaluate(self.program, rows if rows is not None else self.valset, self.metric,
-                        self.config.concurrency, runtime=rt)
+        result = evaluate(self.program, rows if rows is not None else self.valset, self.metric,
+                          self.config.concurrency, runtime=rt)
+        self._stop_on_refused_keys(self.program)
+        return result
 
     def run_teacher(self, params: dict[str, PredictorState], rows: list[Example]) -> EvalResult:
         """Run the teacher (the program itself, or on the teacher LM) with `params` and score each row.
@@ -149,8 +326,20 @@ class Session:
         """
         teacher = self.teacher()
         teacher.apply(params)
+        self.teacher_used = True
         rt = teacher.runtime(self.budget, self.stats)
-        return evaluate(teacher, rows, self.metric, self.config.concurrency, runtime=rt)
+        result = evaluate(teacher, rows, self.metric, self.config.concurrency, runtime=rt)
+        self._stop_on_refused_keys(teacher)
+        return result
+
+    def _stop_on_refused_keys(self, program) -> None:
+        """A compile whose LM refused its key stops at once: every row would fail the same way, and
+        scoring rows that cannot run would only compare zeros (see `AuthLMError`)."""
+        from .context import auth_failures
+        backends = list(program._backends.values()) + ([self._proposer] if self._proposer is not None else [])
+        refused = auth_failures(backends)
+        if refused:
+            raise refused[0]
 
     def teacher(self):
         if self.config.teacher is None:
@@ -162,16 +351,22 @@ class Session:
             self._teacher.cache = self.program.cache
         return self._teacher
 
+    def teacher_label(self) -> str:
+        """The teacher as the report names it: its LM, or the pipeline's own LMs."""
+        if self.config.teacher is None:
+            return f"{task_lms(self.program)} (no teacher set: the pipeline runs on its own LMs)"
+        shown = self.teacher().backend(self.teacher().default_lm_name()).describe()
+        named = f", {self.config.teacher}" if self.config.teacher != shown else ""
+        return f"{shown} (the teacher setting{named})"
+
     def proposer(self):
-        """The LM backend that proposes instructions (the proposer, else the teacher, else the task LM)."""
+        """The LM backend that proposes instructions, by `proposer_choice`'s rule; the progress line
+        and the report name it."""
         if self._proposer is None:
-            from .lm import backend_for
-            choice = self.config.proposer or self.config.teacher
-            if choice is None:
-                self._proposer = self.program.backend(self.program.default_lm_name())
-            else:
-                resolved = resolve_lm(self.program, choice)
-                self._proposer = resolved if not isinstance(resolved, str) else backend_for(resolved)
+            self._proposer, why = proposer_choice(self.program, self.config)
+            self.proposer_label = f"{self._proposer.describe()} ({why})"
+            self.progress.lms["proposing"] = self.proposer_label
+            self.progress.update()
         return self._proposer
 
     # -- bookkeeping
@@ -206,6 +401,50 @@ def fit_valset(val: list, budget: int | None, per_row: int, rng: random.Random) 
         return val
     keep = sorted(rng.sample(range(len(val)), max(1, budget // (4 * per_row))))
     return [val[i] for i in keep]
+
+
+def proposer_choice(program, config: CompileConfig):
+    """The LM that proposes instructions, and why, by one rule:
+
+    1. the `proposer` setting (`--proposer`): a declared lm name or an LM id;
+    2. else the `teacher` setting (`--teacher`);
+    3. else the file's default lm (`default lm = NAME`, or the file's only `lm`);
+    4. else, in a file with several lms and no default, the lm most of the pipeline's predictors run
+       on (a tie goes to the one declared first): never a model none of them uses.
+
+    Returns `(backend, reason)`. A file that declares no lm runs on the embedded model, and so does
+    its proposer (rule 3 finds no default; rule 4 finds the predictors on the built-in default).
+    """
+    from .lm import backend_for
+    from .program import DEFAULT_LM
+    for setting in ("proposer", "teacher"):
+        choice = getattr(config, setting)
+        if choice is not None:
+            resolved = resolve_lm(program, choice)
+            backend = resolved if not isinstance(resolved, str) else backend_for(resolved)
+            named = f", {choice}" if choice != backend.describe() else ""
+            return backend, f"the {setting} setting{named}"
+    checked = program.checked
+    if checked.default_lm is not None:
+        how = "default lm" if len(checked.lms) > 1 else "only lm"
+        return program.backend(checked.default_lm), f"the file's {how}, {checked.default_lm}"
+    used = Counter(p.lm for p in program.predictors().values()) or Counter([DEFAULT_LM])
+    order = [*checked.lms, DEFAULT_LM]
+    name = max(used, key=lambda n: (used[n], -order.index(n) if n in order else -len(order)))
+    shown = name if name != DEFAULT_LM else "the built-in default model"
+    return program.backend(name), f"no default lm: {shown}, the lm most of the pipeline's predictors run on"
+
+
+def _proposer_identity(program, config: CompileConfig) -> str:
+    """The proposer `proposer_choice` would pick, for the fingerprint: a file that gains a default lm
+    proposes on another LM, so it compiles again."""
+    backend, why = proposer_choice(program, config)
+    return f"{backend.describe()} ({why})"
+
+
+def task_lms(program) -> str:
+    """The LMs the pipeline's predictors run on, in order of first use: "openai/small, openai/big"."""
+    return ", ".join(dict.fromkeys(program.backend(p.lm).describe() for p in program.predictors().values()))
 
 
 def resolve_lm(program, choice: str):
@@ -284,7 +523,8 @@ def compile_program(program, config: CompileConfig):
     from pipec.optimizers import get_optimizer
     started = time.perf_counter()
     base = config.base_dir or program.path.resolve().parent
-    metric = Metric.parse(config.metric, near=base) if isinstance(config.metric, str) else config.metric
+    metric = check_settings(program, config, base)          # before any data is read or any LM called
+    optimizer = get_optimizer(config.optimizer)(**config.options)
     unknown = [f for f in metric.fields if f not in program.output_names]
     if unknown:
         raise ValueError(f"metric {metric.text} scores {', '.join(unknown)}, not an output of {program.name} "
@@ -299,16 +539,10 @@ def compile_program(program, config: CompileConfig):
                                 "validation rows; add rows or give a valset"])
         train, val = split(train, config.seed, config.val_fraction)
         val_id = "split"
-    optimizer = get_optimizer(config.optimizer)(**config.options)
-    if config.mode != "single":
-        if config.optimizer != "mipro":
-            raise ValueError("--worker and --finalize share an optuna study: use them with the mipro optimizer")
-        if not (config.storage and config.study):
-            raise ValueError("--worker and --finalize need --storage URL and --study NAME (the shared study)")
     fp = fingerprint(FORMAT_VERSION, source_files(program), python_sources(program, metric), program.name,
                      train_id, val_id, config.val_fraction if config.valset is None else None, metric.text,
                      config.optimizer, optimizer.settings(), config.seed, config.budget, lm_identity(program),
-                     config.teacher, config.proposer)
+                     config.teacher, config.proposer, _proposer_identity(program, config))
     cached = _cached_artifact(program, fp) if config.mode == "single" else None
     if cached is not None:
         program.set_ensemble(cached.ensemble)
@@ -341,7 +575,8 @@ def compile_program(program, config: CompileConfig):
         progress.update("final eval")
         if score is None:
             result = session.evaluate(params)
-            score = result.score if not result.incomplete else session.best_score or 0.0
+            score = None if result.incomplete else result.score
+        params, score = never_worse(session, params, score)
     finally:
         progress.close()
     members = params if isinstance(params, list) else []
@@ -353,16 +588,47 @@ def compile_program(program, config: CompileConfig):
                     metric=metric.text, seed=config.seed, budget=config.budget, trainset=len(train), valset=len(val),
                     baseline_score=round(baseline.score, 6), compiled_score=round(score, 6),
                     lm_requests=stats.calls + stats.cache_hits, tokens=tokens, cost=round(stats.cost, 6),
-                    trials=session.trials, fingerprint=fp,
-                    lms={"task": program.backend(program.default_lm_name()).describe(),
-                         **({"teacher": str(config.teacher)} if config.teacher else {}),
-                         **({"proposer": str(config.proposer)} if config.proposer else {})})
+                    trials=session.trials, fingerprint=fp, lms=lms_used(session))
     program.artifact = build_artifact(program, report, program.path.resolve().parent)
     program.compile_seconds = time.perf_counter() - started
     program.compile_cache_hit = False
     program.compile_stats = stats
     _store_cached(program, fp)
     return program
+
+
+KEPT_BASELINE = "kept the uncompiled program"
+
+
+def never_worse(session: Session, params, score: float | None):
+    """The optimizer's result, unless it scored below the uncompiled program on the valset (or could
+    not be scored there within the budget): then the uncompiled parameters, with a trial that says
+    why. A compile never emits a program that scored worse than the one it started from.
+    """
+    base = session.baseline_score
+    if base is None:                    # the budget did not even cover the baseline: nothing to compare
+        return params, score if score is not None else (session.best_score or 0.0)
+    if score is not None and score >= base:
+        return params, score
+    name = session.config.optimizer
+    why = (f"{name}'s program scored {score:.3f} on the valset, below the uncompiled {base:.3f}" if score is not None
+           else f"{name}'s program could not be scored on the whole valset within the budget")
+    session.record(base, note=f"{KEPT_BASELINE}: {why}")
+    return session.baseline(), base
+
+
+def lms_used(session: Session) -> dict[str, str]:
+    """The report's `lms`: the LMs the pipeline's predictors run on (`task`), the teacher and the
+    proposer when the optimizer used them (with the rule that chose them), and the requests each LM
+    id answered (`requests`, cache hits included, so a warm cache gives the same report)."""
+    out = {"task": task_lms(session.program)}
+    if session.teacher_used:
+        out["teacher"] = session.teacher_label()
+    if session.proposer_label is not None:
+        out["proposer"] = session.proposer_label
+    if session.stats.by_lm:
+        out["requests"] = ", ".join(f"{lm} {n}" for lm, n in sorted(session.stats.by_lm.items()))
+    return out
 
 
 def build_artifact(program, report: Report, folder: Path) -> Artifact:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cache import LMCache, cache_key
-from .lm.base import LMBackend, LMError, LMReply, LMRequest, TransientLMError
+from .lm.base import AuthLMError, LMBackend, LMError, LMReply, LMRequest, TransientLMError
 from .secrets import redact
 
 
@@ -45,27 +45,34 @@ class CallRecord:
 
 
 class Stats:
-    """Counters over a run: LM calls made, cache hits, tokens, cost (safe to update from threads)."""
+    """Counters over a run: LM calls made, cache hits, tokens, cost (safe to update from threads), and
+    the requests (calls and cache hits) each LM answered, by its id: what a compile's report lists
+    as the LMs it really used."""
 
-    __slots__ = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "cost", "_lock")
+    __slots__ = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "cost", "by_lm", "_lock")
 
     def __init__(self):
         self.calls = self.cache_hits = self.prompt_tokens = self.completion_tokens = 0
         self.cost = 0.0
+        self.by_lm: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def add(self, reply: LMReply) -> None:
+    def add(self, reply: LMReply, lm: str = "") -> None:
         with self._lock:
             self.calls += 1
+            if lm:
+                self.by_lm[lm] = self.by_lm.get(lm, 0) + 1
             self.prompt_tokens += reply.prompt_tokens
             self.completion_tokens += reply.completion_tokens
             self.cost += reply.cost
 
-    def hit(self, reply: LMReply) -> None:
+    def hit(self, reply: LMReply, lm: str = "") -> None:
         """A cache hit: no call made, but its tokens and cost still describe the work (so reports
         are the same whether or not the cache was warm)."""
         with self._lock:
             self.cache_hits += 1
+            if lm:
+                self.by_lm[lm] = self.by_lm.get(lm, 0) + 1
             self.prompt_tokens += reply.prompt_tokens
             self.completion_tokens += reply.completion_tokens
             self.cost += reply.cost
@@ -131,7 +138,7 @@ class NodeContext:
             hit = cache.get(key) if row.inline else await cache.aget(key)
             if hit is not None:
                 hit = _valid_text(hit)
-                rt.stats.hit(hit)
+                rt.stats.hit(hit, backend.model)
                 rec.cache_hit = True
                 rec.raw, rec.prompt_tokens, rec.completion_tokens = hit.text, hit.prompt_tokens, hit.completion_tokens
                 return hit, rec
@@ -146,7 +153,7 @@ class NodeContext:
         reply = _valid_text(reply)
         rec.raw, rec.prompt_tokens, rec.completion_tokens, rec.cost = (
             reply.text, reply.prompt_tokens, reply.completion_tokens, reply.cost)
-        rt.stats.add(reply)
+        rt.stats.add(reply, backend.model)
         if key is not None:
             cache.put(key, reply)
             rec.cache_key = key
@@ -160,6 +167,13 @@ class NodeContext:
             cache.discard(rec.cache_key)
 
     async def _call(self, backend: LMBackend, request: LMRequest) -> LMReply:
+        refused = backend.auth_failure
+        if refused is not None:
+            # The key was refused (or missing) and has not changed since: every row would fail the
+            # same way, so fail now, without a request, a retry or a unit of the budget.
+            if refused.still_applies():
+                raise AuthLMError(str(refused), refused.variable)      # a fresh one: rows tag their own
+            backend.auth_failure = None
         tries = backend.max_retries + 1
         budget = self.row.runtime.budget
         for i in range(tries):
@@ -177,6 +191,9 @@ class NodeContext:
                     self.row.runtime.sleep(delay)
                 else:
                     await asyncio.sleep(delay)
+            except AuthLMError as err:
+                backend.auth_failure = err      # permanent: never retried (see AuthLMError)
+                raise
             except LMError:
                 raise
             except Exception as err:   # a backend bug or an unexpected library error: this row fails, not the batch
@@ -185,6 +202,16 @@ class NodeContext:
 
 
 MAX_RETRY_AFTER = 60.0
+
+
+def auth_failures(backends) -> list[AuthLMError]:
+    """The authentication failures among these LM backends that still apply, one per LM."""
+    out: list[AuthLMError] = []
+    for b in backends:
+        err = b.auth_failure
+        if err is not None and err.still_applies() and err not in out:
+            out.append(err)
+    return out
 
 
 def _valid_text(reply: LMReply) -> LMReply:

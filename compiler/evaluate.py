@@ -9,7 +9,7 @@ from .budget import BudgetExhausted
 from .context import RowContext
 from .dataset import Example
 from .dsl.types import BOOL, STR
-from .metrics import Metric
+from .metrics import Metric, MetricError
 from .lm.base import LMError
 from .secrets import redact_data
 from .modules.base import ModuleFailure, Predictor
@@ -127,7 +127,9 @@ async def evaluate_async(program, examples: list[Example], metric: Metric, concu
             try:
                 score = metric.score(ex.values, pred)
                 misses = metric.misses(ex.values, pred)
-            except Exception as err:       # a user metric that raises scores 0 for that row
+            except MetricError:
+                raise                      # the metric itself is broken (wrong return type, not importable)
+            except Exception as err:       # a user metric that raises on this row scores 0 for that row
                 return i, RowResult(ex.where, values, expected, pred.outputs() if pred.ok else None, 0.0,
                                     f"metric {metric.text} raised {type(err).__name__}: {err}", prediction=pred)
         return i, RowResult(ex.where, values, expected, pred.outputs() if pred.ok else None, score, pred.error,

@@ -1193,7 +1193,11 @@ def _evaluate(program, args) -> dict[str, Any]:
         raise ReportError(str(err)) from None
     bar = Progress(len(examples), program.stats, enabled=args.progress)
     started = time.perf_counter()
-    result = evaluate(program, examples, metric, args.concurrency, progress=bar)
+    try:
+        result = evaluate(program, examples, metric, args.concurrency, progress=bar)
+    except MetricError as err:           # the metric returned something other than a score: no report of it
+        bar.finish()
+        raise ReportError(str(err)) from None
     seconds = time.perf_counter() - started
     bar.finish()
     return {"rows": result, "data": str(args.data), "eval_stats": program.stats, "eval_seconds": seconds}

@@ -109,7 +109,9 @@ SPECS: dict[str, FunctionSpec] = {
 
 
 class MetricError(ValueError):
-    """A metric that cannot be built: unknown name, bad fields or options, unimportable function."""
+    """A metric that cannot be built or cannot work: unknown name, bad fields or options, a function
+    that cannot be imported or returns something other than a score. An evaluation stops at it:
+    it is the metric's fault, not the row's (a metric that raises on one row scores that row 0)."""
 
 
 class Metric:
@@ -126,8 +128,9 @@ class Metric:
 
     def __init__(self, text: str, fields: list[str], fn: Callable[..., Any] | None, options: dict[str, Any],
                  python: Callable | None = None, judge: dict | None = None, target: str | None = None,
-                 near=None):
+                 near=None, expr=None):
         self.text = text
+        self.expr = expr                # the parsed call, for the compile-block checks (`compiling.check_settings`)
         self.fields = fields
         self.fn = fn
         self.options = options
@@ -175,7 +178,7 @@ class Metric:
             info = describe_target(target, near)
             if not info.found:
                 raise MetricError(f"metric {text}: {info.problem}")
-            return cls(text, [], None, {}, target=target, near=near)
+            return cls(text, [], None, {}, target=target, near=near, expr=expr)
         if expr.callee not in SPECS:
             raise MetricError(f"unknown metric '{expr.callee}'; known: {', '.join(sorted(SPECS))}, python(\"pkg.mod:fn\")")
         fields = [a.value.name for a in expr.args if a.name is None and isinstance(a.value, A.Var)]
@@ -187,8 +190,9 @@ class Metric:
         if not fields:
             raise MetricError(f"metric {text} needs the output it scores, e.g. {expr.callee}(answer)")
         if expr.callee == "judge":
-            return cls(text, fields, None, {}, judge={"rubric": options.get("rubric", ""), "lm": options.get("lm")})
-        return cls(text, fields, FUNCTIONS[expr.callee], options)
+            return cls(text, fields, None, {}, judge={"rubric": options.get("rubric", ""), "lm": options.get("lm")},
+                       expr=expr)
+        return cls(text, fields, FUNCTIONS[expr.callee], options, expr=expr)
 
     def score(self, example: dict[str, Any], pred) -> float:
         """The score of a prediction against a labeled example (judge metrics: use `ascore`)."""
@@ -213,11 +217,30 @@ class Metric:
 
 
 def _as_score(value: Any, text: str) -> float:
+    """A metric's return value as a score in [0, 1]; anything but a bool or a number is the metric's
+    bug, reported naming the metric and what it returned (never a silent 0 for every row).
+
+    >>> _as_score(True, "m"), _as_score(1.5, "m"), _as_score(0.25, "m")
+    (1.0, 1.0, 0.25)
+    >>> _as_score({"score": 1}, 'python("pkg.mod:fn")')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pipec.metrics.MetricError: metric python("pkg.mod:fn") returned a dict ({'score': 1}); a metric returns a bool...
+    """
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     if isinstance(value, (int, float)):
         return min(1.0, max(0.0, float(value)))
-    raise MetricError(f"metric {text} returned {type(value).__name__}; metrics return a bool or a float")
+    if not isinstance(value, (str, bytes)) and hasattr(type(value), "__float__"):
+        try:                            # numpy and decimal numbers, one-element arrays
+            return min(1.0, max(0.0, float(value)))
+        except (TypeError, ValueError):
+            pass
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:59] + "…"
+    article = "an" if type(value).__name__[:1] in "aeiou" else "a"
+    raise MetricError(f"metric {text} returned {article} {type(value).__name__} ({shown}); a metric returns a bool "
+                      "or a number (a float from 0 to 1)")
 
 
 def _show_call(c) -> str:

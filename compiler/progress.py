@@ -6,7 +6,9 @@ import time
 
 
 class Progress:
-    """Redraws one line on a terminal (at most 10 times a second); elsewhere prints only the summary.
+    """Redraws one line on a terminal (at most 10 times a second) and clears it at the end; `finish`
+    returns the closing summary, the same numbers without the bar, for the caller to print or not
+    (`--no-progress` prints neither).
 
     >>> p = Progress(10, enabled=False)
     >>> p.advance(ok=True); p.done, p.failed
@@ -31,13 +33,20 @@ class Progress:
     def skip(self) -> None:
         self.skipped += 1
 
-    def line(self) -> str:
+    def line(self, bar: bool = True) -> str:
+        """The progress line; `bar=False` leaves out the bar (the closing summary).
+
+        >>> p = Progress(4, enabled=False); p.advance(True)
+        >>> p.line().split()[:2], p.line(bar=False).split()[:2]
+        (['[######..................]', '1/4'], ['1/4', 'rows'])
+        """
         elapsed = time.perf_counter() - self.start
         parts = []
         if self.total:
-            width = 24
-            filled = int(width * min(self.done, self.total) / self.total)
-            parts.append("[" + "#" * filled + "." * (width - filled) + "]")
+            if bar:
+                width = 24
+                filled = int(width * min(self.done, self.total) / self.total)
+                parts.append("[" + "#" * filled + "." * (width - filled) + "]")
             parts.append(f"{self.done}/{self.total} {self.label}")
         else:
             parts.append(f"{self.done} {self.label}")
@@ -63,9 +72,11 @@ class Progress:
         self.stream.flush()
 
     def finish(self) -> str:
-        summary = self.line()
+        """Clear the live line; return the closing summary (no bar: it is a record, not progress)."""
+        summary = self.line(bar=False)
         if self.enabled:
             self.stream.write("\r\x1b[2K")
+            self.stream.flush()
         return summary
 
 

@@ -13,8 +13,9 @@ class Ensemble(Optimizer):
 
     Candidates are the zero-shot program, a labeled-demo program and bootstrapped programs with
     different seeds; the top `size` by valset score become members of a majority vote. The
-    ensemble itself is scored on the valset; if it does worse than its best member, the best
-    member alone is returned (an ensemble has to earn its extra LM calls).
+    ensemble itself is scored on the valset and kept only if it scores strictly higher than its
+    best member; otherwise (a tie included) the best member alone is returned: an ensemble
+    multiplies the LM calls per input by its size, so it has to earn them.
     """
 
     name = "ensemble"
@@ -52,7 +53,9 @@ class Ensemble(Optimizer):
         result = session.evaluate(members)
         if result.incomplete:
             return best_single[2], best_single[0]
-        session.record(result.score, note=f"ensemble of {len(members)}")
-        if result.score >= best_single[0]:
+        if result.score > best_single[0]:
+            session.record(result.score, note=f"ensemble of {len(members)}")
             return members, result.score
+        session.record(result.score, note=f"ensemble of {len(members)}: not above its best member "
+                                          f"({best_single[0]:.3f}) for {len(members)}x the LM calls, so not kept")
         return best_single[2], best_single[0]

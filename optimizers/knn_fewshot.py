@@ -32,7 +32,8 @@ class KNNFewShot(Optimizer):
             if not pool:
                 need_bootstrap.append(name)
         if need_bootstrap:
-            boot, _ = bootstrap_demos(session, session.baseline(), list(session.trainset), self.opts["pool"], 1.0)
+            with session.holding_back_for_validation():     # bootstrapping may not eat the pool's own scoring
+                boot, _ = bootstrap_demos(session, session.baseline(), list(session.trainset), self.opts["pool"], 1.0)
             for name in need_bootstrap:
                 pools[name] = boot.get(name, [])
         params = {}

@@ -178,15 +178,16 @@ def test_compile_bad_data_exits_1_listing_every_problem(project, lm, tmp_path, c
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["--option", "max_labled=2"], "unknown option for labeled_fewshot: max_labled"),
+    (["--option", "max_labled=2"], "unknown option 'max_labled' for optimizer labeled_fewshot"),
     (["--optimizer", "bootstrap"], "unknown optimizer 'bootstrap'"),
-    (["--metric", "exact_match(answer)"], "not an output of toy"),
+    (["--metric", "exact_match(answer)"], "'answer' is not an output of pipeline toy"),
     (["--metric", "accuracy(a)"], "unknown metric 'accuracy'"),
 ])
-def test_compile_errors_exit_1_with_a_message(project, lm, capsys, args, fragment):
-    assert main("compile", project, "--no-cache", *args) == 1
+def test_bad_compile_flags_are_usage_errors_exit_2_with_a_message(project, lm, capsys, args, fragment):
+    assert main("compile", project, "--no-cache", *args) == 2
     err = capsys.readouterr().err
     assert fragment in err and "Traceback" not in err
+    assert err.startswith("command line:1:")           # printed like the checker's, pointing at the flag
     assert lm.requests == []
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,12 +34,79 @@ class LMError(Exception):
     """A provider failed after retries; the message names the model and never holds a key."""
 
 
+class AuthLMError(LMError):
+    """The provider refused the credentials, or there were none: permanent, never retried.
+
+    `variable` names the environment variable to set. Every later call to the same LM fails at
+    once with this error, without a request, until that variable's value changes (see
+    `NodeContext._call`): a batch or a compile whose key is missing ends in seconds instead of
+    spending retries and backoff on every row.
+    """
+
+    def __init__(self, message: str, variable: str | None = None):
+        super().__init__(message)
+        self.variable = variable
+        self.key_state = _key_state(variable)
+
+    def still_applies(self) -> bool:
+        """Whether the variable holds what it held when the call was refused (a key set or changed
+        since then deserves a new attempt)."""
+        return self.key_state == _key_state(self.variable)
+
+
+def _key_state(variable: str | None) -> str:
+    """A digest of the variable's value (never the value itself: exceptions end up in logs)."""
+    import hashlib
+    import os
+    value = os.environ.get(variable, "") if variable else ""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 class TransientLMError(LMError):
     """A failure worth retrying: timeout, rate limit, server error, dropped connection."""
 
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+# What a provider says when the key is missing, wrong or refused. litellm reports a missing OpenAI key
+# as a 500 InternalServerError and a missing Gemini key as an APIConnectionError, so the status alone
+# would have them retried as server faults.
+AUTH_TEXT = re.compile(
+    r"missing credentials|missing (?:[\w-]+ )?api[ _-]?key|(?:no|invalid|incorrect|wrong|expired) (?:[\w-]+ )?"
+    r"(?:api[ _-]?key|credentials)|api[ _-]?key (?:is )?(?:not (?:set|valid|found|provided)|missing|"
+    r"must be set|invalid|expired)|unauthori[sz]ed|authentication (?:failed|error|required)", re.IGNORECASE)
+
+
+def is_auth_failure(status, text: str, name: str = "") -> bool:
+    """Whether an error means "your credentials": HTTP 401 or 403, litellm's AuthenticationError or
+    PermissionDeniedError, or a message that says the key is missing or wrong.
+
+    >>> is_auth_failure(500, "OpenAIException - Missing credentials. Please pass an `api_key`")
+    True
+    >>> is_auth_failure(503, "upstream overloaded"), is_auth_failure(401, "")
+    (False, True)
+    """
+    return status in (401, 403) or name in ("AuthenticationError", "PermissionDeniedError") or \
+        bool(AUTH_TEXT.search(text))
+
+
+def auth_message(model: str, detail: str, variable: str | None, declared: bool) -> str:
+    """The one message an authentication failure gets: which LM, what the provider said, what to set.
+
+    >>> auth_message("openai/gpt-4o-mini", "no key", "OPENAI_API_KEY", False)  # doctest: +NORMALIZE_WHITESPACE
+    'openai/gpt-4o-mini: authentication failed (no key): set OPENAI_API_KEY to a valid key, or name the
+     variable that holds one with `api_key_env:` in the lm declaration; not retried'
+    """
+    if variable and declared:
+        todo = f"set {variable} (the lm's api_key_env) to a valid key"
+    elif variable:
+        todo = (f"set {variable} to a valid key, or name the variable that holds one with `api_key_env:` in the lm "
+                "declaration")
+    else:
+        todo = "set the provider's API key variable, or name it with `api_key_env:` in the lm declaration"
+    return f"{model}: authentication failed ({detail}): {todo}; not retried"
 
 
 class LMBackend:
@@ -56,6 +124,7 @@ class LMBackend:
     cacheable: bool = True
     structured: str = "json_schema"     # how this backend is asked for structured output
     max_retries: int = 3
+    auth_failure: AuthLMError | None = None     # set when the provider refused the credentials
 
     def complete(self, request: LMRequest) -> LMReply:
         raise NotImplementedError

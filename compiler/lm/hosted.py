@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 
-from .base import LMBackend, LMError, LMReply, LMRequest, TransientLMError
+from .base import (AuthLMError, LMBackend, LMError, LMReply, LMRequest, TransientLMError, auth_message,
+                   is_auth_failure)
 from .rate_limit import RateLimiter
 from ..secrets import mask_url, redact
 
@@ -63,7 +64,8 @@ class HostedLM(LMBackend):
         if self.api_key_env:
             key = os.environ.get(self.api_key_env)
             if not key:
-                raise LMError(f"{self.model}: environment variable {self.api_key_env} is not set")
+                raise AuthLMError(auth_message(self.model, f"environment variable {self.api_key_env} is not set",
+                                               self.api_key_env, True), self.api_key_env)
             kw["api_key"] = key
         if request.schema is not None:
             mode = self.structured
@@ -73,6 +75,20 @@ class HostedLM(LMBackend):
             elif mode == "json_object":
                 kw["response_format"] = {"type": "json_object"}
         return kw
+
+    def key_variable(self) -> str | None:
+        """The environment variable this LM's key comes from: `api_key_env`, else the one litellm
+        looks for (OPENAI_API_KEY for openai/..., ANTHROPIC_API_KEY for anthropic/..., ...)."""
+        if self.api_key_env:
+            return self.api_key_env
+        try:
+            wanted = _lib().validate_environment(model=self.model).get("missing_keys") or []
+        except Exception:  # noqa: BLE001 - only used to word a message
+            wanted = []
+        if wanted:
+            return " or ".join(wanted)
+        provider = self.model.split("/", 1)[0] if "/" in self.model else "openai"
+        return f"{provider.upper().replace('-', '_')}_API_KEY"
 
     def _reply(self, resp) -> LMReply:
         usage = getattr(resp, "usage", None)
@@ -99,6 +115,10 @@ class HostedLM(LMBackend):
         name = type(err).__name__
         status = getattr(err, "status_code", None)
         message = redact(f"{self.model}: {name}: {err}")
+        if is_auth_failure(status, str(err), name):
+            detail = redact(f"{name}: {str(err).splitlines()[0] if str(err) else ''}")[:300]
+            variable = self.key_variable()
+            return AuthLMError(auth_message(self.model, detail, variable, bool(self.api_key_env)), variable)
         if name in _TRANSIENT or status in (408, 409, 429) or (isinstance(status, int) and status >= 500):
             retry_after = None
             # litellm keeps the provider's headers on the exception itself; older versions on .response.

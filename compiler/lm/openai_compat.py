@@ -37,7 +37,7 @@ import os
 import threading
 import weakref
 
-from .base import LMBackend, LMError, LMReply, LMRequest, TransientLMError
+from .base import AuthLMError, LMBackend, LMError, LMReply, LMRequest, TransientLMError, auth_message
 from .rate_limit import RateLimiter
 from ..secrets import mask_url, redact
 
@@ -178,7 +178,8 @@ class OpenAICompatLM(LMBackend):
         if self.api_key_env:
             key = os.environ.get(self.api_key_env)
             if not key:
-                raise LMError(f"{self.model}: environment variable {self.api_key_env} is not set")
+                raise AuthLMError(auth_message(self.model, f"environment variable {self.api_key_env} is not set",
+                                               self.api_key_env, True), self.api_key_env)
         else:
             key = os.environ.get("OPENAI_API_KEY")
         if key:
@@ -234,6 +235,10 @@ class OpenAICompatLM(LMBackend):
         except (ValueError, AttributeError):
             detail = _shown(content, 300)
         message = redact(f"{self.model}: HTTP {status} from {self.url}: {detail or 'no detail'}")
+        if status in (401, 403):
+            variable = self.api_key_env or "OPENAI_API_KEY"
+            said = f"HTTP {status} from {self.url}: {detail or 'no detail'}"
+            return AuthLMError(redact(auth_message(self.model, said, variable, bool(self.api_key_env))), variable)
         if status in _TRANSIENT_STATUS or status >= 500:
             return TransientLMError(message, _retry_after(headers))
         return LMError(message)
