@@ -180,9 +180,10 @@ class NodeContext:
             if budget is not None:
                 budget.take()           # every attempt is an LM call, retries included
             try:
-                if self.row.inline:
-                    return backend.complete(request)
-                return await backend.acomplete(request)
+                reply = backend.complete(request) if self.row.inline else await backend.acomplete(request)
+                if not backend.answered:
+                    backend.answered = True
+                return reply
             except TransientLMError as err:
                 if i == tries - 1:
                     raise LMError(f"{err} (gave up after {tries} attempts)") from None
@@ -192,7 +193,10 @@ class NodeContext:
                 else:
                     await asyncio.sleep(delay)
             except AuthLMError as err:
-                backend.auth_failure = err      # permanent: never retried (see AuthLMError)
+                # Never retried. A key that never worked here is taken as wrong until its variable
+                # changes; one that has worked is tried again by the next call (a one-off refusal).
+                if not backend.answered:
+                    backend.auth_failure = err
                 raise
             except LMError:
                 raise

@@ -222,6 +222,20 @@ def test_a_refused_key_is_tried_again_once_the_variable_changes(count_pipe, monk
         assert fixed.ok and fixed.n == 3 and len(server.requests) == 2
 
 
+def test_a_refusal_after_the_key_has_worked_fails_only_its_own_call(count_pipe, monkeypatch):
+    from openai_stub import StubServer
+    from pipec.lm.openai_compat import OpenAICompatLM
+    monkeypatch.setenv("PIPEC_TEST_KEY", "sk-test-good-key-0123456789abcdef")
+    with StubServer(default={"n": 3}) as server:
+        server.script.extend([{"n": 3}, (401, {})])
+        prog = pipec.load(count_pipe, lm=OpenAICompatLM("openai/stub", server.base, api_key_env="PIPEC_TEST_KEY"),
+                          cache=False)
+        ok, refused, again = prog(q="abc"), prog(q="abc"), prog(q="abc")
+        assert ok.ok and not refused.ok and again.ok
+        assert "authentication failed (HTTP 401" in refused.error and "gave up" not in refused.error
+        assert len(server.requests) == 3                            # the refusal was not retried
+
+
 def test_litellm_authentication_errors_are_permanent_and_name_the_variable():
     from pipec.lm.base import AuthLMError
     from pipec.lm.hosted import HostedLM

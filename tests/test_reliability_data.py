@@ -517,8 +517,13 @@ def test_unknown_format_names_are_refused(artifacts, tmp_path, fmt):
 
 
 def test_ensemble_member_with_an_unknown_predictor_is_refused(artifacts, tmp_path):
-    doc = json.loads(artifacts["ensemble"])
-    assert doc["ensemble"], "the ensemble optimizer kept no members"
+    # Members written by hand: on this always-right LM an ensemble only ties its best member, and an
+    # ensemble is kept only when it scores strictly higher (it multiplies the calls per input).
+    doc = json.loads(artifacts["fixed"])
+    doc["ensemble"] = [dict(doc["predictors"]), dict(doc["predictors"])]
+    path = tmp_path / "ok.compiled.json"
+    path.write_text(json.dumps(reseal(doc)))
+    assert pipec.load(path, lm=pipec.ScriptedLM(rule=flip_rule), cache=False).members     # a valid ensemble loads
     doc["ensemble"][0]["nope"] = doc["ensemble"][0].pop("m")
     path = tmp_path / "e.compiled.json"
     path.write_text(json.dumps(reseal(doc)))

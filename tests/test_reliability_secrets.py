@@ -108,7 +108,10 @@ def test_end_to_end_session_never_writes_or_prints_the_key(tmp_path, monkeypatch
         texts["run (subprocess)"] = run.stdout + run.stderr
         assert "Traceback" not in run.stderr
         # The rest in-process, output captured at the file descriptors.
-        for args in (["compile", pipe, "--cache-dir", cache],
+        # The compile sends one request at a time: a 401 that arrives before any reply would mean the
+        # key never worked, and the compile would stop there (AuthLMError); in order, the first
+        # request gets a reply and the 401s among later ones fail only their own calls.
+        for args in (["compile", pipe, "--cache-dir", cache, "--concurrency", 1],
                      ["eval", tmp_path / "parity.compiled.json", "--data", tmp_path / "val.jsonl", "--output",
                       tmp_path / "eval.jsonl", "--cache-dir", cache],
                      ["run", pipe, "-i", "text=row 7", "--json", "--trace", "--no-cache"],

@@ -37,10 +37,11 @@ class LMError(Exception):
 class AuthLMError(LMError):
     """The provider refused the credentials, or there were none: permanent, never retried.
 
-    `variable` names the environment variable to set. Every later call to the same LM fails at
-    once with this error, without a request, until that variable's value changes (see
-    `NodeContext._call`): a batch or a compile whose key is missing ends in seconds instead of
-    spending retries and backoff on every row.
+    `variable` names the environment variable to set. When the LM has not answered a request in
+    this process yet (the key never worked), every later call to it fails at once with this error,
+    without a request, until that variable's value changes (see `NodeContext._call`): a batch or a
+    compile whose key is missing or wrong ends in seconds instead of spending a request (and, before,
+    retries and backoff) on every row. A refusal after the key has worked fails only its own call.
     """
 
     def __init__(self, message: str, variable: str | None = None):
@@ -124,7 +125,8 @@ class LMBackend:
     cacheable: bool = True
     structured: str = "json_schema"     # how this backend is asked for structured output
     max_retries: int = 3
-    auth_failure: AuthLMError | None = None     # set when the provider refused the credentials
+    auth_failure: AuthLMError | None = None     # the provider refused a key that never worked here
+    answered: bool = False                      # a request has succeeded (the key works)
 
     def complete(self, request: LMRequest) -> LMReply:
         raise NotImplementedError
