@@ -14,7 +14,8 @@ Three stages, after DSPy's MIPROv2:
 
 Stages 1 and 2 are stored in the optuna study's user attributes, and every score in its trials, so a
 compile on a storage URL resumes where it stopped (finished trials count towards `trials`) and other
-workers share the same candidates.
+workers share the same candidates. What each trial and full scoring puts in the report is stored
+with it, so `--finalize` reports the study's trials, whichever worker ran them.
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ SPLIT_AT = 4                   # minibatches this large are scored in two halves
 PROPOSAL_SHARE = 4             # proposals may use at most 1/PROPOSAL_SHARE of the budget left when they start
 SPACE_ATTR = "pipec:space"
 FULL_ATTR = "pipec:full:"      # + configuration key -> full valset score
+FULL_NOTE_ATTR = "pipec:full-note:"   # + configuration key -> {"after": finished trials, "note": ...} of a full scoring
+RECORD_ATTR = "pipec:record"   # a trial's report line: {"score", "full", "note"}
 
 
 class MIPRO(Optimizer):
@@ -385,15 +388,55 @@ class Search:
         return self.best()
 
     def finalize(self) -> tuple[dict[str, PredictorState], float | None]:
-        """Once every trial is finished: make sure the best configuration has a full score, return it."""
+        """Once every trial is finished: report the study's trials, make sure the best configuration
+        has a full score, return it."""
         with study_lock(self.study, self.session.config.storage):
             fail_stale(self.optuna, self.study)
         c = self.counts()
         if c["finished"] < self.trials or c["running"] or c["waiting"]:
             raise ValueError(f"study '{self.study.study_name}' is not done: {c['finished']} of {self.trials} trials "
                              f"finished, {c['running']} running, {c['waiting']} waiting; wait for the workers")
+        self.replay()
         self.score_best()
         return self.best()
+
+    def replay(self) -> None:
+        """Record the study's finished trials (every worker's, in trial order) and its full-valset
+        scorings (each after the trials that were finished when it was made), as a single compile
+        records its own: the report of `--finalize` is the study's."""
+        TS = self.optuna.trial.TrialState
+        trials = sorted(self.study.get_trials(deepcopy=False, states=(TS.COMPLETE, TS.PRUNED)), key=lambda t: t.number)
+        attrs = self.study.user_attrs
+        fulls = sorted((v.get("after", 0), k[len(FULL_NOTE_ATTR):], v.get("note", ""))
+                       for k, v in attrs.items() if k.startswith(FULL_NOTE_ATTR) and isinstance(v, dict))
+        fulls = [(after, attrs[FULL_ATTR + key], note) for after, key, note in fulls if FULL_ATTR + key in attrs]
+        done = 0
+        for t in trials:
+            line = t.user_attrs.get(RECORD_ATTR) or self._line_of(t)
+            if line is not None:
+                self.session.record(float(line["score"]), full=bool(line["full"]), note=str(line["note"]))
+            done += 1
+            while fulls and fulls[0][0] <= done:
+                _, score, note = fulls.pop(0)
+                self.session.record(float(score), full=True, note=note)
+        for _, score, note in fulls:
+            self.session.record(float(score), full=True, note=note)
+
+    def _line_of(self, t) -> dict[str, Any] | None:
+        """The report line of a trial stored without one (by an older pipec), from its scores."""
+        if not set(self.distributions) <= set(t.params):
+            return None
+        note = f"trial {t.number + 1}: {self.space.describe({k: t.params[k] for k in self.distributions})}"
+        if t.state == self.optuna.trial.TrialState.PRUNED:
+            first = t.intermediate_values.get(0)
+            return None if first is None else {"score": first, "full": False, "note": f"{note} (pruned)"}
+        rows = t.user_attrs.get("rows")
+        if t.value is None or rows is None:
+            return None
+        if rows == 0:
+            return {"score": t.value, "full": True, "note": f"{note} (full score known)"}
+        full = rows >= len(self.session.valset)
+        return {"score": t.value, "full": full, "note": note + ("" if full else f" (minibatch of {rows})")}
 
     def trial(self, trial) -> str | None:
         """Score one claimed trial's configuration; None when the budget ran out."""
@@ -406,6 +449,7 @@ class Search:
         key, note = config_key(config), f"trial {trial.number + 1}: {self.space.describe(config)}"
         if key in self.full:              # already scored on the full valset: no LM call needed
             trial.set_user_attr("rows", 0)
+            self._line(trial, self.full[key], True, f"{note} (full score known)")
             self.study.tell(trial, self.full[key])
             self.session.record(self.full[key], full=True, note=f"{note} (full score known)")
             return "known"
@@ -422,17 +466,26 @@ class Search:
             if step == 0 and len(parts) > 1:
                 trial.report(result.score, 0)
                 if trial.should_prune():
+                    note = f"{note} (pruned after {len(part)} rows)"
+                    self._line(trial, result.score, False, note)
                     self.study.tell(trial, state=TrialState.PRUNED)
-                    self.session.record(result.score, full=False, note=f"{note} (pruned after {len(part)} rows)")
+                    self.session.record(result.score, full=False, note=note)
                     return "pruned"
         score = total / len(rows)
+        note += "" if self.whole else f" (minibatch of {len(rows)})"
         trial.set_user_attr("rows", len(rows))
+        self._line(trial, score, self.whole, note)
         self.study.tell(trial, score)
         self._add_mini(config, score, len(rows))
         if self.whole:
             self._set_full(key, score)
-        self.session.record(score, full=self.whole, note=note + ("" if self.whole else f" (minibatch of {len(rows)})"))
+        self.session.record(score, full=self.whole, note=note)
         return "scored"
+
+    def _line(self, trial, score: float, full: bool, note: str) -> None:
+        """Store the report line of a trial with it (before it is told: a finished trial is read-only)."""
+        if self.session.config.storage is not None:
+            trial.set_user_attr(RECORD_ATTR, {"score": round(score, 6), "full": full, "note": note})
 
     def minibatch(self, number: int) -> list:
         """The rows trial `number` is scored on: drawn by seed, so a rerun scores the same rows."""
@@ -467,7 +520,10 @@ class Search:
         if result.incomplete:
             return
         self._set_full(key, result.score)
-        self.session.record(result.score, full=True, note=f"full valset: {self.space.describe(config)}")
+        note = f"full valset: {self.space.describe(config)}"
+        if self.session.config.storage is not None:
+            self.study.set_user_attr(FULL_NOTE_ATTR + key, {"after": self.finished(), "note": note})
+        self.session.record(result.score, full=True, note=note)
 
     def best(self) -> tuple[dict[str, PredictorState], float | None]:
         """The configuration with the best full valset score (ties: the one scored first)."""

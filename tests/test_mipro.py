@@ -270,6 +270,45 @@ def test_resume_runs_only_the_missing_trials(senti, tmp_path):
     assert not proposals_of(third)
 
 
+@pytest.mark.parametrize("stored_by", ["this pipec", "an older pipec"])
+def test_finalize_reports_the_studys_trials(senti, tmp_path, monkeypatch, stored_by):
+    # Issue 13: `--finalize` reported "0 trials" and wrote `"trials": []` for a study of finished
+    # trials: its report held only what the finalizing process itself scored. It is the study's now,
+    # the same lines a single compile writes (number, score, full or minibatch, note), whichever
+    # worker ran each trial. Workers started together are in test_workers_together.py.
+    import optuna
+    from pipec.optimizers.mipro import FULL_ATTR, Search
+    if stored_by == "an older pipec":             # trials stored without their report line
+        monkeypatch.setattr(Search, "_line", lambda self, *a: None)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    options = {"trials": 9, "minibatch": 4}
+    worker = compile_mipro(senti, pipec.ScriptedLM(rule=make_rule()), tmp_path, cache="w", storage=url,
+                           study="s", mode="worker", options=options)
+    assert worker.worker_trials == 9
+    final = compile_mipro(senti, pipec.ScriptedLM(rule=make_rule()), tmp_path, cache="f", storage=url,
+                          study="s", mode="finalize", options=options)
+    study = optuna.load_study(study_name="s", storage=url)
+    TS = optuna.trial.TrialState
+    finished = sorted(study.get_trials(deepcopy=False, states=(TS.COMPLETE, TS.PRUNED)), key=lambda t: t.number)
+    assert len(finished) == 9
+    report = final.report
+    lines = [t for t in report.trials if t.note.startswith("trial ")]
+    assert [t.note.split(":")[0] for t in lines] == [f"trial {t.number + 1}" for t in finished]
+    for line, t in zip(lines, finished):
+        if t.state == TS.PRUNED:
+            assert line.score == round(t.intermediate_values[0], 6) and not line.full and "(pruned" in line.note
+        elif t.user_attrs["rows"]:
+            assert line.score == round(t.value, 6) and not line.full and line.note.endswith("(minibatch of 4)")
+        else:
+            assert line.score == round(t.value, 6) and line.full and line.note.endswith("(full score known)")
+    fulls = [t for t in report.trials if t.note.startswith("full valset: ")]
+    assert fulls and {t.score for t in fulls} <= {round(v, 6) for k, v in study.user_attrs.items()
+                                                  if k.startswith(FULL_ATTR)}
+    assert len(report.trials) == len(lines) + len(fulls)
+    assert [t.number for t in report.trials] == list(range(1, len(report.trials) + 1))
+    assert report.compiled_score == max(t.score for t in report.trials if t.full)
+
+
 def test_named_study_with_other_settings_is_refused(senti, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     compile_mipro(senti, pipec.ScriptedLM(rule=make_rule()), tmp_path, cache="n1", storage=url, study="s",

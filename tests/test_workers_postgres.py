@@ -140,6 +140,10 @@ def test_workers_share_one_study_and_survive_a_killed_worker(tmp_path):
     recorded = {k: v for k, v in study.user_attrs.items() if k.startswith("pipec:full:")}
     assert art["report"]["compiled_score"] == pytest.approx(max(recorded.values()))
     assert KEY not in out.read_text()
+    # The artifact reports the study's finished trials, the retry included, the killed one not.
+    lines = [t["note"].split(":")[0] for t in art["report"]["trials"] if t["note"].startswith("trial ")]
+    assert lines == [f"trial {t.number + 1}" for t in sorted(finished, key=lambda t: t.number)]
+    assert f"trial {killed_trial + 1}" not in lines and f"{len(art['report']['trials'])} trials" in final.stdout
 
 
 def test_finalize_refuses_a_study_that_is_not_done(tmp_path):
