@@ -11,7 +11,8 @@ from pathlib import Path
 
 from . import ast as A
 from .catalogue import LM_OPTIONS, Catalogue, FunctionSpec, OptionSpec
-from .diagnostics import Diagnostic, closest, did_you_mean
+from .diagnostics import Diagnostic, Names, closest, did_you_mean
+from .gcpause import gc_paused
 from .redaction import SECRET_FIELD, declare_secret_env, mask_url, url_has_credentials
 from .types import ANY, BOOL, FLOAT, INT, SCALARS, STR, Type, assignable, show, unify
 
@@ -68,6 +69,7 @@ class Program:
         return extra + (sig.outputs if sig else [])
 
 
+@gc_paused()
 def check(files: list[A.File], catalogue: Catalogue) -> tuple[Program, list[Diagnostic]]:
     """Check parsed files (the main file first, then its imports) and resolve names and types.
 
@@ -99,6 +101,11 @@ class _Checker:
         self.declared: dict[str, tuple[str, A.Span]] = {}
         self.resolved: dict[int, tuple[A.TypeRef, Type]] = {}
         self.sources = {f.path: f.source for f in files}
+        self.lines: dict[str, list[str]] = {}     # each source split into lines once, for snippets
+        self.namespaces: dict[str, Names] = {}    # did-you-mean candidates, indexed once per kind of name
+        self.calls: dict[str, tuple] = {}         # per module or tool: its parameters and result type
+        self.field_index: dict[int, tuple] = {}   # records with many fields: name -> type
+        self.test_params: dict[int, tuple] = {}   # per pipeline: the parameters its test cases are checked against
         self.has_default = False
         self.file_of: dict[int, A.File] = {id(it): f for f in files for it in f.items}
 
@@ -111,10 +118,11 @@ class _Checker:
 
     def snippet(self, span: A.Span, limit: int = 40) -> str:
         """The source text under a one-line span, or "" when it is long or spans lines."""
-        source = self.sources.get(span.file)
-        if source is None or span.end_line != span.line:
+        if span.file not in self.sources or span.end_line != span.line:
             return ""
-        lines = source.split("\n")
+        lines = self.lines.get(span.file)
+        if lines is None:
+            lines = self.lines[span.file] = self.sources[span.file].split("\n")
         text = lines[span.line - 1][span.col - 1:span.end_col - 1] if span.line <= len(lines) else ""
         return text if len(text) <= limit else ""
 
@@ -131,6 +139,51 @@ class _Checker:
         if name in self.broken:
             return  # its declaration has a syntax error, already reported
         self.error(span, f"unknown {what} '{name}'", did_you_mean(name, candidates), code)
+
+    def callable(self, name: str) -> tuple:
+        """A module's or tool's parameters (`_Params`, None when unknown) and result type, built once:
+        a big signature called many times would otherwise cost its size on every call."""
+        if name not in self.calls:
+            prog = self.prog
+            if name in prog.modules:
+                sig = prog.signatures.get(prog.modules[name].signature)
+                if sig is None:
+                    self.calls[name] = (None, ANY, False)
+                else:
+                    fields = tuple(prog.module_outputs(name, self.cat))
+                    self.calls[name] = (_Params([(n, t, t.optional) for n, t, _ in sig.inputs]),
+                                        Type("record", name=f"{name} result", fields=fields), False)
+            else:
+                tool = prog.tools[name]
+                params = None if tool.params is None else \
+                    _Params([(p.name, self.resolve(p.type), p.type.optional) for p in tool.params])
+                result = self.resolve(tool.returns) if tool.returns is not None else ANY
+                self.calls[name] = (params, result if params is not None else ANY, True)
+        return self.calls[name]
+
+    def field(self, record: Type, name: str) -> Type | None:
+        """`record.field(name)`, through an index for records with many fields (a signature with
+        thousands of outputs, read thousands of times)."""
+        if len(record.fields) < 16:
+            return record.field(name)
+        entry = self.field_index.get(id(record.fields))
+        if entry is None or entry[0] is not record.fields:
+            index: dict[str, Type] = {}
+            for fname, ftype, _ in record.fields:
+                index.setdefault(fname, ftype)
+            entry = self.field_index[id(record.fields)] = (record.fields, index)   # keeps the key's tuple alive
+        return entry[1].get(name)
+
+    def names(self, kind: str) -> Names:
+        """The declared names of one kind, as did-you-mean candidates: indexed once, since a program may
+        misspell thousands of names. The tables are complete once pass 1 has declared everything."""
+        if kind not in self.namespaces:
+            prog = self.prog
+            groups = {"lm": [prog.lms], "signature": [prog.signatures], "pipeline": [prog.pipelines],
+                      "tool": [prog.tools], "module": [prog.modules], "module or tool": [prog.modules, prog.tools],
+                      "type": [SCALARS, ("list", "enum"), prog.records]}[kind]
+            self.namespaces[kind] = Names(*groups)
+        return self.namespaces[kind]
 
     def declare(self, kind: str, name: str, span: A.Span) -> bool:
         if name in self.declared:
@@ -173,7 +226,7 @@ class _Checker:
                 if it.name in self.prog.lms:
                     self.prog.default_lm = self.prog.default_lm or it.name
                 else:
-                    self.unknown(it.name_span, "lm", it.name, self.prog.lms)
+                    self.unknown(it.name_span, "lm", it.name, self.names("lm"))
             elif isinstance(it, A.Signature) and self.prog.signatures.get(it.name, None) is not None \
                     and self.prog.signatures[it.name].decl is it:
                 self._signature(it)
@@ -252,9 +305,9 @@ class _Checker:
             self.error(ref.span, f"'{ref.name}' is a signature, not a type",
                        "declare a `record` for structured values", "bad-type")
             return ANY
-        known = list(SCALARS) + ["list", "enum"] + list(self.prog.records)
         if ref.name not in self.broken:
-            self.error(ref.span, f"unknown type '{ref.name}'", did_you_mean(ref.name, known), "unknown-name")
+            self.error(ref.span, f"unknown type '{ref.name}'", did_you_mean(ref.name, self.names("type")),
+                       "unknown-name")
         return ANY
 
     def _records(self, records: list[A.Record]) -> None:
@@ -342,7 +395,7 @@ class _Checker:
             self.error(opt.span, f"{what} must be {want}", _value_hint(spec, v, self.prog.lms), "bad-option")
             return
         if spec.type == "lm" and v.name not in self.prog.lms:
-            self.unknown(opt.span, "lm", v.name, self.prog.lms)
+            self.unknown(opt.span, "lm", v.name, self.names("lm"))
         tables = {"tool": ("tool", self.prog.tools), "tools": ("tool", self.prog.tools),
                   "module": ("module", self.prog.modules), "modules": ("module", self.prog.modules),
                   "lms": ("lm", self.prog.lms)}
@@ -350,7 +403,7 @@ class _Checker:
             label, table = tables[spec.type]
             for ref in (v if isinstance(v, list) else [v]):
                 if ref.name not in table:
-                    self.unknown(opt.span, label, ref.name, table)
+                    self.unknown(opt.span, label, ref.name, self.names(label))
             if isinstance(v, list) and not v and spec.minimum:
                 self.error(opt.span, f"{what} needs at least {spec.minimum:g} name{'s' * (spec.minimum != 1)}",
                            spec.doc, "bad-option")
@@ -414,7 +467,7 @@ class _Checker:
                 self.error(mod.signature_span, f"'{mod.signature}' is a record, not a signature",
                            "a module implements a `signature` with in/out fields", "unknown-name")
             else:
-                self.unknown(mod.signature_span, "signature", mod.signature, self.prog.signatures)
+                self.unknown(mod.signature_span, "signature", mod.signature, self.names("signature"))
         if kind is not None and "lm" in kind.options:
             self._module_lm(mod)
         if kind is not None:
@@ -600,7 +653,7 @@ class _Checker:
     def _compile(self, block: A.CompileBlock) -> None:
         info = self.prog.pipelines.get(block.pipeline)
         if info is None:
-            self.unknown(block.pipeline_span, "pipeline", block.pipeline, self.prog.pipelines)
+            self.unknown(block.pipeline_span, "pipeline", block.pipeline, self.names("pipeline"))
         seen: dict[str, A.Setting] = {}
         specs = self.cat.compile_settings
         for s in block.settings:
@@ -625,7 +678,7 @@ class _Checker:
                     hint = _value_hint(spec, s.value.value if isinstance(s.value, A.Literal) else None, self.prog.lms)
                     self.error(s.value.span, f"setting '{s.name}' must name an lm declaration", hint, "bad-option")
                 elif s.value.name not in self.prog.lms:
-                    self.unknown(s.value.span, "lm", s.value.name, self.prog.lms)
+                    self.unknown(s.value.span, "lm", s.value.name, self.names("lm"))
             else:
                 self._option_value(f"setting '{s.name}'", A.Option(s.value.span, s.name, _setting_value(s.value)), spec)
         for name, example in (("metric", "metric = exact_match(answer)"), ("trainset", 'trainset = "train.jsonl"')):
@@ -695,7 +748,7 @@ class _Checker:
         elif info is not None and a.value.name not in {o.name for o in info.decl.outputs}:
             outs = [o.name for o in info.decl.outputs]
             self.error(a.span, f"'{a.value.name}' is not an output of pipeline {info.decl.name}",
-                       did_you_mean(a.value.name, outs) or "its outputs are: " + ", ".join(outs), "unknown-name")
+                       did_you_mean(a.value.name, outs) or "its outputs are: " + _listing(outs), "unknown-name")
         else:
             scored[a.value.name] = a
 
@@ -720,11 +773,14 @@ class _Checker:
                     self.error(case.call.callee_span, "tests call pipelines, not modules",
                                f"wrap module {case.call.callee} in a pipeline", "bad-call")
                 else:
-                    self.unknown(case.call.callee_span, "pipeline", case.call.callee, self.prog.pipelines)
+                    self.unknown(case.call.callee_span, "pipeline", case.call.callee, self.names("pipeline"))
                 for a in case.call.args:
                     _literal_type(self, a.value)
                 continue
-            params = [(p.name, info.params.get(p.name, ANY), p.type.optional) for p in info.decl.params]
+            if id(info) not in self.test_params:     # once per pipeline, not once per test case
+                self.test_params[id(info)] = (info, _Params([(p.name, info.params.get(p.name, ANY), p.type.optional)
+                                                             for p in info.decl.params]))
+            params = self.test_params[id(info)][1]
             _check_args(self, case.call, params, lambda e: _literal_type(self, e), f"pipeline {info.decl.name}")
             for a in case.assertions:
                 self._assertion(a, info)
@@ -740,7 +796,7 @@ class _Checker:
         if a.left.name not in info.outputs:
             outs = list(info.outputs)
             self.error(a.left.span, f"'{a.left.name}' is not an output of pipeline {info.decl.name}",
-                       did_you_mean(a.left.name, outs) or "its outputs are: " + ", ".join(outs), "unknown-name")
+                       did_you_mean(a.left.name, outs) or "its outputs are: " + _listing(outs), "unknown-name")
             return
         out_t = info.outputs[a.left.name]
         if rt.kind == "any" or out_t.kind == "any":
@@ -773,7 +829,7 @@ class _Checker:
             if bad:
                 self.error(bad[0].span, f"'{bad[0].value}' is not a value of {show(want.required())}",
                            did_you_mean(str(bad[0].value), want.required().values) or
-                           "its values are: " + ", ".join(want.required().values), "type-mismatch")
+                           "its values are: " + _listing(list(want.required().values)), "type-mismatch")
             return
         self.error(a.right.span, f"type mismatch: '{a.left.name}' is {shown}, compared with {show(got)}",
                    _compare_hint(want, got, a, self.snippet), "type-mismatch")
@@ -888,10 +944,65 @@ def _value_type(v) -> Type:
     return STR
 
 
-def _check_args(chk: _Checker, call: A.Call, params: list[tuple[str, Type, bool]], type_of, what: str,
-                positional_ok: bool = False) -> None:
-    """Arguments against parameters: names known, none twice, required ones present, types fit."""
-    names = [p[0] for p in params]
+class _Params:
+    """A callee's parameters `(name, type, optional)`, with what checking its calls needs indexed once."""
+
+    __slots__ = ("items", "names", "index", "required", "required_set", "_names")
+
+    def __init__(self, items: list[tuple[str, Type, bool]]):
+        self.items = items
+        self.names = [n for n, _, _ in items]
+        self.index: dict[str, int] = {}
+        for i, n in enumerate(self.names):
+            self.index.setdefault(n, i)
+        self.required = [n for n, _, optional in items if not optional]
+        self.required_set = set(self.required)
+        self._names: Names | None = None
+
+    def missing(self, given: dict, covered: set, limit: int) -> list[str]:
+        """The first `limit` required parameters neither given nor covered, in order."""
+        found = []
+        for n in self.required:
+            if n not in given and n not in covered:
+                found.append(n)
+                if len(found) == limit:
+                    break
+        return found
+
+    def suggest(self, name: str, given: dict, missing: list[str], large: bool) -> str | None:
+        """The parameter a misspelled argument was probably meant for: a missing one first, else any
+        not given. With many parameters, the closest of all of them, if it is not given already."""
+        if not large:
+            return closest(name, missing) or closest(name, [n for n in self.names if n not in given])
+        if self._names is None:
+            self._names = Names(self.names)
+        guess = self._names.closest(name)
+        return guess if guess not in given else None
+
+
+_LISTED = 10     # names a message lists before "and N more"
+
+
+def _listing(items: list[str], total: int | None = None) -> str:
+    """`items` joined with commas, at most `_LISTED` of them, then how many more there are.
+
+    >>> _listing(["'a'", "'b'"]), _listing([str(i) for i in range(12)])
+    ("'a', 'b'", '0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 2 more')
+    """
+    total = len(items) if total is None else total
+    text = ", ".join(items[:_LISTED])
+    return text + (f" and {total - _LISTED} more" if total > _LISTED else "")
+
+
+def _check_args(chk: _Checker, call: A.Call, params, type_of, what: str, positional_ok: bool = False) -> None:
+    """Arguments against parameters: names known, none twice, required ones present, types fit.
+
+    `params` is a `_Params` or a list of `(name, type, optional)`. The cost is the call's size, plus
+    the callee's required parameters when some are missing.
+    """
+    if not isinstance(params, _Params):
+        params = _Params(params)
+    names = params.names
     given: dict[str, A.Arg] = {}
     covered: set[str] = set()        # parameters an erroneous argument was meant for: not "missing" too
     misspelled: list[A.Arg] = []
@@ -907,31 +1018,43 @@ def _check_args(chk: _Checker, call: A.Call, params: list[tuple[str, Type, bool]
             chk.error(a.span, f"argument '{name}' is given twice", f"first given at {_where(given[name].span, a.span)}",
                       "duplicate")
             continue
-        if name not in names:
+        if name not in params.index:
             type_of(a.value)
             misspelled.append(a)
             continue
         given[name] = a
-        ptype = params[names.index(name)][1]
+        ptype = params.items[params.index[name]][1]
         t = type_of(a.value)
         if not assignable(t, ptype):
             chk.error(a.value.span, f"type mismatch: input '{name}' of {what} is {show(ptype)}, but the argument is "
                       f"{show(t)}", _mismatch_hint(chk, ptype, t, a.value), "type-mismatch")
-    missing = [n for n, t, optional in params if n not in given and n not in covered and not optional]
+    if not misspelled and len(given) + len(covered) >= len(params.required) and \
+            all(n in given or n in covered for n in params.required):
+        return
+    # A callee with many parameters is not scanned whole for each call: only as far as the names listed.
+    large = len(names) > Names.SMALL
+    missing = [] if large else [n for n in params.required if n not in given and n not in covered]
     for a in misspelled:
-        guess = closest(a.name, missing) or closest(a.name, [n for n in names if n not in given])
-        if guess is None and len(misspelled) == 1 and len(missing) == 1:
-            guess = missing[0]     # the one name that is both wrong and missing
+        guess = params.suggest(a.name, given, missing, large)
+        if guess is None and len(misspelled) == 1:
+            left = params.missing(given, covered, 2) if large else missing
+            if len(left) == 1:
+                guess = left[0]     # the one name that is both wrong and missing
         if guess is not None:
             covered.add(guess)
             hint = f"did you mean '{guess}'?"
         else:
-            hint = "its inputs are: " + ", ".join(names) if names else f"{what} takes no inputs"
+            hint = "its inputs are: " + _listing(names) if names else f"{what} takes no inputs"
         chk.error(a.span, f"{what} has no input '{a.name}'", hint, "bad-call")
-    missing = [n for n in missing if n not in covered]
+    if large:
+        total = len(params.required_set) - len(params.required_set.intersection(given.keys() | covered))
+        missing = params.missing(given, covered, _LISTED) if total else []
+    else:
+        missing = [n for n in missing if n not in covered]
+        total = len(missing)
     if missing:
-        chk.error(call.span, f"missing argument{'s' * (len(missing) > 1)} " + ", ".join(f"'{m}'" for m in missing) +
-                  f" in call to {what}", "add " + ", ".join(f"`{m}: ...`" for m in missing), "missing-argument")
+        chk.error(call.span, f"missing argument{'s' * (total > 1)} " + _listing([f"'{m}'" for m in missing], total) +
+                  f" in call to {what}", "add " + _listing([f"`{m}: ...`" for m in missing], total), "missing-argument")
 
 
 def _positional_name(chk: _Checker, call: A.Call, a: A.Arg, i: int, names: list[str], what: str,
@@ -945,13 +1068,13 @@ def _positional_name(chk: _Checker, call: A.Call, a: A.Arg, i: int, names: list[
         if i == len(names) and names:    # report the first extra argument only
             n = len(call.args)
             chk.error(a.span, f"{what} takes {len(names)} argument{'s' * (len(names) != 1)}, but {n} "
-                      f"{'was' if n == 1 else 'were'} given", "its inputs are: " + ", ".join(names), "bad-call")
+                      f"{'was' if n == 1 else 'were'} given", "its inputs are: " + _listing(names), "bad-call")
         elif i == 0:
             chk.error(a.span, f"{what} takes no arguments", "", "bad-call")
         return None
     chk.error(a.span, f"arguments to {what} are named",
               f"write `{names[i]}: {chk.snippet(a.value.span) or '...'}`" if i < len(names)
-              else "its inputs are: " + ", ".join(names), "bad-call")
+              else "its inputs are: " + _listing(names), "bad-call")
     return None
 
 
@@ -982,6 +1105,7 @@ class _PipelineScope:
         self.used: set[str] = set()
         self.reported_cycles: set[frozenset] = set()
         self.locals: list[dict[str, Type]] = []      # map variables in scope, innermost last
+        self.names: Names | None = None
 
     def map_type(self, e: A.MapExpr) -> Type:
         """`map v in xs max N { body }` is list[type of body], with v bound to an item of xs."""
@@ -1053,7 +1177,9 @@ class _PipelineScope:
                 chk.error(e.span, f"'{e.name}' is {'an' if kind == 'lm' else 'a'} {kind}, not a value",
                           "values in a pipeline are its inputs and the names it assigns", "bad-name")
             else:
-                chk.unknown(e.span, "name", e.name, list(self.info.params) + list(self.assigns))
+                if self.names is None:     # indexed once per pipeline: it may misspell thousands of names
+                    self.names = Names(self.info.params, self.assigns)
+                chk.unknown(e.span, "name", e.name, self.names)
             return ANY
         if isinstance(e, A.MapExpr):
             return self.map_type(e)
@@ -1066,22 +1192,22 @@ class _PipelineScope:
                 item = base.arg
                 if item.kind == "any":
                     return Type("list", arg=ANY)
-                ft = item.field(e.name)
+                ft = chk.field(item, e.name)
                 if ft is None:
                     names = [n for n, _, _ in item.fields]
                     chk.error(e.span, f"{item.name or 'these values'} have no field '{e.name}'",
-                              did_you_mean(e.name, names) or "their fields are: " + ", ".join(names), "bad-field")
+                              did_you_mean(e.name, names) or "their fields are: " + _listing(names), "bad-field")
                     return ANY
                 return Type("list", arg=ft)
             if base.kind != "record":
                 chk.error(e.span, f"{show(base)} has no field '{e.name}'",
                           "only module results and records have fields", "bad-field")
                 return ANY
-            ft = base.field(e.name)
+            ft = chk.field(base, e.name)
             if ft is None:
                 names = [n for n, _, _ in base.fields]
                 chk.error(e.span, f"{base.name or 'this value'} has no field '{e.name}'",
-                          did_you_mean(e.name, names) or "its fields are: " + ", ".join(names), "bad-field")
+                          did_you_mean(e.name, names) or "its fields are: " + _listing(names), "bad-field")
                 return ANY
             return ft
         if isinstance(e, A.ListLit):
@@ -1119,26 +1245,15 @@ class _PipelineScope:
 
     def call(self, c: A.Call) -> Type:
         chk, prog = self.chk, self.chk.prog
-        if c.callee in prog.modules:
-            mod = prog.modules[c.callee]
-            sig = prog.signatures.get(mod.signature)
-            if sig is None:
+        if c.callee in prog.modules or c.callee in prog.tools:
+            params, result, positional_ok = chk.callable(c.callee)
+            if params is None:
                 for a in c.args:
                     self.type_of(a.value)
                 return ANY
-            params = [(n, t, t.optional) for n, t, _ in sig.inputs]
-            _check_args(chk, c, params, self.type_of, f"module {c.callee}")
-            fields = tuple(prog.module_outputs(c.callee, chk.cat))
-            return Type("record", name=f"{c.callee} result", fields=fields)
-        if c.callee in prog.tools:
-            tool = prog.tools[c.callee]
-            if tool.params is None:
-                for a in c.args:
-                    self.type_of(a.value)
-                return ANY
-            params = [(p.name, chk.resolve(p.type), p.type.optional) for p in tool.params]
-            _check_args(chk, c, params, self.type_of, f"tool {c.callee}", positional_ok=True)
-            return chk.resolve(tool.returns) if tool.returns is not None else ANY
+            what = f"{'module' if c.callee in prog.modules else 'tool'} {c.callee}"
+            _check_args(chk, c, params, self.type_of, what, positional_ok=positional_ok)
+            return result
         for a in c.args:
             self.type_of(a.value)
         if c.callee in prog.pipelines:
@@ -1148,5 +1263,5 @@ class _PipelineScope:
             chk.error(c.callee_span, f"'{c.callee}' is a signature; call a module that implements it",
                       f"declare `module m = Predict({c.callee})` and call `m(...)`", "bad-call")
         else:
-            chk.unknown(c.callee_span, "module or tool", c.callee, list(prog.modules) + list(prog.tools))
+            chk.unknown(c.callee_span, "module or tool", c.callee, chk.names("module or tool"))
         return ANY

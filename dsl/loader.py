@@ -51,19 +51,23 @@ def load(path: str | Path, catalogue: Catalogue, source: str | None = None,
         source = read_source(path)          # the caller reports an unreadable main file
     done: dict[Path, A.File] = {}
     shown_as: dict[Path, str] = {}     # real path -> how messages name the file
+    # The files being read, each importing the next, with the imports each has left to follow. An
+    # explicit stack, not recursion: a chain of a thousand imports must not exhaust Python's stack
+    # (the parser would then call healthy declarations "nested too deeply").
+    stack: list[tuple[Path, str, list[A.Import]]] = []
+    on_stack: dict[Path, int] = {}     # real path -> its place in `stack`
 
-    def visit(real: Path, shown: str, text: str, stack: list[Path]) -> None:
+    def visit(real: Path, shown: str, text: str) -> None:
         sources[shown] = text
         shown_as[real] = shown
         f, syntax = parse(text, shown)
         diags.extend(syntax)
         done[real] = f
         files.append(f)
-        for item in f.items:
-            if isinstance(item, A.Import):
-                follow(item, real, shown, stack)
+        on_stack[real] = len(stack)
+        stack.append((real, shown, [item for item in reversed(f.items) if isinstance(item, A.Import)]))
 
-    def follow(item: A.Import, real: Path, shown: str, stack: list[Path]) -> None:
+    def follow(item: A.Import, real: Path, shown: str) -> None:
         try:
             target = (real.parent / item.path).resolve()
         except (OSError, ValueError, RuntimeError) as err:   # a NUL byte, a symlink loop
@@ -73,9 +77,9 @@ def load(path: str | Path, catalogue: Catalogue, source: str | None = None,
             diags.append(Diagnostic("error", "a file cannot import itself", item.span, "remove this import",
                                     "import-cycle"))
             return
-        if target in stack:
+        if target in on_stack:
             # Name only the files on the loop, starting from the one imported again.
-            loop = stack[stack.index(target):] + [real]
+            loop = [p for p, _, _ in stack[on_stack[target]:]]
             chain = " -> ".join(shown_as[p] for p in loop) + f" -> {shown_as[target]}"
             diags.append(Diagnostic("error", f"import cycle: {chain}", item.span,
                                     "move the shared declarations into a file both can import", "import-cycle"))
@@ -94,14 +98,21 @@ def load(path: str | Path, catalogue: Catalogue, source: str | None = None,
             unreadable(item, getattr(err, "strerror", None) or str(err))
             return
         # Show an import the way the user named the main file: relative stays relative.
-        visit(target, os.path.normpath(os.path.join(os.path.dirname(shown), item.path)), body, stack + [real])
+        visit(target, os.path.normpath(os.path.join(os.path.dirname(shown), item.path)), body)
 
     def unreadable(item: A.Import, reason: str, hint: str = "import paths are relative to the importing file") -> None:
         # A path with control characters (an escaped NUL, say) is shown escaped, not printed raw.
         shown = item.path if item.path.isprintable() else repr(item.path)[1:-1]
         diags.append(Diagnostic("error", f"cannot read import '{shown}': {reason}", item.span, hint, "bad-import"))
 
-    visit(path.resolve(), display, source, [])
+    visit(path.resolve(), display, source)
+    while stack:                        # depth first, each file's imports in order, as they are written
+        real, shown, imports = stack[-1]
+        if imports:
+            follow(imports.pop(), real, shown)
+        else:
+            stack.pop()
+            del on_stack[real]
     program, semantic = check(files, catalogue)
     return Loaded(program, diags + semantic, sources)
 

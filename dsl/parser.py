@@ -1,11 +1,18 @@
 """Parse .pipe source text into an AST, collecting every syntax error instead of stopping at the first.
 
-Recovery works at the level of top-level declarations: when the file does not parse, it is cut at each
-line that starts a declaration (`signature`, `module`, `pipeline`, ...), the broken declaration is
-parsed alone for its diagnostic, and parsing resumes after it, so one broken declaration costs one
-diagnostic and the rest of the file is still checked. Messages come from, in order: the bracket
-structure (unclosed or unmatched brackets), the top-level state (stray code, keyword typos), the
-table of known mistakes in `syntax_errors`, and finally lark's list of expected tokens.
+Recovery works at the level of top-level declarations: the file is cut at each line that starts a
+declaration (`signature`, `module`, `pipeline`, ...), a broken declaration is parsed alone for its
+diagnostic, and parsing resumes after it, so one broken declaration costs one diagnostic and the rest
+of the file is still checked. Messages come from, in order: the bracket structure (unclosed or
+unmatched brackets), the top-level state (stray code, keyword typos), the table of known mistakes in
+`syntax_errors`, and finally lark's list of expected tokens.
+
+The cost is linear in the size of the file, whatever it holds: each declaration is parsed about
+twice at most however many are broken (see `parse`), no piece is padded or copied to place its line
+numbers, and the tree is turned into the AST without recursion. Nesting is capped: brackets deeper
+than `MAX_NESTING` are found by a scan before lark sees the declaration, and any tree deeper than
+`MAX_TREE_DEPTH` (a long `a + b + c ...` chain) while it is built, so no later pass can run out of
+stack on what the parser accepted.
 """
 from __future__ import annotations
 
@@ -15,15 +22,22 @@ import textwrap
 from functools import lru_cache
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from . import ast as A
 from .diagnostics import Diagnostic, did_you_mean
+from .gcpause import gc_paused
 from .syntax_errors import ITEM_KEYWORDS, describe_expected, describe_token, index_mistakes, match_mistake
 
 _ITEM_START = re.compile(r"^(import|lm|default|signature|record|module|tool|pipeline|compile|test)\b", re.M)
-_ITEM_NAME = re.compile(r"^(?:lm|signature|record|module|tool|pipeline)\s+([A-Za-z_][A-Za-z0-9_]*)")
+_ITEM_NAME = re.compile(r"^(?:lm|signature|record|module|tool|pipeline)\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
+_WORD = re.compile(r"\s*(\S+)")
+
+MAX_NESTING = 128                       # brackets open at once in one declaration
+MAX_TREE_DEPTH = 2 * MAX_NESTING + 32   # levels of the parse tree (a type's `list[` takes two)
+_TOO_DEEP = "this declaration is nested too deeply to read"
+_CHUNK = 512                            # declarations parsed in one go at most: lark's tree for a whole 1 MiB file took 70 MB
 
 
 @lru_cache(maxsize=1)
@@ -34,6 +48,7 @@ def _lark() -> Lark:
                 maybe_placeholders=True, cache=True)
 
 
+@gc_paused()
 def parse(source: str, path: str = "<string>") -> tuple[A.File, list[Diagnostic]]:
     """Parse `source`; return the AST of everything that parsed and one diagnostic per syntax error.
 
@@ -50,78 +65,160 @@ def parse(source: str, path: str = "<string>") -> tuple[A.File, list[Diagnostic]
         # Editors on Windows start UTF-8 files with a byte-order mark; a space keeps every column in place.
         source = " " + source[1:]
     diags: list[Diagnostic] = []
-    starts = sorted({0, *_item_starts(source)}) + [len(source)]
-    i = 0
-    while i < len(starts) - 1:
-        # Parse everything left in one go; on an error, keep what precedes the broken declaration
-        # (it parses as a unit, or the error would have come earlier), diagnose that declaration
-        # alone, and go on after it. A file with k errors costs about k + 1 parses.
-        items, diag, where = _parse_range(source, starts[i], len(source), path)
-        if diag is None:
+    starts, deep = _pieces(source)
+    deep_at = sorted(deep)
+    lines = _Lines(source)
+    pieces = len(starts) - 1
+    i, size = 0, pieces
+    while i < pieces:
+        # Parse `size` pieces in one go (at most `_CHUNK`). On an error, keep what precedes the broken
+        # declaration (it parses as a unit, or the error would have come earlier), diagnose that
+        # declaration alone, and go on after it with one piece, doubling while they parse. Parsing all
+        # that was left after each error, as before, cost k times the file for k errors; this way the
+        # pieces parsed again after an error are never more than twice those since the previous one.
+        if i in deep:
+            diags.append(_too_deep(source, deep[i], lines, path))
+            _mark_broken(file, source, starts[i], starts[i + 1])
+            i, size = i + 1, 1
+            continue
+        end = min(pieces, i + min(size, _CHUNK))
+        k = bisect.bisect_left(deep_at, i)
+        if k < len(deep_at) and deep_at[k] < end:
+            end = deep_at[k]                 # a declaration nested too deeply is never given to lark
+        items, failed, where = _parse_range(source, starts[i], starts[end], path, lines, diagnose=False)
+        if failed is None:
             file.items.extend(items)
-            break
-        j = min(max(i, bisect.bisect_right(starts, where) - 1), len(starts) - 2)
+            i, size = end, size * 2
+            continue
+        j = min(max(i, bisect.bisect_right(starts, where) - 1), end - 1)
         if j > i:
-            items, diag, _ = _parse_range(source, starts[i], starts[j], path)
-            if diag is None:
+            items, failed, _ = _parse_range(source, starts[i], starts[j], path, lines, diagnose=False)
+            if failed is None:
                 file.items.extend(items)
                 i = j
-        items, diag, _ = _parse_range(source, starts[i], starts[i + 1], path)
+        items, diag, _ = _parse_range(source, starts[i], starts[i + 1], path, lines)
         file.items.extend(items)
         if diag is not None:
             diags.append(diag)
-            m = _ITEM_NAME.match(source[starts[i]:starts[i + 1]])
-            if m:
-                file.broken_names.add(m.group(1))
-        i += 1
+            _mark_broken(file, source, starts[i], starts[i + 1])
+        i, size = i + 1, 1
     return file, diags
 
 
-def _what_follows(source: str, end: int) -> str:
+def _mark_broken(file: A.File, source: str, begin: int, end: int) -> None:
+    """Note the name a broken declaration declares: the checker does not call it unknown."""
+    m = _ITEM_NAME.match(source, begin, end)
+    if m:
+        file.broken_names.add(m.group(1))
+
+
+class _Lines:
+    """Line numbers of offsets in one source, from a table of its newlines built on first use."""
+
+    __slots__ = ("source", "_newlines")
+
+    def __init__(self, source: str):
+        self.source = source
+        self._newlines: list[int] | None = None
+
+    def before(self, offset: int) -> int:
+        """How many lines end before `offset` (so `offset` is on line `before(offset) + 1`)."""
+        if offset == 0:
+            return 0
+        if self._newlines is None:
+            self._newlines = [m.start() for m in re.finditer("\n", self.source)]
+        return bisect.bisect_left(self._newlines, offset)
+
+
+def _what_follows(source: str, end: int, lines: _Lines) -> str:
     """How a message names what comes after a piece: the next declaration, or the end of the file."""
-    if end >= len(source):
+    m = _WORD.match(source, end)
+    if m is None:
         return "the end of the file"
-    return f"the '{source[end:].split(None, 1)[0]}' at line {source.count(chr(10), 0, end) + 1}"
+    return f"the '{m.group(1)}' at line {lines.before(end) + 1}"
 
 
-def _parse_range(source: str, begin: int, end: int, path: str) -> tuple[list, Diagnostic | None, int]:
+_FAILED = object()      # what `_parse_range` returns for a failure it was not asked to describe
+
+
+def _parse_range(source: str, begin: int, end: int, path: str, lines: _Lines,
+                 diagnose: bool = True) -> tuple[list, Diagnostic | None, int]:
     """Parse `source[begin:end]`: its items, or a diagnostic and the offset in `source` where parsing failed.
 
-    Any failure becomes a diagnostic instead of an exception.
+    Any failure becomes a diagnostic instead of an exception (with `diagnose=False`, a marker that
+    costs nothing to make). `begin` is the start of a line, so lark's columns are right and its line
+    numbers are off by the lines before `begin`, which every span and message adds back.
     """
-    # Pad with the newlines before the range so lark reports absolute line numbers.
-    pad = source.count("\n", 0, begin)
-    text = "\n" * pad + source[begin:end]
+    text = source[begin:end]
     if not text.strip():
         return [], None, end
+    shift = lines.before(begin)
     try:
-        return _Builder(path).transform(_lark().parse(text)).children, None, end
+        tree = _lark().parse(text)
     except UnexpectedInput as err:
         at = getattr(err, "pos_in_stream", None)
         token = getattr(err, "token", None)
-        where = end if at is None or getattr(token, "type", "") == "$END" else begin + at - pad
-        return [], _syntax_diagnostic(err, text, path, _what_follows(source, end)), where
-    except (RecursionError, VisitError) as err:
-        # Deep nesting overflows the tree builder; a bad literal could fail inside it. Both are local.
-        first = len(text) - len(text.lstrip())
-        line, col = _line_col(text, first)
-        too_deep = isinstance(err, RecursionError) or isinstance(getattr(err, "orig_exc", None), RecursionError)
-        message = "this declaration is nested too deeply to read" if too_deep else \
-            f"cannot read this declaration: {getattr(err, 'orig_exc', err)}"
-        return [], Diagnostic("error", message, A.Span(path, line, col, line, col + 1),
-                              "split long expressions into several assignments" if too_deep else "", "syntax"), begin
+        where = end if at is None or getattr(token, "type", "") == "$END" else begin + at
+        if not diagnose:
+            return [], _FAILED, where
+        return [], _shifted(_syntax_diagnostic(err, text, path, _what_follows(source, end, lines), shift), shift), where
+    try:
+        return _Builder(path, shift).build(tree), None, end
+    except _TooDeepTree as err:
+        where = begin + err.offset
+        message, hint = _TOO_DEEP, "split long expressions into several assignments"
+    except Exception as err:     # a literal the tree builder cannot take: local to this declaration
+        where, message, hint = begin, f"cannot read this declaration: {err}", ""
+    if not diagnose:
+        return [], _FAILED, where
+    line, col = _line_col(text, len(text) - len(text.lstrip()))
+    return [], Diagnostic("error", message, A.Span(path, line + shift, col, line + shift, col + 1), hint, "syntax"), where
 
 
-def _item_starts(source: str) -> list[int]:
-    """Offsets of lines that start a declaration, skipping look-alikes inside strings and comments."""
-    quoted = [m.span() for m in _QUOTED.finditer(source) if m.group()[0] in "\"#"]
-    begins = [a for a, _ in quoted]
-    starts = []
-    for m in _ITEM_START.finditer(source):
-        i = bisect.bisect_left(begins, m.start()) - 1     # the last string or comment opening before it
-        if i < 0 or quoted[i][1] <= m.start():
-            starts.append(m.start())
-    return starts
+def _shifted(d: Diagnostic, lines: int) -> Diagnostic:
+    """`d` moved down `lines` lines: a piece's diagnostic placed in its file."""
+    if lines:
+        s = d.span
+        d.span = A.Span(s.file, s.line + lines, s.col, s.end_line + lines, s.end_col)
+    return d
+
+
+def _too_deep(source: str, at: int, lines: _Lines, path: str) -> Diagnostic:
+    line = lines.before(at) + 1
+    col = at - (source.rfind("\n", 0, at) + 1) + 1
+    return Diagnostic("error", _TOO_DEEP, A.Span(path, line, col, line, col + 1),
+                      f"brackets nest at most {MAX_NESTING} deep; split long expressions into several assignments",
+                      "syntax")
+
+
+def _pieces(source: str) -> tuple[list[int], dict[int, int]]:
+    """Where the pieces of `source` start (0, each line that starts a declaration, and `len(source)`
+    last), and, for each piece whose brackets nest deeper than `MAX_NESTING`, the offset of the
+    bracket that goes too deep. Look-alikes inside strings and comments are skipped. One scan, and
+    nothing kept per bracket: a file of a million brackets costs no memory here.
+    """
+    candidates = [m.start() for m in _ITEM_START.finditer(source) if m.start() > 0]
+    starts, deep = [0], {}
+    c, quoted_end, depth = 0, 0, 0
+    for m in _QUOTED.finditer(source):
+        at = m.start()
+        while c < len(candidates) and candidates[c] < at:
+            if candidates[c] >= quoted_end:     # not inside the last string or comment
+                starts.append(candidates[c])
+                depth = 0
+            c += 1
+        ch = source[at]
+        if ch == '"' or ch == "#":
+            quoted_end = m.end()
+        elif ch in _OPENERS:
+            depth += 1
+            if depth > MAX_NESTING and len(starts) - 1 not in deep:
+                deep[len(starts) - 1] = at
+        elif depth:
+            depth -= 1
+    starts += [s for s in candidates[c:] if s >= quoted_end]
+    starts.append(len(source))
+    return starts, deep
 
 
 # Strings, comments and brackets, in the order the lexer would see them.
@@ -148,7 +245,10 @@ def _line_col(text: str, offset: int) -> tuple[int, int]:
     return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
 
 
-def _syntax_diagnostic(err: UnexpectedInput, text: str, path: str, ending: str = "the end of the file") -> Diagnostic:
+def _syntax_diagnostic(err: UnexpectedInput, text: str, path: str, ending: str = "the end of the file",
+                       shift: int = 0) -> Diagnostic:
+    """The diagnostic for a parse error in `text`, with line numbers within `text` (`shift` more in
+    the file: messages that name a line add it)."""
     if isinstance(err, UnexpectedCharacters):
         return _bad_character(err, text, path)
     token = getattr(err, "token", None)
@@ -162,7 +262,7 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str, path: str, ending: str =
         span = A.Span(path, token.line, token.column, token.line, token.column + max(len(str(token).split("\n")[0]), 1))
     found = describe_token(token)
     bracket = _bracket_problem(text, offset, None if at_end else str(token), span, path,
-                               ending if at_end else f"the {found} at line {span.line}")
+                               ending if at_end else f"the {found} at line {span.line + shift}")
     if bracket is not None:
         return bracket
     expected = set(getattr(err, "expected", None) or ())
@@ -299,32 +399,57 @@ def unescape(body: str) -> str:
     return _ESCAPE_RE.sub(sub, body)
 
 
-def _span(path: str, meta) -> A.Span:
-    return A.Span(path, meta.line, meta.column, meta.end_line, meta.end_column)
+class _TooDeepTree(Exception):
+    def __init__(self, offset: int):
+        super().__init__(offset)
+        self.offset = offset
 
 
-def _tok_span(path: str, tok: Token) -> A.Span:
-    return A.Span(path, tok.line, tok.column, tok.end_line, tok.end_column)
+class _Builder:
+    """Turns lark's parse tree into `dsl.ast` nodes: one method per rule, called with the rule's meta
+    (its position) and its children already built. Spans are moved down `shift` lines."""
 
+    def __init__(self, path: str, shift: int = 0):
+        self.path, self.shift = path, shift
 
-@v_args(meta=True)
-class _Builder(Transformer):
-    """Turns lark's parse tree into `dsl.ast` nodes."""
-
-    def __init__(self, path: str):
-        super().__init__()
-        self.path = path
+    def build(self, tree: Tree) -> list:
+        """The items of a parse of `start`, built bottom-up with an explicit stack: lark's own
+        Transformer recurses once per level and would fail on a deep tree, or deep in a call stack."""
+        methods: dict[str, object] = {"start": lambda meta, ch: ch}
+        values: list = []
+        todo: list[tuple[object, int]] = [(tree, 1)]     # (node, depth); depth 0: a leaf, -1: build it now
+        while todo:
+            node, depth = todo.pop()
+            if depth == 0:
+                values.append(node)
+            elif depth < 0:
+                n = len(node.children)
+                children = values[len(values) - n:]
+                del values[len(values) - n:]
+                method = methods.get(node.data)
+                if method is None:
+                    method = methods[node.data] = getattr(self, node.data)
+                values.append(method(node.meta, children))
+            else:
+                if depth > MAX_TREE_DEPTH:
+                    raise _TooDeepTree(getattr(node.meta, "start_pos", 0))
+                todo.append((node, -1))
+                todo.extend((c, depth + 1) if isinstance(c, Tree) else (c, 0) for c in reversed(node.children))
+        return values[0]
 
     def _s(self, meta) -> A.Span:
-        return _span(self.path, meta)
+        return A.Span(self.path, meta.line + self.shift, meta.column, meta.end_line + self.shift, meta.end_column)
+
+    def _t(self, tok: Token) -> A.Span:
+        return A.Span(self.path, tok.line + self.shift, tok.column, tok.end_line + self.shift, tok.end_column)
 
     # strings and values
     def string(self, meta, ch):
         tok = ch[0]
         if tok.type == "LONG_STRING":
             body = textwrap.dedent(unescape(tok[3:-3])).strip("\n")
-            return _Str(body.rstrip(), _tok_span(self.path, tok))
-        return _Str(unescape(tok[1:-1]), _tok_span(self.path, tok))
+            return _Str(body.rstrip(), self._t(tok))
+        return _Str(unescape(tok[1:-1]), self._t(tok))
 
     def number(self, meta, ch):
         text = str(ch[0])
@@ -374,10 +499,10 @@ class _Builder(Transformer):
         return A.Import(self._s(meta), ch[0].value)
 
     def lm_decl(self, meta, ch):
-        return A.LMDecl(self._s(meta), str(ch[0]), ch[1].value, ch[2] or [], _tok_span(self.path, ch[0]), ch[1].span)
+        return A.LMDecl(self._s(meta), str(ch[0]), ch[1].value, ch[2] or [], self._t(ch[0]), ch[1].span)
 
     def default_decl(self, meta, ch):
-        return A.DefaultLM(self._s(meta), str(ch[0]), _tok_span(self.path, ch[0]))
+        return A.DefaultLM(self._s(meta), str(ch[0]), self._t(ch[0]))
 
     def field_dir(self, meta, ch):
         return str(ch[0])
@@ -388,19 +513,19 @@ class _Builder(Transformer):
     def signature(self, meta, ch):
         name, instr, *fields = ch
         return A.Signature(self._s(meta), str(name), instr.value if instr else "", fields,
-                           _tok_span(self.path, name))
+                           self._t(name))
 
     def record_field(self, meta, ch):
         return A.Field(self._s(meta), str(ch[0]), ch[1], ch[2].value if ch[2] else "")
 
     def record(self, meta, ch):
         name, desc, *fields = ch
-        return A.Record(self._s(meta), str(name), desc.value if desc else "", fields, _tok_span(self.path, name))
+        return A.Record(self._s(meta), str(name), desc.value if desc else "", fields, self._t(name))
 
     def module_decl(self, meta, ch):
         name, kind, sig, *opts = ch
         return A.ModuleDecl(self._s(meta), str(name), str(kind), str(sig), [o for o in opts if o is not None],
-                            _tok_span(self.path, name), _tok_span(self.path, kind), _tok_span(self.path, sig))
+                            self._t(name), self._t(kind), self._t(sig))
 
     def param(self, meta, ch):
         return A.Field(self._s(meta), str(ch[0]), ch[1], ch[2].value if ch[2] else "")
@@ -413,7 +538,7 @@ class _Builder(Transformer):
         name, sig, loader, target = ch
         params, ret = sig if sig is not None else (None, None)
         return A.ToolDecl(self._s(meta), str(name), str(loader), target.value, params, ret,
-                          _tok_span(self.path, name), _tok_span(self.path, loader), target.span)
+                          self._t(name), self._t(loader), target.span)
 
     def out_param(self, meta, ch):
         return A.OutParam(self._s(meta), str(ch[0]), ch[1])
@@ -423,10 +548,10 @@ class _Builder(Transformer):
         params = [c for c in ch[1:] if isinstance(c, A.Field)]
         outs = [c for c in ch[1:] if isinstance(c, A.OutParam)]
         body = [c for c in ch[1:] if isinstance(c, (A.Assign, A.Return))]
-        return A.Pipeline(self._s(meta), str(name), params, outs, body, _tok_span(self.path, name))
+        return A.Pipeline(self._s(meta), str(name), params, outs, body, self._t(name))
 
     def assign(self, meta, ch):
-        return A.Assign(self._s(meta), str(ch[0]), _e(ch[1]), _tok_span(self.path, ch[0]))
+        return A.Assign(self._s(meta), str(ch[0]), _e(ch[1]), self._t(ch[0]))
 
     def ret_item(self, meta, ch):
         return A.ReturnItem(self._s(meta), str(ch[0]), _e(ch[1]))
@@ -438,7 +563,7 @@ class _Builder(Transformer):
         return A.Setting(self._s(meta), str(ch[0]), _e(ch[1]))
 
     def compile_block(self, meta, ch):
-        return A.CompileBlock(self._s(meta), str(ch[0]), list(ch[1:]), _tok_span(self.path, ch[0]))
+        return A.CompileBlock(self._s(meta), str(ch[0]), list(ch[1:]), self._t(ch[0]))
 
     def cmp(self, meta, ch):
         return str(ch[0])
@@ -476,10 +601,10 @@ class _Builder(Transformer):
         text = str(bound)
         value = int(text) if text.lstrip("-").isdigit() else -1     # the checker reports a non-integer bound
         return A.MapExpr(self._s(meta), str(var), _e(over), order is not None, value, _e(body),
-                         _tok_span(self.path, var), _tok_span(self.path, bound))
+                         self._t(var), self._t(bound))
 
     def call(self, meta, ch):
-        return A.Call(self._s(meta), str(ch[0]), [c for c in ch[1:] if c is not None], _tok_span(self.path, ch[0]))
+        return A.Call(self._s(meta), str(ch[0]), [c for c in ch[1:] if c is not None], self._t(ch[0]))
 
 
 class _Str:

@@ -182,6 +182,36 @@ def test_random_token_streams_end_in_diagnostics_never_a_traceback():
     tally.report(2000)
 
 
+def test_hundreds_of_broken_declarations_in_one_file_cost_linear_parsing(monkeypatch):
+    """Recovery at scale: a file of 150 mutated examples (hundreds of declarations, dozens broken) ends
+    in diagnostics, and lark reads each character a bounded number of times however many are broken
+    (recovery used to parse the rest of the file again after each broken declaration)."""
+    from pipec.dsl.parser import _lark
+
+    lark = _lark()
+    real, read = lark.parse, [0]
+
+    def counting(text, *args, **kwargs):
+        read[0] += len(text)
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(lark, "parse", counting)
+    rng = random.Random(13)
+    for _ in range(5):
+        parts = []
+        for _ in range(150):
+            ops = [(rng.randrange(9), rng.random(), rng.random(), rng.choice(ALL_TOKENS))]
+            parts.append(mutate(rng.choice(SEEDS), ops, rng.choice(SEEDS)) if rng.random() < 0.4 else rng.choice(SEEDS))
+        source = "\n".join(parts)
+        read[0] = 0
+        start = time.thread_time()
+        diags = front_end(source)
+        assert sum(d.code == "syntax" for d in diags) >= 10
+        assert read[0] < 6 * len(source), (read[0], len(source))
+        assert time.thread_time() - start < 60 * LIMIT_S
+    record_figure("fuzz.many_broken_declarations", files=5, characters_read_per_character=round(read[0] / len(source), 2))
+
+
 # ------------------------------------------------------------------ well-formed programs, random meaning
 KINDS = list(catalogue().kinds) + ["Predikt", "Tool"]
 LM_OPTS = ["temperature", "max_tokens", "top_p", "seed", "stop", "api_base", "api_key_env", "timeout", "num_retries",
