@@ -383,6 +383,21 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "0": "\0", "'
 _ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.S)
 
 
+def dedent_long(text: str) -> str:
+    r"""The body of a triple-quoted string: text on the opening line kept (stripped), the lines after it
+    dedented by their common indentation, blank lines at either end dropped.
+
+    >>> dedent_long("First line.\n       Second, indented.\n    Third.")
+    'First line.\n   Second, indented.\nThird.'
+    >>> dedent_long("\n    Starts below.\n      More.\n    ")
+    'Starts below.\n  More.'
+    """
+    first, newline, rest = text.partition("\n")
+    rest = textwrap.dedent(rest)
+    body = (first.strip() + newline + rest) if first.strip() else rest
+    return body.strip("\n").rstrip()
+
+
 def unescape(body: str) -> str:
     r"""Resolve backslash escapes in a string literal's body.
 
@@ -447,7 +462,7 @@ class _Builder:
     def string(self, meta, ch):
         tok = ch[0]
         if tok.type == "LONG_STRING":
-            body = textwrap.dedent(unescape(tok[3:-3])).strip("\n")
+            body = dedent_long(unescape(tok[3:-3]))
             return _Str(body.rstrip(), self._t(tok))
         return _Str(unescape(tok[1:-1]), self._t(tok))
 

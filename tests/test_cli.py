@@ -450,3 +450,22 @@ def test_tool_problems_are_reported_with_every_other_error_in_one_run(write_pipe
     with pytest.raises(pipec.PipeError) as exc:
         pipec.load(path, lm=pipec.ScriptedLM([]), cache=False)
     assert "no_such_module_xyz" in str(exc.value) and "'mm'" in str(exc.value)
+
+
+def test_a_long_string_starting_on_its_opening_line_is_dedented(write_pipe):
+    path = write_pipe('''
+        signature S {
+            """Answer the question.
+               Cite a source when you can.
+            Be brief."""
+            in q: str
+            out a: str
+        }
+        module m = Predict(S)
+        pipeline p(q: str) -> (a) {
+            r = m(q: q)
+            return a = r.a
+        }
+    ''')
+    prog = pipec.load(path, lm=pipec.ScriptedLM([]), cache=False)
+    assert prog.params()["m"].instruction == "Answer the question.\n   Cite a source when you can.\nBe brief."
