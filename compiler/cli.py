@@ -157,9 +157,27 @@ def _parser() -> argparse.ArgumentParser:
     mg.add_argument("--inputs", required=True, help="the input JSONL file the shards ran over")
     mg.add_argument("--output", "-o", required=True, help="merged output file")
 
-    from .html_report import add_cli as add_report_cli
-    add_report_cli(sub)
-    add_trust_options(sub.choices["report"])        # report --data runs the program
+    rp = sub.add_parser(
+        "report", help="write a self-contained HTML report of a compile and/or an eval run",
+        description="Write one self-contained HTML file (no network: styles, script and data inline) showing the "
+                    "pipeline graph, the score over the compile's trials, each module's prompt before and after "
+                    "compiling, and an eval table filterable to failures. ARTIFACT_OR_RUN is a compiled artifact, a "
+                    ".pipe file, or the JSONL that `pipec eval --output` writes.")
+    rp.add_argument("file", metavar="ARTIFACT_OR_RUN",
+                   help="a compiled artifact (.compiled.json), a .pipe file, or eval rows (.jsonl from pipec eval --output)")
+    rp.add_argument("--output", "-o", metavar="REPORT.html", help="where to write (default: beside the input, .report.html)")
+    rp.add_argument("--eval", dest="eval_rows", metavar="ROWS.jsonl", help="eval rows written by `pipec eval --output`")
+    rp.add_argument("--data", help="labeled rows (JSONL or CSV): run the evaluation now and include it")
+    rp.add_argument("--metric", help="metric for --data (default: the artifact's or the compile block's)")
+    rp.add_argument("--concurrency", "-c", type=int, default=4, help="rows in flight with --data (default 4)")
+    rp.add_argument("--pipeline", "-p", help="which pipeline, when a .pipe file declares several")
+    rp.add_argument("--title", help="the page title (default: the pipeline's name)")
+    rp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress line while evaluating (default: when stderr is a terminal)")
+    rp.add_argument("--lm", help="with --data: run every module on this LM id instead")
+    rp.add_argument("--no-cache", action="store_true", help="with --data: do not read or write the LM cache")
+    rp.add_argument("--cache-dir", help="LM cache directory (default: $PIPEC_CACHE_DIR or ~/.cache/pipec)")
+    add_trust_options(rp)                           # report --data runs the program
 
     tr = sub.add_parser("trust", help="approve a compiled artifact from elsewhere to run its code and LM endpoints",
                         description="Show the Python code and LM endpoints a compiled artifact would use, and "
@@ -185,7 +203,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from .trust import ApprovalRequired
     parser = _parser()
     args = parser.parse_args(argv)
     if args.version:
@@ -202,9 +219,6 @@ def _main(argv: list[str] | None) -> int:
     except UsageError as err:
         print(err.shown if err.shown is not None else f"pipec {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except ApprovalRequired as err:
-        print(f"pipec {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
@@ -215,6 +229,12 @@ def _main(argv: list[str] | None) -> int:
     except OSError as err:
         from .dsl.files import SourceError     # a main file refused: a FIFO, /proc, over 1 MiB, binary
         if not isinstance(err, (SourceError, FileNotFoundError)):
+            raise
+        print(f"pipec {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as err:
+        from .trust import ApprovalRequired    # imported only when something failed: --help stays light
+        if not isinstance(err, ApprovalRequired):
             raise
         print(f"pipec {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -19,8 +19,8 @@ Python: `write_report(path, program, rows=...)`, `build_report(...)` (the HTML t
 `read_eval_rows(path)` for the JSONL that `pipec eval --output` writes. Command line:
 `pipec report ARTIFACT_OR_RUN [--eval ROWS.jsonl | --data ROWS.jsonl] -o report.html`.
 
-Only the standard library is imported at module level, so the CLI's parser can import `add_cli`
-without slowing `pipec --help`.
+Only the standard library is imported at module level; the command line loads this module only
+for `pipec report` (the command's arguments are declared with the others in `pipec.cli`).
 """
 from __future__ import annotations
 
@@ -1091,31 +1091,6 @@ def write_report(path: str | Path, program=None, **kw) -> Path:
 
 
 # ============================================================================ the command line
-def add_cli(subparsers) -> None:
-    """Add `pipec report` to the CLI's subparsers."""
-    import argparse
-    p = subparsers.add_parser(
-        "report", help="write a self-contained HTML report of a compile and/or an eval run",
-        description="Write one self-contained HTML file (no network: styles, script and data inline) showing the "
-                    "pipeline graph, the score over the compile's trials, each module's prompt before and after "
-                    "compiling, and an eval table filterable to failures. ARTIFACT_OR_RUN is a compiled artifact, a "
-                    ".pipe file, or the JSONL that `pipec eval --output` writes.")
-    p.add_argument("file", metavar="ARTIFACT_OR_RUN",
-                   help="a compiled artifact (.compiled.json), a .pipe file, or eval rows (.jsonl from pipec eval --output)")
-    p.add_argument("--output", "-o", metavar="REPORT.html", help="where to write (default: beside the input, .report.html)")
-    p.add_argument("--eval", dest="eval_rows", metavar="ROWS.jsonl", help="eval rows written by `pipec eval --output`")
-    p.add_argument("--data", help="labeled rows (JSONL or CSV): run the evaluation now and include it")
-    p.add_argument("--metric", help="metric for --data (default: the artifact's or the compile block's)")
-    p.add_argument("--concurrency", "-c", type=int, default=4, help="rows in flight with --data (default 4)")
-    p.add_argument("--pipeline", "-p", help="which pipeline, when a .pipe file declares several")
-    p.add_argument("--title", help="the page title (default: the pipeline's name)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress line while evaluating (default: when stderr is a terminal)")
-    p.add_argument("--lm", help="with --data: run every module on this LM id instead")
-    p.add_argument("--no-cache", action="store_true", help="with --data: do not read or write the LM cache")
-    p.add_argument("--cache-dir", help="LM cache directory (default: $PIPEC_CACHE_DIR or ~/.cache/pipec)")
-
-
 def _is_run(path: Path) -> bool:
     return path.suffix.lower() in (".jsonl", ".ndjson")
 

@@ -12,7 +12,6 @@ so compiling visibly helps; a few words are answered wrong, and one gets an unpa
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import subprocess
@@ -26,7 +25,7 @@ from conftest import REPO, first_user_value, read_jsonl
 
 import pipec
 from pipec import cli
-from pipec.html_report import (ReportError, add_cli, build_report, cmd_report, default_output, line_diff,
+from pipec.html_report import (ReportError, build_report, cmd_report, default_output, line_diff,
                                read_eval_rows, write_report)
 
 pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model")
@@ -106,10 +105,7 @@ def eval_rows(compiled, tmp_path, capsys):
 
 
 def report_parser():
-    p = argparse.ArgumentParser(prog="pipec")
-    sub = p.add_subparsers(dest="command")
-    add_cli(sub)
-    return p
+    return cli._parser()
 
 
 def run_report(*argv) -> int:

@@ -32,3 +32,20 @@ def test_cli_help_loads_no_heavy_library():
 def test_loading_a_local_pipeline_does_not_import_litellm_or_llama():
     mods = loaded_after("import pipec\npipec.load('examples/intent.pipe', cache=False)")
     assert not mods & {"litellm", "optuna", "llama_cpp", "openai", "httpx"}
+
+
+def test_cli_help_loads_only_the_command_line():
+    """`pipec --help` builds the parser and nothing else of pipec: no report page, no trust store."""
+    probe = f"""
+import sys, json
+sys.argv = ['pipec', '--help']
+from pipec.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in sys.modules if m.startswith('pipec'))))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert not loaded & {"pipec.html_report", "pipec.trust", "pipec.program", "pipec.dsl.parser"}, loaded
