@@ -670,6 +670,11 @@ def cmd_compile(args) -> int:
         raise UsageError(f"no metric: add a compile block for {prog.name} or pass --metric, e.g. "
                          f"--metric 'exact_match({prog.output_names[0]})'")
     base = prog.path.resolve().parent
+    if not args.worker:                 # before any LM call: the artifact and report paths must be writable as such
+        reads = [base / str(s[k]) for k in ("trainset", "valset") if isinstance(s.get(k), str)]
+        guard_output(args.output or prog.path.with_suffix(".compiled.json"), "artifact", prog, reads)
+        if args.report:
+            guard_output(args.report, "report", prog, reads)
     try:
         metric = Metric.from_expr(s["metric_expr"], near=base) if "metric_expr" in s else s["metric"]
         config = CompileConfig(trainset=s["trainset"], valset=s.get("valset"), metric=metric,
@@ -727,6 +732,10 @@ def cmd_eval(args) -> int:
         raise UsageError(f"no such file: {args.data}")
     prog = _load(args)
     prog.approve_running()
+    if args.output:
+        guard_output(args.output, "eval rows", prog, [args.data])
+    if args.report:
+        guard_output(args.report, "report", prog, [args.data, args.output])
     try:
         metric = eval_metric(prog, args.metric)
         examples = load_examples(args.data, prog, metric.fields)
@@ -750,9 +759,12 @@ def cmd_eval(args) -> int:
         write_report(args.report, prog, rows=result, data=args.data, source=args.file, eval_stats=prog.stats,
                      eval_seconds=seconds)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
+        from .jsonl import dump_line
+        tmp = f"{args.output}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:          # in full or not at all
             for r in result.rows:
-                fh.write(json.dumps(r.to_dict(), ensure_ascii=False, default=str) + "\n")
+                fh.write(dump_line(r.to_dict()))
+        os.replace(tmp, args.output)
     passed = sum(r.passed for r in result.rows)
     print(f"{prog.name} on {args.data}: {metric.text} = {result.score:.3f} ({passed}/{len(result.rows)} passed, "
           f"{result.failures} failed to produce outputs)")
@@ -797,6 +809,48 @@ def eval_metric(prog, text: str | None):
     if "metric_expr" not in s:
         raise UsageError(f"no metric: pass --metric or add a compile block for {prog.name}")
     return Metric.from_expr(s["metric_expr"], near=base)
+
+
+def guard_output(path: str | os.PathLike, kind: str, prog=None, reads=()) -> None:
+    """Refuse (a usage error, nothing touched) to write a `kind` file ("artifact", "eval rows" or
+    "report") over one of the program's sources, a file the command reads, or a file that holds
+    something other than an earlier output of the same kind; overwriting an earlier output is fine."""
+    from pathlib import Path
+    from .batch import OutputRefused, check_output_path
+    out = Path(path)
+    try:
+        check_output_path(out, program=prog, others=[Path(r) for r in reads if r])
+    except OutputRefused as err:
+        raise UsageError(str(err).replace("--output", f"the {kind} path")) from None
+    if not os.path.lexists(out):
+        return
+    if not out.is_file():
+        raise UsageError(f"{out} is not a regular file; the {kind} was not written there")
+    if not _holds(out, kind):
+        raise UsageError(f"{out} holds something other than a pipec {kind}; it was not changed. "
+                         f"Choose another path (or remove the file).")
+
+
+def _holds(path, kind: str) -> bool:
+    """Whether `path` holds an earlier pipec output of this kind (read from its first bytes only)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    if not head.strip():
+        return True                                        # an empty file holds nothing to lose
+    text = head.decode("utf-8", "replace")
+    if kind == "artifact":
+        return '"format": "pipec-compiled"' in text
+    if kind == "report":
+        return text.startswith("<!DOCTYPE html>") and "pipec report</title>" in text
+    first = text.lstrip().split("\n", 1)[0]
+    try:
+        row = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(row, dict) and {"where", "passed", "score"} <= set(row)
 
 
 def add_trust_options(sp) -> None:

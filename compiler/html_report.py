@@ -1107,7 +1107,7 @@ def default_output(path: str | Path) -> Path:
 
 def cmd_report(args) -> int:
     """`pipec report`: returns the exit status (0 written, 1 bad input, 2 usage)."""
-    from .cli import UsageError, _load
+    from .cli import UsageError, _load, guard_output
     src = Path(args.file)
     if not src.is_file():
         raise UsageError(f"no such file: {src}")
@@ -1118,6 +1118,7 @@ def cmd_report(args) -> int:
     out = Path(args.output) if args.output else default_output(src)
     if out.resolve() in {src.resolve(), *(Path(x).resolve() for x in (args.eval_rows, args.data) if x)}:
         raise UsageError("--output must not overwrite an input")
+    guard_output(out, "report")          # nor a file that is not an earlier report
     kw: dict[str, Any] = {"title": args.title, "source": str(src)}
     if _is_run(src):
         if args.eval_rows or args.data:

@@ -469,3 +469,23 @@ def test_a_long_string_starting_on_its_opening_line_is_dedented(write_pipe):
     ''')
     prog = pipec.load(path, lm=pipec.ScriptedLM([]), cache=False)
     assert prog.params()["m"].instruction == "Answer the question.\n   Cite a source when you can.\nBe brief."
+
+
+def test_compile_eval_and_report_never_write_over_a_source_or_a_foreign_file(write_pipe, tmp_path):
+    path = write_pipe(CLEAN)
+    notes = tmp_path / "notes.md"
+    notes.write_text("my notes\n")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"q": "hi", "n": 2}\n')
+    source = path.read_text()
+    for args in (["compile", path, "--trainset", data, "--metric", "exact_match(n)", "-o", path],
+                 ["compile", path, "--trainset", data, "--metric", "exact_match(n)", "-o", notes],
+                 ["eval", path, "--data", data, "--metric", "exact_match(n)", "--output", notes],
+                 ["eval", path, "--data", data, "--metric", "exact_match(n)", "--output", data],
+                 ["eval", path, "--data", data, "--metric", "exact_match(n)", "--report", notes],
+                 ["report", path, "-o", notes]):
+        rc, out, err = pipec_cmd(*args)
+        assert rc == 2, (args, err)
+        assert "was not changed" in err or "must not overwrite" in err, (args, err)
+    assert path.read_text() == source and notes.read_text() == "my notes\n"
+    assert data.read_text() == '{"q": "hi", "n": 2}\n'
