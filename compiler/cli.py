@@ -269,14 +269,17 @@ def _load(args, **kw):
     return prog
 
 
-def _pairs(items: list[str]) -> dict[str, object]:
+def _pairs(items: list[str], prog=None) -> dict[str, object]:
+    """`--input NAME=VALUE` values by name: lists and records as JSON; text inputs of `prog` as the
+    text given, even when it looks like JSON (`--input q='[draft] hi'`, `--input q='[1, 2]'`)."""
+    text_inputs = {n for n, t, _ in prog.inputs if t.kind in ("str", "enum")} if prog is not None else set()
     out = {}
     for item in items:
         name, eq, value = item.partition("=")
         if not eq or not name:
             raise UsageError(f"--input expects NAME=VALUE, got '{item}'")
         text = value.strip()
-        if text[:1] in "[{":
+        if text[:1] in "[{" and name not in text_inputs:
             try:
                 out[name] = json.loads(text)
                 continue
@@ -376,7 +379,7 @@ def cmd_run(args) -> int:
 
 
 def _run_single(prog, args) -> int:
-    values = _pairs(args.input)
+    values = _pairs(args.input, prog)
     try:
         pred = prog(**values)
     except ValueError as err:
@@ -498,7 +501,7 @@ def cmd_inspect(args) -> int:
     from .dsl.diagnostics import did_you_mean
     from .inspection import inspect_program, render_inspection
     prog = _load(args)
-    values = _pairs(args.input) if args.input else None
+    values = _pairs(args.input, prog) if args.input else None
     known = [n for n, _, _ in prog.inputs]
     for name in values or {}:
         if name not in known:          # as `run` says it: a typo would otherwise show a {placeholder}

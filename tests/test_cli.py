@@ -489,3 +489,11 @@ def test_compile_eval_and_report_never_write_over_a_source_or_a_foreign_file(wri
         assert "was not changed" in err or "must not overwrite" in err, (args, err)
     assert path.read_text() == source and notes.read_text() == "my notes\n"
     assert data.read_text() == '{"q": "hi", "n": 2}\n'
+
+
+def test_a_text_input_that_looks_like_json_stays_text(write_pipe, capsys, monkeypatch):
+    path = write_pipe(CLEAN)
+    lm = pipec.ScriptedLM(rule=lambda request: {"n": len(request.messages[-1]["content"])})
+    monkeypatch.setattr("pipec.program.backend_for", lambda model, options=None: lm)
+    assert cli.main(["run", str(path), "--input", "q=[1.50, 2e3]", "--no-cache"]) == 0
+    assert lm.requests[0].messages[-1]["content"] == "q: [1.50, 2e3]"          # the text as typed
