@@ -556,8 +556,82 @@ def cmd_test(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .html_report import cmd_report as report
-    return report(args)
+    """`pipec report`: the HTML page of an artifact or .pipe file (with eval rows given by --eval, or
+    made now by --data), or of an eval run's rows alone."""
+    from pathlib import Path
+    from .html_report import ReportError, default_output, read_eval_rows, write_report
+    src = Path(args.file)
+    if not src.is_file():
+        raise UsageError(f"no such file: {src}")
+    if args.eval_rows and args.data:
+        raise UsageError("give either --eval (rows already scored) or --data (evaluate now), not both")
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    out = Path(args.output) if args.output else default_output(src)
+    if out.resolve() in {src.resolve(), *(Path(x).resolve() for x in (args.eval_rows, args.data) if x)}:
+        raise UsageError("--output must not overwrite an input")
+    guard_output(out, "report")          # nor a file that is not an earlier report
+    kw: dict = {"title": args.title, "source": str(src)}
+    is_run = src.suffix.lower() in (".jsonl", ".ndjson")           # an eval run's rows, not a program
+    if is_run:
+        if args.eval_rows or args.data:
+            raise UsageError(f"{src} is an eval run already; --eval and --data go with an artifact or a .pipe file")
+        if args.lm or args.metric:
+            raise UsageError("--lm and --metric go with --data")
+    elif args.eval_rows and not os.path.isfile(args.eval_rows):
+        raise UsageError(f"no such file: {args.eval_rows}")
+    elif args.data and not os.path.isfile(args.data):
+        raise UsageError(f"no such file: {args.data}")
+    program = None
+    try:
+        if is_run:
+            kw.update(rows=read_eval_rows(src), data=str(src), source=None)
+        else:
+            program = _load(args)
+            if args.eval_rows:
+                kw.update(rows=read_eval_rows(args.eval_rows), data=str(args.eval_rows))
+            elif args.data:
+                kw.update(_report_eval(program, args))
+        write_report(out, program, **kw)
+    except ReportError as err:
+        print(f"pipec report: error: {err}", file=sys.stderr)
+        return EXIT_FAIL
+    except OSError as err:
+        print(f"pipec report: error: cannot write {out}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        if program is not None:
+            program.close()
+    rows = kw.get("rows")
+    print(f"wrote {out}" + (f", {len(getattr(rows, 'rows', rows)):,} eval rows" if rows is not None else ""))
+    return EXIT_OK
+
+
+def _report_eval(prog, args) -> dict:
+    """`report --data`: evaluate now; the report's keyword arguments (a bad dataset or metric is a
+    ReportError: exit 1, no page)."""
+    import time
+    from .dataset import DatasetError, load_examples
+    from .evaluate import evaluate
+    from .html_report import ReportError
+    from .metrics import MetricError
+    from .progress import Progress
+    prog.approve_running()               # evaluating runs the program: an untrusted artifact needs approval
+    try:
+        metric = eval_metric(prog, args.metric)
+        examples = load_examples(args.data, prog, metric.fields)
+    except (DatasetError, MetricError) as err:
+        raise ReportError(str(err)) from None
+    bar = Progress(len(examples), prog.stats, enabled=args.progress)
+    started = time.perf_counter()
+    try:
+        result = evaluate(prog, examples, metric, args.concurrency, progress=bar)
+    except MetricError as err:           # the metric returned something other than a score: no report of it
+        bar.finish()
+        raise ReportError(str(err)) from None
+    seconds = time.perf_counter() - started
+    bar.finish()
+    return {"rows": result, "data": str(args.data), "eval_stats": prog.stats, "eval_seconds": seconds}
 
 
 def cmd_merge(args) -> int:

@@ -25,8 +25,8 @@ from conftest import REPO, first_user_value, read_jsonl
 
 import pipec
 from pipec import cli
-from pipec.html_report import (ReportError, build_report, cmd_report, default_output, line_diff,
-                               read_eval_rows, write_report)
+from pipec.cli import cmd_report
+from pipec.html_report import ReportError, build_report, default_output, line_diff, read_eval_rows, write_report
 
 pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model")
 
@@ -109,7 +109,7 @@ def report_parser():
 
 
 def run_report(*argv) -> int:
-    """`pipec report ...` through this module's own parser and command (the CLI wiring is the lead's)."""
+    """`pipec report ...` through the CLI's parser and command function, a usage error as exit 2."""
     args = report_parser().parse_args(["report", *map(str, argv)])
     try:
         return cmd_report(args)
@@ -328,12 +328,18 @@ def test_importing_the_report_module_stays_light():
     assert not set(json.loads(out.stdout.strip().splitlines()[-1])) & {"pydantic", "lark", "litellm", "optuna"}
 
 
-def test_cli_wiring_when_present(compiled, eval_rows, tmp_path, capsys):
-    """Once `pipec report` is wired into pipec.cli, it behaves as through this module's parser."""
-    try:
-        cli._parser().parse_args(["report", "x"])
-    except SystemExit:
-        pytest.skip("`pipec report` is not wired into pipec.cli yet")
+def test_the_stylesheet_and_the_script_are_the_packaged_files_inline():
+    """report.css and report.js are package data (pyproject.toml), read from the installed package."""
+    from importlib.resources import files
+    assets = files("pipec") / "report_assets"
+    css, js = (assets / "report.css").read_text(encoding="utf-8"), (assets / "report.js").read_text(encoding="utf-8")
+    assert css.startswith(":root {") and "pipec-eval-data" in js
+    page = build_report(None, rows=[{"inputs": {"q": "x"}, "score": 1.0}])
+    assert f"<style>\n{css}</style>" in page and f"<script>\n{js}</script>" in page
+    assert "<script>" not in build_report(None)                   # no rows, no script
+
+
+def test_cli_main_runs_the_report_command(compiled, eval_rows, tmp_path, capsys):
     artifact, _ = compiled
     out = tmp_path / "via-cli.html"
     assert cli.main(["report", str(artifact), "--eval", str(eval_rows), "-o", str(out)]) == 0
