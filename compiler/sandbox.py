@@ -22,20 +22,21 @@ The boundary is the operating system, through bubblewrap (`bwrap`, Debian's and 
           --proc /proc --dev /dev --remount-ro /dev
           --size 64MiB --tmpfs /tmp --remount-ro / --chdir /tmp
           --clearenv --setenv PATH /usr/bin:/bin --setenv HOME /tmp --setenv TMPDIR /tmp ...
-          --seccomp FD --info-fd N -- PYTHON -I -S -B -c RUNNER
+          --seccomp FD --info-fd N -- PYTHON -I -S -B -c CHILD
 
-so the program runs as uid 65534 in its own user, mount, pid, network (a loopback of its own), IPC
-and UTS namespaces, sees a read-only root holding only /usr, the interpreter and two files of /etc
-(no /home, no /root, no host /proc, /sys or /run), cannot make user namespaces of its own (which
-could mount an unbounded tmpfs), and can write only to one tmpfs of MAX_SCRATCH_BYTES (there is no
-writable /dev/shm or second /tmp: total bytes written are bounded, and nothing reaches the host's
-disk). A seccomp filter refuses the kernel objects that would hold memory outside those bounds
-(System V shared memory and message queues, memfd, POSIX message queues) and interfaces a
-computation has no use for (io_uring, bpf, userfaultfd, keyrings, perf, ptrace), and every call
-through another ABI than the machine's own (x32, 32-bit `int 0x80`). libseccomp builds it, once
-per process (loaded with ctypes: Debian's `libseccomp2`, Fedora's `libseccomp`); where libseccomp
-cannot be loaded, runs go without the filter and `isolation` does not name "seccomp".
-When the run ends, its pid namespace ends with it: every process it started is killed,
+(CHILD: the text of `sandbox_child.py`, which reads the code and its inputs from stdin, runs it and
+sends the result back), so the program runs as uid 65534 in its own user, mount, pid, network (a
+loopback of its own), IPC and UTS namespaces, sees a read-only root holding only /usr, the
+interpreter and two files of /etc (no /home, no /root, no host /proc, /sys or /run), cannot make
+user namespaces of its own (which could mount an unbounded tmpfs), and can write only to one tmpfs
+of MAX_SCRATCH_BYTES (there is no writable /dev/shm or second /tmp: total bytes written are bounded,
+and nothing reaches the host's disk). A seccomp filter refuses the kernel objects that would hold
+memory outside those bounds (System V shared memory and message queues, memfd, POSIX message queues)
+and interfaces a computation has no use for (io_uring, bpf, userfaultfd, keyrings, perf, ptrace),
+and every call through another ABI than the machine's own (x32, 32-bit `int 0x80`). libseccomp
+builds it, once per process (loaded with ctypes: Debian's `libseccomp2`, Fedora's `libseccomp`);
+where libseccomp cannot be loaded, runs go without the filter and `isolation` does not name
+"seccomp". When the run ends, its pid namespace ends with it: every process it started is killed,
 double-forked and `setsid` ones included, before `run_python` returns.
 
 Around that boundary (defense in depth):
@@ -164,329 +165,15 @@ class SandboxResult:
 
 
 # --------------------------------------------------------------------------------------------
-# The child: this source runs as `python -I -S -B -c RUNNER`, already limited and unprivileged.
-# It must stay compatible with any Python >= 3.8 (the interpreter may be the system one).
-RUNNER = r'''
-import sys, os, json, ast, builtins, traceback, io, math
-from types import MappingProxyType
-_proto = os.dup(1)
-os.dup2(2, 1)                      # stray writes to descriptor 1 cannot corrupt the result
-_payload = json.loads(sys.stdin.buffer.read().decode("utf-8"))
-sys.stdin.close()
-_reserve = bytearray(2 * 1024 * 1024)     # freed to report a MemoryError
-_tmp = os.path.realpath(os.getcwd())
-_max_output = int(_payload["max_output"])
-_max_value = int(_payload["max_value"])
-if _payload.get("limits"):         # before the program runs; processes count in this run's namespace only
-    import resource
-    for _name, _value in _payload["limits"]:
-        _hard = resource.getrlimit(getattr(resource, _name))[1]
-        _new = _value + 1 if _name == "RLIMIT_CPU" else _value     # SIGXCPU first, then SIGKILL
-        _new = _new if _hard == resource.RLIM_INFINITY else min(_new, _hard)
-        resource.setrlimit(getattr(resource, _name), (min(_value, _new), _new))
+# The child: sandbox_child.py beside this file, run as `python -I -S -B -c SOURCE`, already limited
+# and unprivileged (standard library only, any Python >= 3.8).
 
-
-_pid = os.getpid()
-
-
-def _send(doc):
-    if os.getpid() != _pid:        # a forked copy (only possible with the audit hook off) stays silent
-        os._exit(0)
-    data = json.dumps(doc, ensure_ascii=False, allow_nan=True).encode("utf-8", "replace")
-    view = memoryview(data)
-    while view:
-        n = os.write(_proto, view)
-        view = view[n:]
-
-
-class _Out(io.TextIOBase):
-    """print() goes here; past the cap the run stops with an error."""
-
-    def __init__(self):
-        self.parts, self.size = [], 0
-
-    def writable(self):
-        return True
-
-    def write(self, s):
-        s = str(s)
-        self.size += len(s.encode("utf-8", "replace"))
-        if self.size > _max_output:
-            room = max(0, _max_output - (self.size - len(s)))
-            self.parts.append(s[:room])
-            _send({"ok": False, "error_type": "output", "stdout": "".join(self.parts),
-                   "error": "output limit exceeded: the program printed more than %d bytes" % _max_output})
-            os._exit(0)
-        self.parts.append(s)
-        return len(s)
-
-    def text(self):
-        return "".join(self.parts)
-
-
-def _plain(v, depth=0):
-    """A JSON-ready copy of a value: numbers, text, lists and dicts as they are; others converted."""
-    if depth > 50:
-        raise ValueError("nested too deeply")
-    if v is None or isinstance(v, (bool, str)):
-        return v
-    if isinstance(v, int):
-        try:
-            return int(v) if abs(v) < 10 ** 300 else float(v)
-        except (OverflowError, ValueError):
-            return "<an integer of %d bits>" % v.bit_length()
-    if isinstance(v, float):
-        return v
-    if isinstance(v, complex):
-        return str(v)
-    if isinstance(v, dict):
-        return {str(k): _plain(x, depth + 1) for k, x in v.items()}
-    if isinstance(v, (list, tuple, range)):
-        return [_plain(x, depth + 1) for x in v]
-    if isinstance(v, (set, frozenset)):
-        items = [_plain(x, depth + 1) for x in v]
-        try:
-            return sorted(items)
-        except TypeError:
-            return items
-    try:
-        import numbers
-        if isinstance(v, numbers.Integral):
-            return int(v)
-        if isinstance(v, numbers.Real):
-            return float(v)
-    except Exception:
-        pass
-    if hasattr(v, "tolist"):
-        try:
-            return _plain(v.tolist(), depth + 1)
-        except Exception:
-            pass
-    return repr(v)[:2000]
-
-
-def _where(tb, lines):
-    line = None
-    for frame in traceback.extract_tb(tb):
-        if frame.filename == "<program>":
-            line = frame.lineno
-    if line is None or not (1 <= line <= len(lines)):
-        return ""
-    return " (line %d: %s)" % (line, lines[line - 1].strip()[:200])
-
-
-
-
-# The audit hook and its helpers look up no global or builtin name when they run: everything they
-# use is bound as a default value when they are defined. A program can reach this module's globals
-# (sys.modules["__main__"]), replace builtins or os.path.realpath, or walk a refusal's traceback
-# to the hook's frame, and none of that changes what the hook does: a frame's locals are its own
-# copies, and every table below is immutable.
-_STDLIB_ROOTS = tuple(os.path.realpath(_p) for _p in sys.path if _p and os.path.isdir(_p))
-_READ_ROOTS = (_tmp,) + _STDLIB_ROOTS + ("/dev/null", "/dev/urandom", "/usr/share/zoneinfo", "/etc/localtime")
-_REFUSED = MappingProxyType({
-    "subprocess.Popen": "starting programs", "os.system": "starting programs",
-    "os.exec": "starting programs", "os.posix_spawn": "starting programs",
-    "os.spawn": "starting programs", "os.fork": "creating processes", "os.forkpty": "creating processes",
-    "pty.spawn": "starting programs", "os.kill": "sending signals", "os.killpg": "sending signals",
-    "signal.pthread_kill": "sending signals", "os.symlink": "creating links", "os.link": "creating links",
-    "code.__new__": "building code objects", "gc.get_referrers": "inspecting the garbage collector",
-    "gc.get_referents": "inspecting the garbage collector", "gc.get_objects": "inspecting the garbage collector",
-    "sys._current_frames": "inspecting other threads", "webbrowser.open": "opening a browser",
-    "os.startfile": "starting programs", "sys.settrace": "tracing", "sys.setprofile": "profiling",
-    "sys._settraceallthreads": "tracing", "sys._setprofileallthreads": "profiling",
-})
-_REFUSED_MODULES = MappingProxyType({
-    "_posixsubprocess": "starting programs", "_ctypes": "ctypes", "ctypes": "ctypes",
-    "_xxsubinterpreters": "sub-interpreters", "_xxinterpchannels": "sub-interpreters",
-    "_interpreters": "sub-interpreters", "_interpchannels": "sub-interpreters",
-    "_interpqueues": "sub-interpreters", "_testcapi": "test internals", "_testinternalcapi": "test internals",
-    "_testmultiphase": "test internals", "_testsinglephase": "test internals", "_testbuffer": "test internals",
-})
-_PATH_EVENTS = MappingProxyType({
-    "os.remove": "deleting", "os.rename": "renaming", "os.replace": "renaming",
-    "os.rmdir": "deleting", "os.mkdir": "creating", "os.chmod": "changing", "os.chown": "changing",
-    "os.truncate": "truncating", "os.utime": "changing", "shutil.rmtree": "deleting",
-    "shutil.move": "moving", "shutil.copyfile": "copying to", "shutil.copytree": "copying to",
-    "os.chflags": "changing", "os.lchown": "changing", "os.setxattr": "changing", "os.removexattr": "changing"})
-_TWO_PATHS = frozenset(("os.rename", "os.replace", "shutil.move", "shutil.copyfile", "shutil.copytree"))
-_FUNCTION_PARTS = frozenset(("__code__", "__defaults__", "__kwdefaults__"))   # what would rewrite a function
-
-
-def _inside(path, roots):
-    for root in roots:
-        if path == root or path.startswith(root.rstrip("/") + "/"):
-            return True
-    return False
-
-
-def _resolve(path, _fspath=os.fspath, _getcwd=os.getcwd, _lstat=os.lstat, _readlink=os.readlink,
-             _isinstance=isinstance, _bytes=bytes, _OSError=OSError):
-    """`path` absolute, with its symbolic links followed (like os.path.realpath, which a program
-    can replace, or whose helpers it can)."""
-    path = _fspath(path)
-    if _isinstance(path, _bytes):
-        path = path.decode("utf-8", "surrogateescape")
-    if not path.startswith("/"):
-        path = _getcwd() + "/" + path
-    todo = path.split("/")[::-1]
-    done = []
-    hops = 0
-    while todo:
-        part = todo.pop()
-        if part == "" or part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        here = "/" + "/".join(done + [part])
-        try:
-            mode = _lstat(here).st_mode
-        except _OSError:
-            mode = 0
-        if (mode & 0o170000) == 0o120000 and hops < 40:
-            hops += 1
-            target = _readlink(here)
-            if target.startswith("/"):
-                done = []
-            todo.extend(target.split("/")[::-1])
-            continue
-        done.append(part)
-    return "/" + "/".join(done)
-
-
-def _hook(event, args, _tmp=(_tmp,), _read=_READ_ROOTS, _std=_STDLIB_ROOTS, _refused=_REFUSED,
-          _modules=_REFUSED_MODULES, _paths=_PATH_EVENTS, _two=_TWO_PATHS, _parts=_FUNCTION_PARTS,
-          _writing=os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, _resolve=_resolve,
-          _inside=_inside, _fspath=os.fspath, _getframe=sys._getframe, _str=str, _int=int, _tuple=tuple,
-          _isinstance=isinstance, _TypeError=TypeError, _Refused=PermissionError):
-    what = None
-    if event == "open":
-        path, mode, flags = (_tuple(args) + (None, None, 0))[:3]
-        if path is None or _isinstance(path, _int):
-            return
-        m = _str(mode or "")
-        writing = "w" in m or "a" in m or "x" in m or "+" in m or ((flags or 0) & _writing) != 0
-        real = _resolve(path)
-        if writing and not _inside(real, _tmp):
-            what = "writing %s (only the working directory is writable)" % (path,)
-        elif not writing and not _inside(real, _read):
-            what = "reading %s" % (path,)
-    elif event.startswith("socket."):
-        what = "network access (%s)" % event
-    elif event.startswith("ctypes."):
-        what = "ctypes"
-    elif event in _refused:
-        what = "%s (%s)" % (_refused[event], event)
-    elif event == "object.__setattr__":
-        if args[1] in _parts:
-            what = "changing a function's %s" % args[1]
-    elif event == "import":
-        name, filename = _str(args[0]), args[1]
-        base = name.partition(".")[0]
-        if base in _modules or name in _modules:
-            what = "importing %s (%s)" % (name, _modules[base] if base in _modules else _modules[name])
-        elif filename and not _inside(_resolve(filename), _std):
-            what = "loading native code from %s" % (filename,)
-    elif event == "marshal.loads":
-        if "importlib" not in _getframe(1).f_code.co_filename:
-            what = "marshal.loads (building code objects)"
-    elif event == "os.listdir" or event == "os.scandir":
-        path = args[0] if args and args[0] is not None else "."
-        if not _isinstance(path, _int) and not _inside(_resolve(path), _read):
-            what = "listing %s" % (path,)
-    elif event == "os.chdir":
-        if not _isinstance(args[0], _int) and not _inside(_resolve(args[0]), _tmp):
-            what = "leaving the working directory"
-    elif event in _paths:
-        for arg in (args[:2] if event in _two else args[:1]):
-            try:
-                real = _resolve(arg)
-            except _TypeError:          # not a path (a descriptor, a mode)
-                continue
-            if not _inside(real, _tmp):
-                what = "%s %s (only the working directory is writable)" % (_paths[event], arg)
-    if what is not None:
-        raise _Refused("sandbox: %s is not allowed" % (what,))
-
-
-def _main():
-    code = _payload["code"]
-    lines = code.splitlines()
-    out = _Out()
-    ns = {"__name__": "__main__", "__builtins__": builtins, "math": math}
-    inputs = _payload.get("inputs") or {}
-    import keyword
-    for k, v in inputs.items():
-        if k.isidentifier() and not keyword.iskeyword(k) and k not in ("inputs", "result"):
-            ns[k] = v
-    ns["inputs"] = inputs
-    try:
-        tree = ast.parse(code, "<program>", "exec")
-    except SyntaxError as err:
-        where = " (line %s: %s)" % (err.lineno, (err.text or "").strip()[:200]) if err.lineno else ""
-        return {"ok": False, "error_type": "syntax", "error": "SyntaxError: %s%s" % (err.msg, where)}
-    last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
-    body = compile(tree, "<program>", "exec")
-    tail = compile(last, "<program>", "eval") if last is not None else None
-    if _payload.get("audit", True):
-        sys.addaudithook(_hook)
-    sys.stdout = out
-    os.write(_proto, b"\x01")          # the parent's clock for `timeout` starts here
-    doc = {"ok": True}
-    tail_value = None
-    try:
-        exec(body, ns)
-        if tail is not None:
-            tail_value = eval(tail, ns)
-    except SystemExit as err:
-        if err.code not in (None, 0):
-            doc = {"ok": False, "error_type": "exception", "error": "SystemExit: the program exited with status %s" % (err.code,)}
-    except MemoryError:
-        global _reserve
-        _reserve = None
-        ns.clear()
-        doc = {"ok": False, "error_type": "memory",
-               "error": "MemoryError: the program ran out of memory (limit %s MB)" % _payload["memory_mb"]}
-    except RecursionError as err:
-        doc = {"ok": False, "error_type": "exception",
-               "error": "RecursionError: %s%s" % (err, _where(err.__traceback__, lines))}
-    except BaseException as err:
-        msg = str(err)
-        doc = {"ok": False, "error_type": "exception",
-               "error": "%s%s%s" % (type(err).__name__, ": " + msg[:500] if msg else "", _where(err.__traceback__, lines))}
-    sys.stdout = sys.__stdout__
-    doc["stdout"] = out.text()
-    if doc["ok"]:
-        if "result" in ns:
-            doc["value"], doc["has_value"] = ns["result"], True
-        elif tail_value is not None:
-            doc["value"], doc["has_value"] = tail_value, True
-        doc["variables"] = {n: ns[n] for n in _payload.get("capture") or () if n in ns and n not in ("inputs",)}
-        try:
-            doc["value"] = _plain(doc.get("value"))
-            doc["variables"] = {k: _plain(v) for k, v in doc["variables"].items()}
-            size = len(json.dumps(doc.get("value"), allow_nan=True))
-        except Exception as err:
-            return {"ok": False, "error_type": "exception", "stdout": doc["stdout"],
-                    "error": "the result could not be read: %s: %s" % (type(err).__name__, err)}
-        if size > _max_value:
-            return {"ok": False, "error_type": "output", "stdout": doc["stdout"],
-                    "error": "the result is too large (%d bytes; at most %d)" % (size, _max_value)}
-    return doc
-
-
-try:
-    _doc = _main()
-except MemoryError:
-    _reserve = None
-    _doc = {"ok": False, "error_type": "memory", "error": "MemoryError: the program ran out of memory"}
-_send(_doc)
-os._exit(0)
-'''
+@lru_cache(maxsize=1)
+def _child_source() -> str:
+    """The child's source, read once. Found beside this file rather than as package data, so that a
+    copy of the two files runs as they are (the isolation tests drive one as an unprivileged user)."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_child.py"), encoding="utf-8") as fh:
+        return fh.read()
 
 
 # --------------------------------------------------------------------------------------------
@@ -733,7 +420,7 @@ def _bwrap_argv(plan: _Plan, info_fd: int, seccomp_fd: int | None) -> list[str]:
     env = [arg for name, value in _INNER_ENV for arg in ("--setenv", name, value)]
     seccomp = ["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []
     return [plan.bwrap, *_namespace_args(plan), *_filesystem_args(plan.python, plan.prefix), "--clearenv", *env,
-            *seccomp, "--info-fd", str(info_fd), "--", plan.python, "-I", "-S", "-B", "-c", RUNNER]
+            *seccomp, "--info-fd", str(info_fd), "--", plan.python, "-I", "-S", "-B", "-c", _child_source()]
 
 
 def _namespace_args(plan: _Plan) -> list[str]:
@@ -1271,7 +958,7 @@ def _run_process(exe: str, code: str, inputs: dict, timeout: float, memory_mb: i
             return _refusal(f"sandbox could not make its directory: {err}", start)
         env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
         try:
-            proc = subprocess.Popen([exe, "-I", "-S", "-B", "-c", RUNNER], stdin=subprocess.PIPE,
+            proc = subprocess.Popen([exe, "-I", "-S", "-B", "-c", _child_source()], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp, env=env,
                                     start_new_session=True, close_fds=True,
                                     preexec_fn=lambda: _process_child_setup(limits, as_root, unshare))

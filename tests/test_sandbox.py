@@ -458,3 +458,30 @@ def test_the_parent_stays_healthy_over_many_runs():
     assert sorted(r.value for r in results) == [i * i for i in range(6)]
     assert len(os.listdir("/proc/self/fd")) <= fds_before
     assert set(threading.enumerate()) <= threads_before
+
+
+# ---------------------------------------------------------------------- the child program
+CHILD = os.path.join(os.path.dirname(sandbox.__file__), "sandbox_child.py")
+
+
+def test_the_child_is_a_standalone_program_for_any_python_3_8():
+    """sandbox_child.py runs as `python -c SOURCE` without pipec: the standard library only, Python 3.8
+    syntax, and small enough for one command-line argument (Linux caps one at 128 KiB)."""
+    import ast
+    source = sandbox._child_source()
+    assert source == open(CHILD, encoding="utf-8").read()
+    assert len(source.encode("utf-8")) < 128 * 1024
+    tree = ast.parse(source, feature_version=(3, 8))
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module}
+    assert not [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level]
+    assert imported and imported <= sys.stdlib_module_names, imported - sys.stdlib_module_names
+
+
+def test_importing_the_child_runs_nothing():
+    """Only `python -c` runs it: imported, it reads no stdin and touches no descriptor."""
+    out = subprocess.run([sys.executable, "-c", "import pipec.sandbox_child; print('imported')"],
+                         input="not a payload", capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0 and out.stdout == "imported\n", out.stderr

@@ -3,12 +3,12 @@
 A program switched the audit hook off in four ways (replacing `sys.modules['__main__']._refuse`,
 replacing `builtins.isinstance`, replacing `os.path.realpath`, and reaching the hook's globals
 through the traceback of its own PermissionError), then ran `id`, read /etc/passwd, called ctypes,
-wrote 320 MB to /tmp and /dev/shm, left a `setsid` child running, and read the invoking user's
-home, the parent's environment and a loopback socket. Here each of those ways, and no hook at all,
-is followed by every one of those payloads, as root and as an unprivileged user (nobody, driving a
-copy of pipec/sandbox.py with the system Python, as a user without root would), and each must be
-refused or contained. The host is checked from outside after every run: no process of the run is
-left, nothing was written outside its scratch space, no connection arrived.
+wrote 320 MB to /tmp and /dev/shm, left a `setsid` child running, and read the invoking user's home,
+the parent's environment and a loopback socket. Here each of those ways, and no hook at all, is
+followed by every one of those payloads, as root and as an unprivileged user (nobody, driving a copy
+of pipec/sandbox.py and pipec/sandbox_child.py with the system Python, as a user without root
+would), and each must be refused or contained. The host is checked from outside after every run: no
+process of the run is left, nothing was written outside its scratch space, no connection arrived.
 
 Rerun: `.venv/bin/python -m pytest tests/test_sandbox_isolation.py -v`
 """
@@ -311,12 +311,14 @@ class Host:
 
 
 def run_as_nobody(code: str, inputs: dict, audit: bool, env: dict, timeout: float = 60) -> SandboxResult:
-    """`run_python` as an unprivileged user: a copy of pipec/sandbox.py (it imports only the standard
-    library) driven by the system Python as uid 65534, with `env` as that user's environment."""
+    """`run_python` as an unprivileged user: a copy of pipec/sandbox.py and of the child program it
+    runs, sandbox_child.py, beside it (both import only the standard library) driven by the system
+    Python as uid 65534, with `env` as that user's environment."""
     work = tempfile.mkdtemp(prefix="pipec-driver-")
     try:
         os.chmod(work, 0o755)
         shutil.copy(sandbox.__file__, os.path.join(work, "sandbox_copy.py"))
+        shutil.copy(os.path.join(os.path.dirname(sandbox.__file__), "sandbox_child.py"), work)
         driver = os.path.join(work, "driver.py")
         Path(driver).write_text(textwrap.dedent("""
             import json, sys
@@ -326,7 +328,7 @@ def run_as_nobody(code: str, inputs: dict, audit: bool, env: dict, timeout: floa
             r = sandbox_copy.run_python(job["code"], job["inputs"], timeout=job["timeout"], audit=job["audit"])
             print(json.dumps(r.to_dict()))
         """))
-        for path in (driver, os.path.join(work, "sandbox_copy.py")):
+        for path in (driver, os.path.join(work, "sandbox_copy.py"), os.path.join(work, "sandbox_child.py")):
             os.chmod(path, 0o644)
         job = json.dumps({"code": code, "inputs": inputs, "timeout": timeout, "audit": audit})
         out = subprocess.run([SETPRIV, "--reuid=65534", "--regid=65534", "--clear-groups", "--", SYSTEM_PYTHON,
