@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from .aio import bounded, run_coroutine
 from .dsl.files import open_regular
 from .jsonl import dump_line, non_finite, read_objects
 from .prediction import Prediction
@@ -117,36 +118,6 @@ def row_problems(program, row: Any) -> list[str]:
     return out
 
 
-async def bounded(items, concurrency: int, work, on_done) -> None:
-    """Await `work(item)` for every item with at most `concurrency` in flight, pulling items lazily,
-    and hand each result to `on_done` as soon as it is ready."""
-    pending: set[asyncio.Task] = set()
-    source = iter(items)
-    exhausted = False
-    try:
-        while True:
-            while not exhausted and len(pending) < max(1, concurrency):
-                try:
-                    item = next(source)
-                except StopIteration:
-                    exhausted = True
-                    break
-                pending.add(asyncio.ensure_future(work(item)))
-            if not pending:
-                break
-            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in finished:
-                on_done(task.result())
-    except BaseException:
-        # Something fatal (the output's disk is full, Ctrl-C): the rows in flight are cancelled and
-        # awaited, not left for the garbage collector to report as "Task was destroyed but it is pending".
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        raise
-
-
 def run_rows(program, rows: list[dict[str, Any]], concurrency: int = 4, progress: bool = False) -> list[Prediction]:
     """Run a list of rows; return Predictions in input order (the engine of `Program.run_batch`)."""
     results: list[Prediction | None] = [None] * len(rows)
@@ -155,14 +126,9 @@ def run_rows(program, rows: list[dict[str, Any]], concurrency: int = 4, progress
     def store(i, row, pred):
         results[i] = pred
 
-    _run_loop(drive(program, iter(enumerate(rows)), concurrency, store, bar))
+    run_coroutine(drive(program, iter(enumerate(rows)), concurrency, store, bar))
     bar.finish()
     return results  # type: ignore[return-value]
-
-
-def _run_loop(coro):
-    from .program import run_coroutine
-    return run_coroutine(coro)
 
 
 @dataclass
@@ -526,7 +492,7 @@ def _run_into(program, in_path: Path, out_path: Path, identity: dict, done: dict
                 reported[0] += 1
 
         try:
-            _run_loop(drive(program, todo(), concurrency, write, bar))
+            run_coroutine(drive(program, todo(), concurrency, write, bar))
         finally:
             out.flush()
             os.fsync(out.fileno())

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .batch import bounded, run_one
+from .aio import bounded, run_coroutine
+from .batch import run_one
 from .budget import BudgetExhausted
 from .context import RowContext
 from .dataset import Example
@@ -154,5 +155,4 @@ def _budget_failure(pred: Prediction) -> bool:
 def evaluate(program, examples: list[Example], metric: Metric, concurrency: int = 4, progress: Progress | None = None,
              runtime=None) -> EvalResult:
     """Synchronous `evaluate_async`."""
-    from .program import run_coroutine
     return run_coroutine(evaluate_async(program, examples, metric, concurrency, progress, runtime))

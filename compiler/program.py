@@ -1,13 +1,13 @@
 """Loading a .pipe file into a runnable Program: the public Python API's main object."""
 from __future__ import annotations
 
-import asyncio
 import inspect as pyinspect
 import json
 import threading
 from pathlib import Path
 from typing import Any, Iterable
 
+from .aio import run_coroutine
 from .cache import LMCache
 from .catalogue import catalogue
 from .context import CallRecord, Runtime, Stats
@@ -472,29 +472,6 @@ def _knn(state):
         return None
     from .knn import KnnPool
     return KnnPool(state.knn.pool, state.knn.fields, state.knn.k)
-
-
-_thread_loops = threading.local()
-
-
-def run_coroutine(coro):
-    """Run a coroutine to completion from sync code, reusing one event loop per thread.
-
-    A new loop per call (`asyncio.run`) costs ~0.1 ms and drops connection pools; a kept loop costs
-    neither. From inside a running loop (a notebook), the coroutine runs on a worker thread's loop.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        loop = getattr(_thread_loops, "loop", None)
-        if loop is None or loop.is_closed():
-            loop = _thread_loops.loop = asyncio.new_event_loop()
-        return loop.run_until_complete(coro)
-    box: list = []
-    t = threading.Thread(target=lambda: box.append(run_coroutine(coro)))
-    t.start()
-    t.join()
-    return box[0]
 
 
 def choose_pipeline(prog, path: Path, name: str | None) -> str:

@@ -189,7 +189,7 @@ class Proposer:
         """The reply text, or None when the call failed or may not be made."""
         if self.budget_spent or (self.calls is not None and self.calls <= 0):
             return None
-        from pipec.program import run_coroutine
+        from pipec.aio import run_coroutine
         before = self.runtime.stats.calls
         row = RowContext(self.runtime, self.backend.inline)
         try:

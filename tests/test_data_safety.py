@@ -719,7 +719,7 @@ def test_a_fatal_error_while_writing_leaves_no_task_pending(project, monkeypatch
     import asyncio
     import errno
     from pipec import batch as batch_module
-    from pipec import program as program_module
+    from pipec import aio
     real = batch_module.dump_line
     calls = []
 
@@ -739,6 +739,6 @@ def test_a_fatal_error_while_writing_leaves_no_task_pending(project, monkeypatch
     prog = pipec.load(project / "toy.pipe", lm=Slow(rule=flip_rule), cache=False)
     with pytest.raises(OSError, match="No space left"):
         run_jsonl(prog, src, project / "out.jsonl", concurrency=8)
-    loop = program_module._thread_loops.loop
+    loop = aio._thread_loops.loop
     assert not [t for t in asyncio.all_tasks(loop) if not t.done()]
     assert not (project / "out.jsonl.lock").exists()
