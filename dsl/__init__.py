@@ -14,9 +14,10 @@ from __future__ import annotations
 # only) is imported by every command, `pipec --help` included, and must not pull in lark.
 _LAZY = {
     "Catalogue": "catalogue", "FunctionSpec": "catalogue", "KindSpec": "catalogue", "OptionSpec": "catalogue",
-    "Program": "checker", "check": "checker", "Diagnostic": "diagnostics", "PipeError": "diagnostics",
+    "CheckedProgram": "checked_program", "check": "checker", "Diagnostic": "diagnostics", "PipeError": "diagnostics",
     "render_all": "diagnostics", "Loaded": "loader", "load": "loader", "parse": "parser", "Type": "types",
     "assignable": "types", "show": "types",
+    "Program": "checker",     # CheckedProgram's name before issue 14
 }
 
 __all__ = list(_LAZY)

@@ -7,7 +7,8 @@ from typing import Callable
 
 from . import ast as A
 from .catalogue import Catalogue
-from .checker import Program, check
+from .checked_program import CheckedProgram
+from .checker import check
 from .diagnostics import Diagnostic
 from .files import MAX_SOURCE_BYTES, SourceError, read_source
 from .parser import parse
@@ -18,7 +19,7 @@ class Loaded:
 
     __slots__ = ("program", "diagnostics", "sources")
 
-    def __init__(self, program: Program, diagnostics: list[Diagnostic], sources: dict[str, str]):
+    def __init__(self, program: CheckedProgram, diagnostics: list[Diagnostic], sources: dict[str, str]):
         self.program, self.diagnostics, self.sources = program, diagnostics, sources
 
     @property
