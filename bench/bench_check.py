@@ -144,7 +144,7 @@ QUICK_SIZES = {
 CHILD = r"""
 import gc, json, resource, sys, time
 from pathlib import Path
-from pipec.catalogue import catalogue
+from pipec.registry import catalogue
 from pipec.dsl import load, render_all
 from pipec.dsl.parser import parse
 main, reps, in_memory = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"

@@ -13,7 +13,7 @@ from .version import __version__
 
 _LAZY = {
     "load": ("pipec.program", "load"),
-    "load_compiled": ("pipec.compiling", "load_compiled"),
+    "load_compiled": ("pipec.program", "load_compiled"),
     "ArtifactError": ("pipec.artifact", "ArtifactError"),
     "ApprovalRequired": ("pipec.trust", "ApprovalRequired"),
     "DatasetError": ("pipec.dataset", "DatasetError"),

@@ -8,12 +8,13 @@ is refused with a message saying so.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .fingerprints import fingerprint
 
 FORMAT = "pipec-compiled"
 FORMAT_VERSION = 2        # 2: a top-level fingerprint over every field (1: over the sources only)
@@ -115,12 +116,6 @@ class Artifact(_Model):
     def dumps(self) -> str:
         """Canonical JSON: sorted keys, stable across runs, so equal artifacts are equal bytes."""
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def fingerprint(*parts: Any) -> str:
-    """sha256 over a canonical JSON encoding of the parts."""
-    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def read_artifact(path: str | Path) -> Artifact:

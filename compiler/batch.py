@@ -14,7 +14,6 @@ output refuses at once, naming the first. The kernel drops the lock when a run d
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -25,11 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .aio import bounded, run_coroutine
+from .aio import run_coroutine
 from .dsl.files import open_regular
+from .fingerprints import program_fingerprint
 from .jsonl import dump_line, non_finite, read_objects
 from .prediction import Prediction
 from .progress import Progress
+from .run import drive
 
 
 class BatchRefused(Exception):
@@ -62,75 +63,6 @@ def row_key(row: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-async def run_one(program, values: dict[str, Any], runtime) -> Prediction:
-    """Run one prepared row the way its LMs need: inline, inline in a thread, or on asyncio."""
-    if program.inline:
-        if any(b.blocking for b in program._used_backends()):
-            # The embedded model holds the CPU: run the row in a thread so the loop stays live.
-            return await asyncio.to_thread(program.plan.run_inline, values, runtime)
-        return program.plan.run_inline(values, runtime)
-    return await program.plan.run_async(values, runtime)
-
-
-async def drive(program, items: Iterator[tuple[Any, dict | Exception]], concurrency: int,
-                on_result: Callable[[Any, dict | None, Prediction], None], progress: Progress | None = None) -> None:
-    """Run rows from `items` with at most `concurrency` in flight, reporting each as it finishes.
-
-    An item is `(key, row)`; a row that is an exception (unreadable input) is reported as failed.
-    """
-    runtime = program.runtime()
-
-    async def one(item):
-        key, row = item
-        if isinstance(row, Exception):
-            return key, None, Prediction(None, [], str(row))
-        problems = row_problems(program, row)
-        if problems:
-            return key, row, Prediction(None, [], "; ".join(problems))
-        try:
-            values = program.prepare(row)
-        except ValueError as err:
-            return key, row, Prediction(None, [], str(err))
-        return key, row, await run_one(program, values, runtime)
-
-    def done(result):
-        key, row, pred = result
-        on_result(key, row, pred)
-        if progress is not None:
-            progress.advance(pred.ok)
-
-    await bounded(items, concurrency, one, done)
-
-
-def row_problems(program, row: Any) -> list[str]:
-    """What makes a row of data unusable beyond `Program.prepare`'s checks (see
-    `reply_parser.input_problem`): a list, object, NaN or infinity for a `str` input, text that is not
-    valid Unicode. Each names its input; no LM call is made for such a row."""
-    from .reply_parser import input_problem
-    if not isinstance(row, dict):
-        return []
-    out = []
-    for name, t, _ in program.inputs:
-        if name in row:
-            problem = input_problem(row[name], t)
-            if problem:
-                out.append(f"input '{name}': {problem}")
-    return out
-
-
-def run_rows(program, rows: list[dict[str, Any]], concurrency: int = 4, progress: bool = False) -> list[Prediction]:
-    """Run a list of rows; return Predictions in input order (the engine of `Program.run_batch`)."""
-    results: list[Prediction | None] = [None] * len(rows)
-    bar = Progress(len(rows), program.stats, enabled=progress)
-
-    def store(i, row, pred):
-        results[i] = pred
-
-    run_coroutine(drive(program, iter(enumerate(rows)), concurrency, store, bar))
-    bar.finish()
-    return results  # type: ignore[return-value]
-
-
 @dataclass
 class BatchSummary:
     total: int = 0          # rows in the input file
@@ -147,17 +79,6 @@ def read_rows(path: Path, skipped: list[str], shard: tuple[int, int] | None = No
 
 
 # ---------------------------------------------------------------------- who wrote an output
-def program_fingerprint(program) -> str:
-    """A short content fingerprint of what a program does: a compiled artifact's own fingerprint, or a
-    sha256 over its .pipe sources (imports included, by path relative to the main file)."""
-    art = getattr(program, "artifact", None)
-    if art is not None and getattr(art, "fingerprint", ""):
-        return art.fingerprint[:16]
-    from .compiling import source_files
-    blob = json.dumps(sorted(source_files(program).items()), ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
 def _relative(path: Path, folder: Path) -> str:
     """`path` as seen from `folder` (both resolved), with forward slashes."""
     return os.path.relpath(os.path.realpath(path), os.path.realpath(folder)).replace(os.sep, "/")

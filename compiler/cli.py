@@ -107,12 +107,15 @@ def _parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compile", help="tune demos and instructions against a metric; write the artifact",
                         description="Compile a pipeline: search each module's demos and instructions against the "
                                     "metric, using the file's compile block; flags override its settings. "
-                                    "Compiling unchanged inputs again is a cache hit (no LM call).")
+                                    "Compiling unchanged inputs again is a cache hit (no LM call).",
+                        formatter_class=RegistryHelpFormatter)
     common(cp)
-    cp.add_argument("--optimizer", help="labeled_fewshot, bootstrap_fewshot, random_search, knn_fewshot, mipro, ensemble")
-    cp.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="an optimizer option")
+    # The optimizers' names and options are read from their classes when this help is shown, never
+    # when the parser is built: `pipec --help` loads no optimizer.
+    cp.add_argument("--optimizer", help=FromRegistry(_optimizer_help))
+    cp.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help=FromRegistry(_option_help))
     # Values are checked by the compile block's own checks (with the file's settings), not by argparse.
-    cp.add_argument("--trials", help="search trials (mipro) or candidates (random_search)")
+    cp.add_argument("--trials", help=FromRegistry(_trials_help))
     cp.add_argument("--budget", help="most LM calls the whole compile may make")
     cp.add_argument("--seed", help="seed for every random choice (default 0)")
     cp.add_argument("--trainset", help="JSONL or CSV training rows")
@@ -193,6 +196,40 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("-k", dest="name", help="only tests whose name contains this text (an error when none does)")
     lm_opts(t)
     return p
+
+
+class FromRegistry(str):
+    """Help text made when the help is shown, from a registry (see `RegistryHelpFormatter`)."""
+
+    def __new__(cls, make):
+        text = super().__new__(cls, "(from the registry)")
+        text.make = make
+        return text
+
+
+class RegistryHelpFormatter(argparse.HelpFormatter):
+    def _expand_help(self, action):
+        if isinstance(action.help, FromRegistry):
+            action.help = action.help.make().replace("%", "%%")
+        return super()._expand_help(action)
+
+
+def _optimizer_help() -> str:
+    from pipec.optimizers import optimizers
+    from .settings import CompileConfig
+    return ", ".join(sorted(optimizers())) + f" (default {CompileConfig().optimizer})"
+
+
+def _option_help() -> str:
+    from pipec.optimizers import optimizers
+    return "an optimizer option; " + "; ".join(f"{name}: {', '.join(sorted(cls.options))}"
+                                             for name, cls in sorted(optimizers().items()))
+
+
+def _trials_help() -> str:
+    from pipec.optimizers import optimizers
+    sets = [f"{cls.trials_option} ({name})" for name, cls in sorted(optimizers().items()) if cls.trials_option in cls.options]
+    return "sets the optimizer's " + " or ".join(sets)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,10 +328,11 @@ def _pairs(items: list[str], prog=None) -> dict[str, object]:
 
 # ---------------------------------------------------------------------- commands
 def cmd_check(args) -> int:
-    from .catalogue import catalogue
+    from .registry import catalogue
     from .dsl.diagnostics import render_all
     from .dsl.loader import load
-    from .program import describe_tools, is_artifact, tool_diagnostics
+    from .program import is_artifact
+    from .tools import describe_tools, tool_diagnostics
     from pathlib import Path
     all_diags, sources, missing = [], {}, False
     artifacts_ok = artifacts_bad = 0
@@ -332,7 +370,7 @@ def _check_artifact(path: str, fmt: str) -> bool:
     """`pipec check` of a compiled artifact: its format, fingerprints and embedded sources, and what
     running it would need approved. Imports and runs nothing of it."""
     from .artifact import ArtifactError
-    from .compiling import load_compiled
+    from .program import load_compiled
     try:
         prog = load_compiled(path, cache=False)
     except ArtifactError as err:
@@ -529,7 +567,7 @@ def cmd_test(args) -> int:
         return programs[name]
 
     try:
-        from .catalogue import catalogue
+        from .registry import catalogue
         from .dsl.loader import load as load_source
         loaded = load_source(Path(args.file), catalogue())
         if loaded.errors:
@@ -669,31 +707,13 @@ def _literal(text: str):
         return text
 
 
-def compile_settings(prog, args) -> dict:
-    """The compile block's settings for the pipeline, overridden by command-line flags.
-
-    `settings["origin"]` records where each flag's value was written, so that the compile block's
-    checks (`compiling.check_settings`, run on these settings before any data is read) point at it.
-    """
-    from .compiling import Origin
-    from .dsl import ast as A
+def compile_flags(args):
+    """The compile settings given as command-line flags (None: not given), and where each was
+    written, so that the compile block's checks (`settings.check_settings`, run before any data is
+    read) point at the flag. The file's compile block fills in the rest (`CompileConfig.for_program`)."""
+    from .settings import Origin
     origin = Origin("command line")
-    settings: dict = {"options": {}, "origin": origin}
-    block = next((b for b in prog.checked.compiles if b.pipeline == prog.name), None)
-    if block is not None:
-        for s in block.settings:
-            v = s.value
-            if s.name == "optimizer":
-                call = v if isinstance(v, A.Call) else A.Call(v.span, v.name, [], v.span)
-                settings["optimizer"] = call.callee
-                settings["options"] = {a.name: (a.value.value if isinstance(a.value, A.Literal) else
-                                                getattr(a.value, "name", None)) for a in call.args if a.name}
-            elif s.name == "metric":
-                settings["metric_expr"] = v
-            elif isinstance(v, A.Literal):
-                settings[s.name] = v.value
-            elif isinstance(v, A.Var):
-                settings[s.name] = v.name
+    given: dict = {"options": {}}
     for flag in ("optimizer", "budget", "seed", "trainset", "valset", "teacher", "proposer", "concurrency",
                  "storage", "study"):
         value = getattr(args, flag, None)
@@ -705,62 +725,69 @@ def compile_settings(prog, args) -> dict:
             origin.add(flag, f"--{flag} ", str(value))
             if flag in ("budget", "seed", "concurrency"):
                 value = _literal(value)
-        if flag == "optimizer" and value != settings.get("optimizer"):
-            settings["options"] = {}
-        settings[flag] = value
+        given[flag] = value
     for mode in ("worker", "finalize"):
         if getattr(args, mode, False):
             origin.add("mode", "", f"--{mode}")
+            given["mode"] = mode
     if getattr(args, "metric", None):
-        settings.pop("metric_expr", None)
-        settings["metric"] = args.metric
+        given["metric"] = args.metric
         origin.add("metric", "--metric ", args.metric)
     for item in getattr(args, "option", []):
         name, eq, value = item.partition("=")
         if not eq or not name.strip():
             raise UsageError(f"--option expects NAME=VALUE, got '{item}'")
         name = name.strip()
-        settings["options"][name] = _literal(value)
+        given["options"][name] = _literal(value)
         origin.add(f"option:{name}", "--option ", item)
-    if getattr(args, "trials", None) is not None:
-        key = "candidates" if settings.get("optimizer") == "random_search" else "trials"
-        settings["options"][key] = _literal(args.trials)
-        origin.add(f"option:{key}", "", f"--trials {args.trials}")
-    return settings
+    return given, origin
+
+
+def trials_flag(config, args) -> None:
+    """`--trials N` sets the option its optimizer declares for it (`Optimizer.trials_option`)."""
+    if getattr(args, "trials", None) is None:
+        return
+    from pipec.optimizers import get_optimizer
+    try:
+        key = get_optimizer(config.optimizer).trials_option
+    except ValueError:                  # an unknown optimizer: the compile block's checks say so
+        key = "trials"
+    config.options[key] = _literal(args.trials)
+    config.origin.add(f"option:{key}", "", f"--trials {args.trials}")
 
 
 def cmd_compile(args) -> int:
     from pathlib import Path
-    from .compiling import CompileConfig, SettingsError, compile_program
     from .dataset import DatasetError
     from .lm.base import LMError
-    from .metrics import Metric, MetricError
+    from .metrics import MetricError
+    from .optimize import KEPT_BASELINE, compile_program
+    from .settings import CompileConfig, SettingsError
     for flag in ("trainset", "valset"):
         path = getattr(args, flag)
         if path is not None and not os.path.isfile(path):
             raise UsageError(f"--{flag}: no such file: {path}")
     prog = _load(args)
-    s = compile_settings(prog, args)
-    if "trainset" not in s:
+    given, origin = compile_flags(args)
+    try:
+        config = CompileConfig.for_program(prog, origin=origin, **given)
+    except MetricError as err:
+        print(f"pipec compile: error: {err}", file=sys.stderr)
+        return EXIT_FAIL
+    config.progress = args.progress     # None: a progress line when stderr is a terminal
+    trials_flag(config, args)
+    if config.trainset is None:
         raise UsageError(f"no trainset: add a compile block for {prog.name} or pass --trainset")
-    if "metric_expr" not in s and "metric" not in s:
+    if not config.metric:
         raise UsageError(f"no metric: add a compile block for {prog.name} or pass --metric, e.g. "
                          f"--metric 'exact_match({prog.output_names[0]})'")
     base = prog.path.resolve().parent
     if not args.worker:                 # before any LM call: the artifact and report paths must be writable as such
-        reads = [base / str(s[k]) for k in ("trainset", "valset") if isinstance(s.get(k), str)]
+        reads = [base / str(p) for p in (config.trainset, config.valset) if isinstance(p, str)]
         guard_output(args.output or prog.path.with_suffix(".compiled.json"), "artifact", prog, reads)
         if args.report:
             guard_output(args.report, "report", prog, reads)
     try:
-        metric = Metric.from_expr(s["metric_expr"], near=base) if "metric_expr" in s else s["metric"]
-        config = CompileConfig(trainset=s["trainset"], valset=s.get("valset"), metric=metric,
-                               optimizer=s.get("optimizer", "bootstrap_fewshot"), options=s["options"],
-                               seed=s.get("seed", 0), budget=s.get("budget"), teacher=s.get("teacher"),
-                               proposer=s.get("proposer"), concurrency=s.get("concurrency", 4),
-                               storage=s.get("storage"), study=s.get("study"), progress=args.progress, base_dir=base,
-                               mode="worker" if args.worker else "finalize" if args.finalize else "single",
-                               origin=s["origin"])
         compiled = compile_program(prog, config)
     except SettingsError as err:
         print(err.render(_color(sys.stderr)), file=sys.stderr)
@@ -768,18 +795,18 @@ def cmd_compile(args) -> int:
     except (DatasetError, MetricError, ValueError, LMError) as err:
         print(f"pipec compile: error: {err}", file=sys.stderr)
         return EXIT_FAIL
+    done = compiled.compile_result
     if args.worker:
-        st = compiled.compile_stats
-        print(f"worker done: ran {compiled.worker_trials} trials of study '{config.study}' "
-              f"({st.calls} LM calls, {st.cache_hits} cache hits, {compiled.compile_seconds:.1f}s); "
+        st = done.stats
+        print(f"worker done: ran {done.worker_trials} trials of study '{config.study}' "
+              f"({st.calls} LM calls, {st.cache_hits} cache hits, {done.seconds:.1f}s); "
               f"when every worker is done: pipec compile {args.file} --storage ... --study {config.study} --finalize")
         prog.close()
         return EXIT_OK
     out = Path(args.output) if args.output else prog.path.with_suffix(".compiled.json")
     compiled.save(out)
-    how = "cache hit: nothing changed since the last compile, no LM call" if compiled.compile_cache_hit else \
-        f"{compiled.compile_stats.calls} LM calls made ({compiled.compile_stats.cache_hits} cache hits)"
-    from .compiling import KEPT_BASELINE
+    how = "cache hit: nothing changed since the last compile, no LM call" if done.cache_hit else \
+        f"{done.stats.calls} LM calls made ({done.stats.cache_hits} cache hits)"
     report = compiled.report
     print(report.summary())
     for t in report.trials:
@@ -790,11 +817,10 @@ def cmd_compile(args) -> int:
     for role in ("task", "teacher", "proposer", "requests"):
         if role in report.lms:
             print(f"  {'LM requests' if role == 'requests' else role + ' LM'}: {report.lms[role]}")
-    print(f"  {how}, {compiled.compile_seconds:.1f}s\nwrote {out}")
+    print(f"  {how}, {done.seconds:.1f}s\nwrote {out}")
     if args.report:
         from .html_report import write_report
-        write_report(args.report, compiled, source=str(out), compile_seconds=compiled.compile_seconds,
-                     compile_stats=compiled.compile_stats)
+        write_report(args.report, compiled, source=str(out), compile_seconds=done.seconds, compile_stats=done.stats)
         print(f"wrote {args.report}")
     prog.close()
     return EXIT_OK
@@ -865,7 +891,7 @@ def cmd_eval(args) -> int:
 def eval_metric(prog, text: str | None):
     """The metric an eval scores with: the one given, else the artifact's, else the compile block's.
     A python(...) metric taken from an artifact runs only with the user's approval, like its tools."""
-    from .compiling import CompileConfig, Origin, SettingsError, check_settings
+    from .settings import CompileConfig, Origin, SettingsError, check_settings
     from .metrics import Metric
     from .trust import Requirement
     base = prog.path.resolve().parent
@@ -882,10 +908,10 @@ def eval_metric(prog, text: str | None):
         if metric.target is not None:
             prog.approve_running([Requirement("metric", metric.text, metric.target)])
         return metric
-    s = compile_settings(prog, argparse.Namespace())
-    if "metric_expr" not in s:
+    metric = CompileConfig.for_program(prog).metric
+    if not metric:
         raise UsageError(f"no metric: pass --metric or add a compile block for {prog.name}")
-    return Metric.from_expr(s["metric_expr"], near=base)
+    return metric
 
 
 def guard_output(path: str | os.PathLike, kind: str, prog=None, reads=()) -> None:
@@ -941,7 +967,7 @@ def add_trust_options(sp) -> None:
 
 def cmd_trust(args) -> int:
     from .artifact import ArtifactError
-    from .compiling import load_compiled
+    from .program import load_compiled
     from . import trust
     status = EXIT_OK
     for path in args.files:

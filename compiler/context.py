@@ -11,7 +11,7 @@ import dataclasses
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .cache import LMCache, cache_key
@@ -110,6 +110,23 @@ class RowContext:
         return NodeContext(self, node_id, module)
 
 
+class _Failed:
+    """A sub-call's exception, held until its siblings have finished (never a sub-call's result)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+async def _held(call):
+    """`call`'s result, or its exception held in a `_Failed` (a result may itself be an exception)."""
+    try:
+        return await call
+    except Exception as err:
+        return _Failed(err)
+
+
 class NodeContext:
     """The view of a row that one node's module gets: it knows which node is calling."""
 
@@ -119,10 +136,38 @@ class NodeContext:
         self.row, self.node_id, self.module = row, node_id, module
 
     async def gather(self, *coros):
-        """Run sub-calls concurrently on asyncio, in order when inline."""
+        """Run sub-calls concurrently on asyncio, in order when inline; their results in order.
+
+        Every sub-call runs to its end even when one fails, and then the first failure (in argument
+        order) is raised: no sibling is left running after the module has failed, none is left
+        unawaited, and the trace is the same inline and on asyncio. A cancellation or Ctrl-C stops them
+        all at once."""
         if self.row.inline:
-            return [await c for c in coros]
-        return await asyncio.gather(*coros)
+            out: list = []
+            pending = iter(coros)
+            try:
+                for c in pending:
+                    try:
+                        out.append(await c)
+                    except Exception as err:
+                        out.append(_Failed(err))
+            except BaseException:
+                for c in pending:
+                    c.close()
+                raise
+        else:
+            tasks = [asyncio.ensure_future(_held(c)) for c in coros]
+            try:
+                out = list(await asyncio.gather(*tasks))
+            except BaseException:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+        for r in out:
+            if isinstance(r, _Failed):
+                raise r.error
+        return out
 
     async def complete(self, predictor: str, lm: str, request: LMRequest, attempt: int = 1) -> tuple[LMReply, CallRecord]:
         row = self.row

@@ -93,15 +93,29 @@ def read_examples(path: str | Path, problems: list[str] | None = None) -> list[E
 
 def load_examples(path: str | Path, program, label_fields: list[str]) -> list[Example]:
     """Read and check a dataset in one go: every unreadable line and every bad row, reported together."""
+    return examples_from(path, None, program, label_fields)[0]
+
+
+def examples_from(data, base: Path | None, program, label_fields: list[str]) -> tuple[list[Example], Any]:
+    """Checked examples from a path (relative to `base`) or a list of dicts, and what identifies them
+    in a compile's fingerprint. Unreadable lines and rows with bad inputs or missing labels are
+    reported together."""
     problems: list[str] = []
-    rows = read_examples(path, problems)
+    if isinstance(data, (str, Path)):
+        p = Path(data)
+        if base is not None and not p.is_absolute():
+            p = base / p              # relative to the .pipe file, as the checker's hint says
+        examples = read_examples(p, problems)
+    else:
+        examples = [Example(dict(r), f"row {i + 1}") for i, r in enumerate(data)]
+    ident = [e.values for e in examples]
     try:
-        rows = check_examples(rows, program, label_fields)
+        examples = check_examples(examples, program, label_fields)
     except DatasetError as err:
         problems += err.problems
     if problems:
         raise DatasetError(problems)
-    return rows
+    return examples, ident
 
 
 def check_examples(examples: list[Example], program, label_fields: list[str]) -> list[Example]:
@@ -110,7 +124,7 @@ def check_examples(examples: list[Example], program, label_fields: list[str]) ->
     Returns the examples with coerced input values (labels kept as they are); raises DatasetError
     listing every problem at once.
     """
-    from .batch import row_problems
+    from .run import row_problems
     from .reply_parser import lone_surrogate
     problems: list[str] = []
     out: list[Example] = []

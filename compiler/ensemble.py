@@ -1,15 +1,15 @@
 """Running an ensemble: every member's plan on the same input, then a majority vote per output."""
 from __future__ import annotations
 
-import json
-from collections import Counter
 from typing import Any
 
 from .prediction import Prediction
+from .vote import winner
 
 
 def vote(preds: list[Prediction], outputs: list[str]) -> Prediction:
-    """Majority vote per output over the members that succeeded; ties go to the earlier member.
+    """Majority vote per output over the members that succeeded (the same answer by `pipec.vote`'s
+    rule, the one every vote uses); ties go to the earlier member.
 
     >>> a, b, c = Prediction({"x": "yes"}), Prediction({"x": "no"}), Prediction({"x": "no"})
     >>> vote([a, b, c], ["x"]).x
@@ -22,11 +22,7 @@ def vote(preds: list[Prediction], outputs: list[str]) -> Prediction:
         return Prediction(None, trace, f"every ensemble member failed; first: {first.error}", first.raw, first.node)
     values: dict[str, Any] = {}
     for name in outputs:
-        keys = [json.dumps(p[name], sort_keys=True, default=str) for p in ok]
-        counts = Counter(keys)
-        best = max(counts.values())
-        winner = next(k for k in keys if counts[k] == best)
-        values[name] = ok[keys.index(winner)][name]
+        values[name] = ok[winner(p[name] for p in ok)][name]
     return Prediction(values, trace)
 
 

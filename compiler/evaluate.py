@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .aio import bounded, run_coroutine
-from .batch import run_one
+from .run import run_one
 from .budget import BudgetExhausted
 from .context import RowContext
 from .dataset import Example

@@ -36,7 +36,7 @@ def inspect_program(program, values: dict[str, Any] | None = None) -> dict[str, 
     in_graph = {n.target for n in program.graph.walk() if n.op == "module"}
     for name, module in program.modules.items():
         if name not in in_graph:
-            sites.append({"node": f"(used by options of other modules)", "module": name, "kind": type(module).kind,
+            sites.append({"node": "(used by options of other modules)", "module": name, "kind": type(module).kind,
                           "max_lm_calls": module.max_calls(), "predictors": _predictors(program, module, None, None)})
     members = max(1, len(program.members))
     return {"pipeline": program.name, "max_lm_calls": max_calls(program), "ensemble_members": members, "calls": sites}

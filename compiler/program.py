@@ -1,28 +1,34 @@
-"""Loading a .pipe file into a runnable Program: the public Python API's main object."""
+"""The public Python API's main object: `Program`, a checked, lowered pipeline bound to its LMs,
+modules and tools, and how one is made: `load` (a .pipe file, or an artifact) and `load_compiled`.
+
+A program delegates to the stages: `pipec.lower` built its graph, `pipec.optimize` compiles it,
+`pipec.emit` writes its artifact, `pipec.run` and `pipec.executor` run it.
+"""
 from __future__ import annotations
 
-import inspect as pyinspect
-import json
+import copy
 import threading
 from pathlib import Path
 from typing import Any, Iterable
 
 from .aio import run_coroutine
 from .cache import LMCache
-from .catalogue import catalogue
-from .context import CallRecord, Runtime, Stats
+from .registry import catalogue
+from .context import Runtime, Stats
 from .dsl import ast as A
-from .dsl.diagnostics import Diagnostic, PipeError, did_you_mean
+from .dsl.diagnostics import PipeError, did_you_mean
 from .dsl.files import SourceError, open_regular
 from .dsl.loader import Loaded, load as load_source
 from .dsl.types import Type
 from .executor import Plan
-from .graph import Graph, lower
+from .graph import Graph
+from .lower import lower, plain_options
 from .lm import DEFAULT_MODEL, SAMPLING, LMBackend, backend_for
-from .modules import ModuleFailure, ModuleKind, ModuleSpec, Predictor, kinds
+from .modules import ModuleKind, ModuleSpec, Predictor, kinds
 from .prediction import Prediction
 from .reply_parser import ReplyError, coerce
-from .tools import TargetInfo, describe_target, import_target, signature_problem, well_formed
+from .run import call_tool, run_rows
+from .tools import TargetInfo, describe_tools, import_target, tool_diagnostics
 from .trust import SOURCE, ApprovalRequired, Requirement, Trust
 
 DEFAULT_LM = "__default__"
@@ -47,7 +53,6 @@ def load(path: str | Path, pipeline: str | None = None, *, lm: str | LMBackend |
     """
     path = Path(path)
     if is_artifact(path):
-        from .compiling import load_compiled
         return load_compiled(path, lm=lm, lms=lms, cache=cache, trust=trust, allow=allow)
     try:
         loaded = load_source(path, catalogue())
@@ -56,6 +61,40 @@ def load(path: str | Path, pipeline: str | None = None, *, lm: str | LMBackend |
     except (OSError, UnicodeDecodeError) as err:
         raise FileNotFoundError(f"{path}: cannot read: {getattr(err, 'strerror', None) or err}") from None
     return Program(loaded, path, pipeline, lm=lm, lms=lms, cache=cache)
+
+
+def load_compiled(path: str | Path, *, lm=None, lms=None, cache=True, trust: bool = False, allow=()) -> "Program":
+    """Load a compiled artifact as a Program with its tuned parameters. Loading runs nothing of the
+    artifact's; running it needs approval unless this machine trusts it (see `pipec.trust`):
+    `allow` names approved targets, modules and endpoints, `trust=True` approves all of them.
+
+    >>> prog = load_compiled("examples/intent.compiled.json")      # doctest: +SKIP
+    """
+    from . import trust as trust_store
+    from .artifact import ArtifactError, read_artifact
+    from .emit import embedded_sources
+    path = Path(path)
+    art = read_artifact(path)
+    main, loaded = embedded_sources(art, path)
+    if trust_store.is_trusted(art.dumps()):
+        policy = trust_store.Trust(trusted=True, origin="store")
+    else:
+        policy = trust_store.Trust(trusted=bool(trust), origin="flag" if trust else "",
+                                   allow=tuple(str(a) for a in allow))
+    try:
+        program = Program(loaded, main, art.pipeline, lm=lm, lms=lms, cache=cache, trust=policy)
+    except PipeError as err:
+        raise ArtifactError(f"{path}: the embedded sources no longer check with this pipec:\n{err.render()}") from None
+    except ValueError as err:           # the artifact names a pipeline its sources do not have
+        raise ArtifactError(f"{path}: {err}") from None
+    try:
+        program.set_ensemble(art.ensemble)
+        program.apply(art.predictors)
+    except (ValueError, KeyError) as err:
+        raise ArtifactError(f"{path}: parameters for a predictor the pipeline does not have: {err}") from None
+    program.artifact = art
+    program.artifact_path = path
+    return program
 
 
 class Program:
@@ -93,6 +132,7 @@ class Program:
         self.stats = Stats()
         self.artifact = None          # set on compiled programs
         self.artifact_path: Path | None = None      # the file a compiled program was loaded from
+        self.compile_result = None    # on a program `compile` returned: a `pipec.optimize.CompileResult`
         # Async tools (called by nodes or by kinds such as ReAct) need an event loop: no inline path then,
         # nor for a tool that may be async as far as reading its source can tell.
         self.inline = all(b.inline for b in self._used_backends()) and all(
@@ -136,6 +176,35 @@ class Program:
                 continue
             runners[node.target] = modules[node.target].forward if node.op == "module" else self._tool_runner(node.target)
         return Plan(self.graph, runners)
+
+    def bound(self, params: dict[str, Any] | None = None, members: list[dict[str, Any]] | None = None, *,
+              artifact=None, compile_result=None) -> "Program":
+        """A copy of this program bound to other parameters: `params` (PredictorStates by predictor
+        name, or their dicts), or the parameter sets of an ensemble (`members`). It shares the
+        sources, graph, LMs, cache, tools and trust of this one and has module instances of its own,
+        so running or tuning it never changes this program. Without parameters the copy shares this
+        one's modules (and `artifact`, `compile_result` describe it: see `compile`)."""
+        new = copy.copy(self)
+        if params is not None or members is not None:
+            new.modules = new._modules()
+            new.members = []
+            new.plan = new._plan(new.modules)
+            if members:
+                new.set_ensemble(members)
+            if params:
+                new.apply(params)
+        if artifact is not None:
+            new.artifact = artifact
+        if compile_result is not None:
+            new.compile_result = compile_result
+        return new
+
+    def with_lm(self, lm) -> "Program":
+        """This program's sources and pipeline on another LM (an LM id or a backend) for every module,
+        sharing this program's LM cache: a compile's teacher."""
+        other = Program(self.loaded, self.path, self.name, lm=lm, cache=False, trust=self.trust)
+        other.cache = self.cache
+        return other
 
     def set_ensemble(self, members: list[dict[str, Any]]) -> None:
         """Run several parameter sets on every input and take a majority vote per output.
@@ -200,7 +269,7 @@ class Program:
             lm_name = self._module_lm(decl)
             lm_decl = prog.lms.get(lm_name if lm_name != DEFAULT_LM else (prog.default_lm or ""))
             sampling = {o.name: o.value for o in lm_decl.options if o.name in SAMPLING} if lm_decl else {}
-            options = {o.name: _plain_option(o.value) for o in decl.options}
+            options = plain_options(decl.options)
             spec = ModuleSpec(name, sig.decl.instruction, list(sig.inputs), list(sig.outputs), options, lm_name,
                               sampling, env)
             out[name] = kinds()[decl.kind](spec)
@@ -215,31 +284,9 @@ class Program:
         return run
 
     async def call_tool(self, name: str, args: dict[str, Any], ctx) -> Any:
-        """Call a declared tool with named (or `#i` positional) arguments; traced; failures raise ModuleFailure."""
-        decl = self.checked.tools[name]
-        ret_type = self.checked.tool_returns.get(name)
-        fn = self.tool(name)
-        pos = [v for k, v in args.items() if k.startswith("#")]
-        kw = {k: v for k, v in args.items() if not k.startswith("#")}
-        rec = CallRecord(ctx.node_id, name, name, f"tool:{decl.target}",
-                         [{"role": "tool", "content": json.dumps(args, default=str, ensure_ascii=False)}])
-        ctx.row.trace.append(rec)
-        try:
-            result = fn(*pos, **kw)
-            if pyinspect.isawaitable(result):
-                result = await result
-        except Exception as err:
-            rec.error = f"{type(err).__name__}: {err}"
-            raise ModuleFailure(f"tool {name} raised {type(err).__name__}: {err}") from None
-        if ret_type is not None:
-            try:
-                result = coerce(result, ret_type)
-            except ReplyError as err:
-                rec.error = str(err)
-                raise ModuleFailure(f"tool {name} returned a value that does not fit its declared type: {err}") from None
-        rec.raw = json.dumps(result, default=str, ensure_ascii=False)[:2000]
-        rec.parsed = {"result": result}
-        return result
+        """Call a declared tool with named (or `#i` positional) arguments; traced; failures raise
+        ModuleFailure (see `pipec.run.call_tool`)."""
+        return await call_tool(self, name, args, ctx)
 
     def tool_doc(self, name: str) -> str:
         """How a tool is described to a model: its declared signature (else its function's, read from
@@ -369,21 +416,27 @@ class Program:
             st = state if isinstance(state, PredictorState) else PredictorState.model_validate(state)
             preds[name].set_params(st.instruction, st.demos, _knn(st))
 
-    def compile(self, trainset, valset=None, metric: str = "", optimizer: str = "bootstrap_fewshot", **kw) -> "Program":
-        """Search demos and instructions against a metric; return the compiled program.
+    def compile(self, trainset=None, valset=None, metric=None, optimizer: str | None = None, **settings) -> "Program":
+        """Search demos and instructions against a metric; return the compiled program (a new one:
+        this program is not changed), with `.report`, `.save(path)`, and `.compile_result`.
 
-        `trainset`/`valset` are lists of dicts or paths to JSONL/CSV files; see `CompileConfig` for
-        the other settings (seed, budget, teacher, proposer, concurrency, storage, study, options).
+        Settings not given come from the file's compile block for this pipeline (its trainset,
+        metric, optimizer and options, seed, budget, ...), as `pipec compile` reads them; given ones
+        override them. `trainset`/`valset` are lists of dicts or paths to JSONL/CSV files (relative
+        to the .pipe file); see `pipec.settings.CompileConfig` for the other settings (seed, budget,
+        teacher, proposer, concurrency, storage, study, options).
         """
-        from .compiling import CompileConfig, compile_program
-        return compile_program(self, CompileConfig(trainset=trainset, valset=valset, metric=metric,
-                                                   optimizer=optimizer, **kw))
+        from .optimize import compile_program
+        from .settings import CompileConfig
+        config = CompileConfig.for_program(self, trainset=trainset, valset=valset, metric=metric, optimizer=optimizer,
+                                           **settings)
+        return compile_program(self, config)
 
     def save(self, path: str | Path) -> Path:
         """Write the compiled artifact (a program that came from `compile` or `load_compiled`)."""
         if self.artifact is None:
             raise ValueError("only a compiled program can be saved; call .compile(...) first")
-        from .compiling import write_artifact
+        from .emit import write_artifact
         return write_artifact(self, Path(path))
 
     @property
@@ -421,7 +474,6 @@ class Program:
 
         A row with bad inputs or a failing LM reply becomes a failed Prediction; the batch goes on.
         """
-        from .batch import run_rows
         return run_rows(self, list(rows), concurrency, progress)
 
     def backend(self, lm_name: str) -> LMBackend:
@@ -442,15 +494,6 @@ def show_ref(ref) -> str:
     else:
         text = f"{ref.name}[{show_ref(ref.arg)}]" if ref.arg is not None else ref.name
     return text + ("?" if ref.optional else "")
-
-
-def _plain_option(value):
-    """Option values as kinds see them: names of declarations become plain strings."""
-    if isinstance(value, A.Ref):
-        return value.name
-    if isinstance(value, list):
-        return [_plain_option(v) for v in value]
-    return value
 
 
 def is_artifact(path: Path) -> bool:
@@ -492,30 +535,3 @@ def choose_pipeline(prog, path: Path, name: str | None) -> str:
         raise ValueError(f"{path} declares no pipeline" + (f" (imported: {', '.join(all_names)}; pick one with --pipeline)"
                                                            if all_names else ""))
     raise ValueError(f"{path} declares several pipelines ({', '.join(main)}); choose one with --pipeline")
-
-
-def describe_tools(prog, path: Path) -> dict[str, TargetInfo]:
-    """Every declared tool's target, described without importing it (see `pipec.tools`)."""
-    near = path.parent.resolve()
-    return {name: describe_target(tool.target, near) for name, tool in prog.tools.items()}
-
-
-def tool_diagnostics(prog, targets: dict[str, TargetInfo]) -> list[Diagnostic]:
-    """Tools whose targets do not exist, or whose declared parameters do not fit the function. Found
-    without importing anything, so they are reported with every other diagnostic, in the same run."""
-    out = []
-    for tool in prog.tools.values():
-        info = targets[tool.name]
-        if not well_formed(tool.target):
-            continue                    # the checker already says how a target is written
-        if not info.found:
-            out.append(Diagnostic("error", f"tool {tool.name}: {info.problem}", tool.span,
-                                  "the target is found like a Python module path, from the current directory "
-                                  "or the .pipe file's folder", "bad-tool"))
-            continue
-        if tool.params is not None:
-            problem = signature_problem(info.signature, [p.name for p in tool.params])
-            if problem:
-                out.append(Diagnostic("error", f"tool {tool.name}: declared parameters do not fit {tool.target}: {problem}",
-                                      tool.span, "make the declared names match the function's parameters", "bad-tool"))
-    return out

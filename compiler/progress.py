@@ -1,4 +1,5 @@
-"""A progress line for long runs: done/total, failures, LM calls, tokens, cost, rate."""
+"""Progress lines for long runs: a batch's (done/total, failures, rate) and a compile's (phase, trial,
+best score); both show the LM side the same way (`counters`)."""
 from __future__ import annotations
 
 import sys
@@ -52,10 +53,7 @@ class Progress:
             parts.append(f"{self.done} {self.label}")
         parts.append(f"{self.failed} failed")
         if self.stats is not None:
-            st = self.stats
-            parts.append(f"{st.calls} LM calls ({st.cache_hits} cached)")
-            parts.append(f"{_k(st.prompt_tokens + st.completion_tokens)} tokens")
-            parts.append(f"${st.cost:.4f}")
+            parts.append(counters(self.stats))
         rate = self.done / elapsed if elapsed > 0 else 0.0
         parts.append(f"{rate:.1f}/s")
         parts.append(f"{elapsed:.1f}s")
@@ -68,17 +66,75 @@ class Progress:
         if not force and now - self._last < 0.1:
             return
         self._last = now
-        self.stream.write("\r\x1b[2K" + self.line())
-        self.stream.flush()
+        redraw(self.stream, self.line())
 
     def finish(self) -> str:
         """Clear the live line; return the closing summary (no bar: it is a record, not progress)."""
         summary = self.line(bar=False)
         if self.enabled:
-            self.stream.write("\r\x1b[2K")
-            self.stream.flush()
+            redraw(self.stream, "")
         return summary
 
 
 def _k(n: int) -> str:
     return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
+
+
+class CompileProgress:
+    """A compile's status line: phase (and the LM it runs on, where that is not the pipeline's own:
+    the proposer), trial, best score so far, then the LM side as a batch shows it (calls of the
+    budget, cache hits, tokens, cost), and the time."""
+
+    def __init__(self, budget, stats, enabled: bool | None, stream=None):
+        self.budget, self.stats = budget, stats
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.best: float | None = None
+        self.trial = 0
+        self.total: int | None = None
+        self.phase = ""
+        self.lms: dict[str, str] = {}       # phase -> the LM it runs on ("proposing" -> the proposer)
+        self.start = time.perf_counter()
+
+    def line(self) -> str:
+        """
+        >>> from pipec.budget import Budget
+        >>> from pipec.context import Stats
+        >>> p = CompileProgress(Budget(100), Stats(), enabled=False); p.phase, p.trial, p.total = "search", 2, 12
+        >>> p.line().rsplit("  ", 1)[0]
+        'search       trial 2/12  best -  0/100 LM calls (0 cached) 0 tokens $0.0000'
+        """
+        trial = f"trial {self.trial}" + (f"/{self.total}" if self.total else "")
+        best = f"best {self.best:.3f}" if self.best is not None else "best -"
+        phase = self.phase + (f" on {self.lms[self.phase]}" if self.phase in self.lms else "")
+        return (f"{phase:<12} {trial}  {best}  {counters(self.stats, self.budget.limit)}  "
+                f"{time.perf_counter() - self.start:.0f}s")
+
+    def update(self, phase: str | None = None) -> None:
+        if phase is not None:
+            self.phase = phase
+        if self.enabled:
+            redraw(self.stream, self.line())
+
+    def close(self) -> None:
+        if self.enabled:
+            redraw(self.stream, "")
+
+
+def counters(stats, limit: int | None = None) -> str:
+    """The LM side of a progress line: calls made (of `limit`), cache hits, tokens, cost.
+
+    >>> from pipec.context import Stats
+    >>> counters(Stats(), 50)
+    '0/50 LM calls (0 cached) 0 tokens $0.0000'
+    """
+    calls = f"{stats.calls}" + (f"/{limit}" if limit else "")
+    return (f"{calls} LM calls ({stats.cache_hits} cached) {_k(stats.prompt_tokens + stats.completion_tokens)} tokens "
+            f"${stats.cost:.4f}")
+
+
+def redraw(stream, text: str) -> None:
+    """Replace the terminal's current line with `text` (nothing: clear it)."""
+    stream.write("\r\x1b[2K" + text)
+    stream.flush()
+

@@ -69,6 +69,22 @@ def assistant_message(outputs: list[tuple[str, Type, str]], values: dict[str, An
     return json.dumps({n: values.get(n) for n, _, _ in outputs}, ensure_ascii=False)
 
 
+def prompt_prefix(instruction: str, inputs: list[tuple[str, Type, str]], outputs: list[tuple[str, Type, str]],
+                  demos: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The fixed head of a predictor's prompt: the system message, then a user and an assistant
+    message per demo. A call appends its own user message to it.
+
+    >>> from pipec.dsl.types import STR
+    >>> [m["role"] for m in prompt_prefix("Echo.", [("q", STR, "")], [("a", STR, "")], [{"q": "hi", "a": "hi"}])]
+    ['system', 'user', 'assistant']
+    """
+    prefix = [{"role": "system", "content": system_message(instruction, inputs, outputs)}]
+    for demo in demos:
+        prefix.append({"role": "user", "content": user_message(inputs, demo)})
+        prefix.append({"role": "assistant", "content": assistant_message(outputs, demo)})
+    return prefix
+
+
 def retry_message(error: str, outputs: list[tuple[str, Type, str]]) -> str:
     keys = ", ".join(f'"{n}"' for n, _, _ in outputs)
     return (f"Your reply could not be used: {error}. "

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .dsl.diagnostics import Diagnostic
+
 MAX_SOURCE_BYTES = 4 * 1024 * 1024      # a module larger than this is not parsed (its target stays undescribed)
 
 
@@ -337,3 +339,30 @@ def signature_problem(sig: inspect.Signature | None, params: list[str]) -> str |
     except TypeError as err:
         return str(err)
     return None
+
+
+def describe_tools(prog, path: Path) -> dict[str, TargetInfo]:
+    """Every declared tool's target, described without importing it (see `pipec.tools`)."""
+    near = path.parent.resolve()
+    return {name: describe_target(tool.target, near) for name, tool in prog.tools.items()}
+
+
+def tool_diagnostics(prog, targets: dict[str, TargetInfo]) -> list[Diagnostic]:
+    """Tools whose targets do not exist, or whose declared parameters do not fit the function. Found
+    without importing anything, so they are reported with every other diagnostic, in the same run."""
+    out = []
+    for tool in prog.tools.values():
+        info = targets[tool.name]
+        if not well_formed(tool.target):
+            continue                    # the checker already says how a target is written
+        if not info.found:
+            out.append(Diagnostic("error", f"tool {tool.name}: {info.problem}", tool.span,
+                                  "the target is found like a Python module path, from the current directory "
+                                  "or the .pipe file's folder", "bad-tool"))
+            continue
+        if tool.params is not None:
+            problem = signature_problem(info.signature, [p.name for p in tool.params])
+            if problem:
+                out.append(Diagnostic("error", f"tool {tool.name}: declared parameters do not fit {tool.target}: {problem}",
+                                      tool.span, "make the declared names match the function's parameters", "bad-tool"))
+    return out

@@ -1,14 +1,20 @@
 """The one small interface every optimizer implements, and helpers they share.
 
-An optimizer is constructed from its options (as written in a compile block) and has one method,
-`optimize(session) -> (params, valset score or None)`. It chooses parameters, never the graph.
+An optimizer is one file in this folder defining one `Optimizer` subclass; the registry
+(`pipec.optimizers.optimizers`) finds it by scanning the folder. It is constructed from its options
+(as written in a compile block), which it declares once, on the class (`options`, with `defaults`):
+the checker, the command line and the compile read them from there. It has one method,
+`optimize(session) -> (params, valset score or None)`, and uses nothing of pipec but the session
+interface (`pipec.session`). It chooses parameters, never the graph.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pipec.artifact import PredictorState
-from pipec.dsl.catalogue import OptionSpec
+from pipec.session import OptionSpec
+
+if TYPE_CHECKING:
+    from pipec.session import PredictorState, Session
 
 
 class Optimizer:
@@ -16,6 +22,8 @@ class Optimizer:
     doc: ClassVar[str] = ""
     options: ClassVar[dict[str, OptionSpec]] = {}
     defaults: ClassVar[dict[str, Any]] = {}
+    trials_option: ClassVar[str] = "trials"     # the option `pipec compile --trials N` sets
+    shares_studies: ClassVar[bool] = False      # runs as workers of a shared study (`--worker`, `--finalize`)
 
     def __init__(self, **options: Any):
         unknown = [k for k in options if k not in self.options]
@@ -28,7 +36,7 @@ class Optimizer:
         """Every option with its effective value: what the fingerprint and the report record."""
         return dict(sorted(self.opts.items()))
 
-    def optimize(self, session) -> tuple[dict[str, PredictorState], float | None]:
+    def optimize(self, session: Session) -> tuple[dict[str, PredictorState], float | None]:
         raise NotImplementedError
 
 

@@ -6,7 +6,7 @@ anyone writing them (rationale bootstrapping, as in STaR and DSPy).
 """
 from __future__ import annotations
 
-from pipec.dsl.catalogue import OptionSpec
+from pipec.session import OptionSpec
 
 from .base import Optimizer, labeled_demo, with_demos
 
@@ -16,10 +16,10 @@ def bootstrap_demos(session, params, rows, max_demos: int, threshold: float) -> 
 
     Rows are taken in order until every predictor has `max_demos`; returns the demos and the rows used.
     """
-    names = list(session.program.predictors())
+    names = list(session.predictors())
     demos: dict[str, list[dict]] = {n: [] for n in names}
     used = 0
-    step = max(1, session.config.concurrency * 2)
+    step = max(1, session.concurrency * 2)
     for start in range(0, len(rows), step):
         if all(len(demos[n]) >= max_demos for n in names) or session.out_of_budget:
             break
@@ -44,9 +44,9 @@ class BootstrapFewShot(Optimizer):
 
     name = "bootstrap_fewshot"
     doc = "demos from traces of teacher runs that pass the metric"
-    options = {"max_demos": OptionSpec("int", "bootstrapped demos per predictor", minimum=0),
+    options = {"max_demos": OptionSpec("int", "demos per predictor, at most", minimum=0),
                "max_labeled": OptionSpec("int", "labeled demos to fill up with", minimum=0),
-               "rounds": OptionSpec("int", "bootstrapping rounds (later rounds use earlier demos)", minimum=1),
+               "rounds": OptionSpec("int", "bootstrapping rounds", minimum=1),
                "threshold": OptionSpec("number", "metric score a run needs for its trace to count", minimum=0),
                "seed": OptionSpec("int", "shuffle seed (default: the compile seed)")}
     defaults = {"max_demos": 4, "max_labeled": 4, "rounds": 1, "threshold": 1.0}
@@ -75,7 +75,7 @@ class BootstrapFewShot(Optimizer):
             demos, _used = bootstrap_demos(session, params, rows, max_demos, self.opts["threshold"])
             params = with_demos(session.baseline(), demos)
         # Fill remaining slots with labeled rows where a predictor's fields are all labeled.
-        for name, pred in session.program.predictors().items():
+        for name, pred in session.predictors().items():
             have = demos.get(name, [])
             room = max(0, max_labeled - len(have))        # as in DSPy: labeled demos fill up to max_labeled
             extra = []

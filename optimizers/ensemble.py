@@ -1,7 +1,7 @@
 """Ensemble: score several candidate programs, keep the top `size`, and vote on every input."""
 from __future__ import annotations
 
-from pipec.dsl.catalogue import OptionSpec
+from pipec.session import OptionSpec
 
 from .base import Optimizer
 from .bootstrap_fewshot import BootstrapFewShot
@@ -34,7 +34,7 @@ class Ensemble(Optimizer):
             if i == 0:
                 params, note = session.baseline(), "zero-shot"
             elif i == 1:
-                params, note = LabeledFewShot(max_labeled=self.opts["max_labeled"])._labeled(session), "labeled demos"
+                params, note = LabeledFewShot(max_labeled=self.opts["max_labeled"]).labeled(session), "labeled demos"
             else:
                 params = boot.bootstrap(session, session.rng(f"ensemble:{i}"))
                 note = f"bootstrapped set {i - 1}"

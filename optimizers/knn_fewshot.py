@@ -6,8 +6,7 @@ machine. The artifact stores the pool; the runtime picks demos per input.
 """
 from __future__ import annotations
 
-from pipec.artifact import KnnState
-from pipec.dsl.catalogue import OptionSpec
+from pipec.session import OptionSpec
 
 from .base import Optimizer, labeled_demo
 from .bootstrap_fewshot import bootstrap_demos
@@ -23,7 +22,8 @@ class KNNFewShot(Optimizer):
     defaults = {"k": 3, "pool": 256}
 
     def optimize(self, session):
-        preds = session.program.predictors()
+        from pipec.session import KnnState
+        preds = session.predictors()
         pools: dict[str, list[dict]] = {}
         need_bootstrap = []
         for name, pred in preds.items():

@@ -1,7 +1,7 @@
 """LabeledFewShot: demos sampled (by seed) from labeled training rows."""
 from __future__ import annotations
 
-from pipec.dsl.catalogue import OptionSpec
+from pipec.session import OptionSpec
 
 from .base import Optimizer, labeled_demo, with_demos
 
@@ -20,20 +20,20 @@ class LabeledFewShot(Optimizer):
     defaults = {"max_labeled": 4}
 
     def optimize(self, session):
-        params = self._labeled(session)
+        params = self.labeled(session)
         k = self.opts.get("max_demos", self.opts["max_labeled"])
         result = session.evaluate(params)
         session.record(result.score, full=not result.incomplete, note=f"{k} labeled demos")
         return params, (result.score if not result.incomplete else None)
 
-    def _labeled(self, session):
-        """The labeled demo set, without scoring it."""
+    def labeled(self, session):
+        """The labeled demo set, without scoring it (other optimizers take it as a candidate)."""
         k = self.opts.get("max_demos", self.opts["max_labeled"])
         rng = session.rng(f"labeled:{self.opts.get('seed', '')}")
         order = list(range(len(session.trainset)))
         rng.shuffle(order)
         demos = {}
-        for name, pred in session.program.predictors().items():
+        for name, pred in session.predictors().items():
             picked = []
             for i in order:
                 d = labeled_demo(pred, session.trainset[i].values)

@@ -26,14 +26,18 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from pipec.artifact import PredictorState, fingerprint
-from pipec.dsl.catalogue import OptionSpec
+from typing import TYPE_CHECKING
+
+from pipec.session import Mode, OptionSpec, fingerprint
 
 from .base import Optimizer
 from .bootstrap_fewshot import BootstrapFewShot
 from .labeled_fewshot import LabeledFewShot
 from .propose import Proposer, propose_instructions, summarize_data
 from .study_storage import HEARTBEAT_SECONDS, fail_stale, heartbeat, make_storage, study_lock
+
+if TYPE_CHECKING:
+    from pipec.session import PredictorState
 
 FULL_EVERY = 5                 # trials between full-valset scorings of the best minibatch configuration
 SPLIT_AT = 4                   # minibatches this large are scored in two halves, so the pruner can stop early
@@ -55,26 +59,27 @@ class MIPRO(Optimizer):
                                                  "original instruction included", minimum=1),
                "minibatch": OptionSpec("int", "valset rows a trial is scored on", minimum=1)}
     defaults = {**BootstrapFewShot.defaults, "trials": 12, "instructions": 4, "minibatch": 25}
+    shares_studies = True
 
     def optimize(self, session):
         optuna = _optuna()
         seed = self.opts.get("seed", session.seed)
-        session.progress.total = self.opts["trials"]
+        session.expect_trials(self.opts["trials"])
         study = open_study(optuna, session, self.space_settings(), seed)
         plan = Spend(session)
-        mode = session.config.mode
+        mode = session.mode
         # One process builds the candidates; the others wait for them and reuse them.
-        with study_lock(study, session.config.storage):
+        with study_lock(study, session.storage):
             space = Space.load(study, session, self.space_settings())
             if space is None:
-                if mode == "finalize":
+                if mode == Mode.FINALIZE:
                     raise ValueError(f"study '{study.study_name}' has no candidates yet: run workers first")
                 space = build_space(session, self.opts, seed, plan)
                 study.set_user_attr(SPACE_ATTR, {"settings": self.space_settings(), **space.to_json()})
         search = Search(optuna, session, study, space, self.opts, seed, plan)
-        if mode == "worker":
+        if mode == Mode.WORKER:
             return search.work()
-        if mode == "finalize":
+        if mode == Mode.FINALIZE:
             return search.finalize()
         return search.run()
 
@@ -96,12 +101,11 @@ def study_name(session, space_settings: dict[str, Any], seed: int) -> str:
 
     Example: `study_name(session, {"instructions": 4}, 0)` → 'pipec-mipro-intent-3f2a…'
     """
-    from pipec.compiling import lm_identity, source_files
-    program = session.program
-    digest = fingerprint(source_files(program), program.name, [e.values for e in session.trainset],
+    who = session.identity
+    digest = fingerprint(who.sources, who.pipeline, [e.values for e in session.trainset],
                          [e.values for e in session.valset], session.metric.text, space_settings, seed,
-                         lm_identity(program), session.config.teacher, session.config.proposer)
-    return f"pipec-mipro-{program.name}-{digest[:16]}"
+                         who.lms, who.teacher, who.proposer)
+    return f"pipec-mipro-{who.pipeline}-{digest[:16]}"
 
 
 def open_study(optuna, session, space_settings: dict[str, Any], seed: int):
@@ -110,22 +114,21 @@ def open_study(optuna, session, space_settings: dict[str, Any], seed: int):
     Workers of one study seed their samplers differently (by process), or they would all propose
     the same configurations at once; a single compile stays deterministic for its seed.
     """
-    cfg = session.config
-    name = cfg.study or study_name(session, space_settings, seed)
-    sampler_seed = seed if cfg.mode == "single" else hash((seed, os.uname().nodename, os.getpid())) % (2 ** 31)
+    name = session.study or study_name(session, space_settings, seed)
+    sampler_seed = seed if session.mode == Mode.SINGLE else hash((seed, os.uname().nodename, os.getpid())) % (2 ** 31)
     sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=4)
     # Prune only trials whose first half lands in the bottom quarter: minibatch halves are noisy.
     pruner = optuna.pruners.PercentilePruner(25.0, n_startup_trials=4, n_warmup_steps=0)
-    storage = make_storage(optuna, cfg.storage)
+    storage = make_storage(optuna, session.storage)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")          # optuna's experimental-feature warnings are not the user's concern
-        if cfg.mode == "finalize":
+        if session.mode == Mode.FINALIZE:
             try:
                 return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
             except KeyError:
-                raise ValueError(f"no study '{name}' in {cfg.storage}: run workers first") from None
+                raise ValueError(f"no study '{name}' in {session.storage}: run workers first") from None
         return optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner,
-                                   direction="maximize", load_if_exists=cfg.storage is not None)
+                                   direction="maximize", load_if_exists=session.storage is not None)
 
 
 @dataclass
@@ -144,7 +147,7 @@ class Space:
         stored = study.user_attrs.get(SPACE_ATTR)
         if stored is None:
             return None
-        names = sorted(session.program.predictors())
+        names = sorted(session.predictors())
         if stored.get("settings") != settings or sorted(stored.get("instructions", {})) != names:
             raise ValueError(f"optuna study '{study.study_name}' was made with other settings or predictors "
                              f"({stored.get('settings')}); name another study")
@@ -197,7 +200,7 @@ class Spend:
     def __init__(self, session):
         self.session = session
         # At least one call per module call; `observe` raises the estimate with what evaluations cost.
-        self.floor = max(1, sum(1 for n in session.program.graph.nodes if n.op == "module"))
+        self.floor = max(1, session.module_calls)
         self.calls = 0
         self.rows = 0
 
@@ -211,15 +214,15 @@ class Spend:
 
     def affords(self, rows: int) -> bool:
         """Whether scoring `rows` more rows (estimated) fits in what is left of the budget."""
-        remaining = self.session.budget.remaining
+        remaining = self.session.calls_left
         return remaining is None or remaining >= math.ceil(self.per_row() * rows)
 
 
 def build_space(session, opts: dict[str, Any], seed: int, plan: Spend) -> Space:
     """Demo sets first (proposals are grounded in them), then instruction candidates."""
-    session.progress.update("demo sets")
+    session.phase("demo sets")
     demo_sets = build_demo_sets(session, opts, seed, plan)
-    session.progress.update("proposing")
+    session.phase("proposing")
     instructions = build_instructions(session, opts["instructions"], demo_sets, seed)
     return Space(instructions, demo_sets)
 
@@ -229,7 +232,7 @@ def build_demo_sets(session, opts: dict[str, Any], seed: int, plan: Spend) -> di
 
     Bootstrapping stops early when the rest of the budget is needed to score trials and the winner.
     """
-    names = sorted(session.program.predictors())
+    names = sorted(session.predictors())
     sets: dict[str, list[list[dict]]] = {n: [[]] for n in names}
 
     def add(params):
@@ -239,7 +242,7 @@ def build_demo_sets(session, opts: dict[str, Any], seed: int, plan: Spend) -> di
                 sets[n].append(demos)
 
     if opts["max_labeled"] > 0:
-        add(LabeledFewShot(max_labeled=opts["max_labeled"])._labeled(session))
+        add(LabeledFewShot(max_labeled=opts["max_labeled"]).labeled(session))
     if opts["max_demos"] > 0:
         boot = BootstrapFewShot(**{k: v for k, v in opts.items() if k in BootstrapFewShot.options})
         reserve = len(session.valset) + 2 * min(opts["minibatch"], len(session.valset))
@@ -255,10 +258,10 @@ def build_demo_sets(session, opts: dict[str, Any], seed: int, plan: Spend) -> di
 def build_instructions(session, count: int, demo_sets: dict[str, list[list[dict]]], seed: int) -> dict[str, list[str]]:
     """Per predictor: the original instruction, then up to `count - 1` distinct proposals."""
     base = session.baseline()
-    predictors = session.program.predictors()
-    remaining = session.budget.remaining
+    predictors = session.predictors()
+    remaining = session.calls_left
     proposer = Proposer(session, calls=None if remaining is None else remaining // PROPOSAL_SHARE)
-    fields = [n for n, _, _ in session.program.inputs] + list(session.metric.fields)
+    fields = list(session.input_names) + list(session.metric.fields)
     summary = summarize_data(session.trainset, fields)
     out = {}
     for name in sorted(predictors):
@@ -319,7 +322,7 @@ class Search:
     def claim(self):
         """Under the study lock: a trial to run (a re-queued one first), or None when the study's
         trials are all finished or taken by other workers."""
-        with study_lock(self.study, self.session.config.storage):
+        with study_lock(self.study, self.session.storage):
             fail_stale(self.optuna, self.study)
             if not self.study.trials:
                 self.study.enqueue_trial(self.space.baseline_config())     # the uncompiled program is trial 0
@@ -333,7 +336,7 @@ class Search:
     def run(self) -> tuple[dict[str, PredictorState], float | None]:
         """Run the missing trials, score the best on the full valset, return the best full score."""
         session = self.session
-        session.progress.update("search")
+        session.phase("search")
         self.recover_crashed()
         done = self.finished()
         while done < self.trials and not session.out_of_budget:
@@ -351,7 +354,7 @@ class Search:
     def recover_crashed(self) -> None:
         """A single compile owns its study: trials left RUNNING belong to an earlier run that died, so
         fail them and queue their configurations again (workers wait for heartbeats instead)."""
-        if self.session.config.storage is None:
+        if self.session.storage is None:
             return
         TS = self.optuna.trial.TrialState
         for t in self.study.get_trials(deepcopy=False, states=(TS.RUNNING,)):
@@ -364,7 +367,7 @@ class Search:
     def work(self) -> tuple[dict[str, PredictorState], float | None]:
         """A worker: claim and run trials until the study has its trials; no final scoring."""
         session = self.session
-        session.progress.update("worker")
+        session.phase("worker")
         ran = 0
         while not session.out_of_budget:
             if not self.plan.affords(self.size):
@@ -384,13 +387,13 @@ class Search:
             ran += 1
             if ran % FULL_EVERY == 0:
                 self.score_best()
-        session.worker_trials = ran
+        session.report_worker(ran)
         return self.best()
 
     def finalize(self) -> tuple[dict[str, PredictorState], float | None]:
         """Once every trial is finished: report the study's trials, make sure the best configuration
         has a full score, return it."""
-        with study_lock(self.study, self.session.config.storage):
+        with study_lock(self.study, self.session.storage):
             fail_stale(self.optuna, self.study)
         c = self.counts()
         if c["finished"] < self.trials or c["running"] or c["waiting"]:
@@ -484,7 +487,7 @@ class Search:
 
     def _line(self, trial, score: float, full: bool, note: str) -> None:
         """Store the report line of a trial with it (before it is told: a finished trial is read-only)."""
-        if self.session.config.storage is not None:
+        if self.session.storage is not None:
             trial.set_user_attr(RECORD_ATTR, {"score": round(score, 6), "full": full, "note": note})
 
     def minibatch(self, number: int) -> list:
@@ -495,14 +498,14 @@ class Search:
         return self.session.rng(f"mipro:{self.seed}:minibatch:{number}").sample(list(valset), self.size)
 
     def evaluate(self, params, rows):
-        before = self.session.budget.used
+        before = self.session.calls_used
         result = self.session.evaluate(params, rows)
-        self.plan.observe(self.session.budget.used - before, len(rows))
+        self.plan.observe(self.session.calls_used - before, len(rows))
         return result
 
     def score_best(self) -> None:
         """Score on the full valset the configuration with the best mean minibatch score not yet scored."""
-        if self.session.config.storage is not None:
+        if self.session.storage is not None:
             self._load()                  # other workers' trials and full scores
         pending = [(total / rows, i, key, config, rows)
                    for i, (key, (config, total, rows)) in enumerate(self.mini.items()) if key not in self.full and rows]
@@ -514,14 +517,14 @@ class Search:
         # a candidate further below the best full score than that is not worth a full scoring.
         if best is not None and mean + 0.5 / math.sqrt(rows) < best:
             return
-        self.session.progress.update("full eval")
+        self.session.phase("full eval")
         result = self.evaluate(self.space.params(self.session.baseline(), config), list(self.session.valset))
-        self.session.progress.update("search")
+        self.session.phase("search")
         if result.incomplete:
             return
         self._set_full(key, result.score)
         note = f"full valset: {self.space.describe(config)}"
-        if self.session.config.storage is not None:
+        if self.session.storage is not None:
             self.study.set_user_attr(FULL_NOTE_ATTR + key, {"after": self.finished(), "note": note})
         self.session.record(result.score, full=True, note=note)
 

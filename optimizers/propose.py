@@ -7,8 +7,8 @@ model writes different candidates). It must reply with `{"instruction": ...}`; t
 in the request, so grammar-constrained backends (the embedded llama.cpp model) cannot reply otherwise.
 A reply that does not parse is skipped, never raised: a weak proposer costs candidates, not the compile.
 
-Proposals go through the runtime's one LM path (`NodeContext.complete`): the LM cache, retries, the
-compile's call budget and its token counters all apply to them as to any module call.
+Proposals go through the session (`Session.ask`), so the LM cache, retries, the compile's call
+budget and its token counters all apply to them as to any module call.
 """
 from __future__ import annotations
 
@@ -18,10 +18,7 @@ import statistics
 from collections import Counter
 from typing import Any
 
-from pipec.budget import BudgetExhausted
-from pipec.context import RowContext, Runtime
-from pipec.lm.base import LMError, LMRequest
-from pipec.prompt import describe_type, render_value
+from pipec.session import LMRequest, describe_type, render_value
 
 SCHEMA = {"type": "object", "properties": {"instruction": {"type": "string"}}, "required": ["instruction"]}
 
@@ -45,9 +42,9 @@ SYSTEM = ("You write instructions for a language model. An instruction is the sh
 def summarize_data(rows: list, fields: list[str] | None = None, examples: int = 3) -> str:
     """Describe training rows in a few lines, without an LM: value distributions, typical lengths, inputs.
 
-    >>> from pipec.dataset import Example
-    >>> rows = [Example({"q": "hi there", "label": "a"}, ""), Example({"q": "yo", "label": "b"}, ""),
-    ...         Example({"q": "hey you", "label": "a"}, "")]
+    >>> from types import SimpleNamespace as Row
+    >>> rows = [Row(values={"q": "hi there", "label": "a"}), Row(values={"q": "yo", "label": "b"}),
+    ...         Row(values={"q": "hey you", "label": "a"})]
     >>> print(summarize_data(rows, examples=0))
     3 rows.
     - q: text, typically 2 words (1-2)
@@ -95,8 +92,8 @@ def proposal_request(predictor, summary: str, demos: list[dict], tip: str, param
     """The chat request asking for one instruction for `predictor`.
 
     >>> from pipec.dsl.types import Type
-    >>> from pipec.modules.base import Predictor
-    >>> p = Predictor("m", "Say hi.", [("q", Type("str"), "")], [("a", Type("str"), "")], "lm", {})
+    >>> from pipec.session import PredictorView
+    >>> p = PredictorView("m", "Say hi.", (("q", Type("str"), ""),), (("a", Type("str"), ""),))
     >>> req = proposal_request(p, "2 rows.", [], "Be concise.", {})
     >>> req.schema["required"], "Say hi." in req.messages[1]["content"]
     (['instruction'], True)
@@ -172,16 +169,14 @@ def _norm(s: str) -> str:
 
 
 class Proposer:
-    """Asks the proposer LM for instructions through the runtime's budgeted, cached LM path.
+    """Asks the proposer LM for instructions through the session (`Session.ask`: budgeted, cached).
 
     `calls` caps how many proposal requests it may still send (cache hits are free and not counted);
     `budget_spent` turns true once the compile's budget refused a call, after which it sends nothing.
     """
 
     def __init__(self, session, calls: int | None = None):
-        backend = session.proposer()
-        self.backend = backend
-        self.runtime = Runtime({"proposer": backend}, session.program.cache, session.stats, session.budget)
+        self.session = session
         self.calls = calls
         self.budget_spent = False
 
@@ -189,20 +184,11 @@ class Proposer:
         """The reply text, or None when the call failed or may not be made."""
         if self.budget_spent or (self.calls is not None and self.calls <= 0):
             return None
-        from pipec.aio import run_coroutine
-        before = self.runtime.stats.calls
-        row = RowContext(self.runtime, self.backend.inline)
-        try:
-            reply, _ = run_coroutine(row.node("propose", "mipro").complete("propose", "proposer", request))
-        except BudgetExhausted:
-            self.budget_spent = True
-            return None
-        except LMError:
-            return None                  # a failed proposal is one candidate fewer
-        finally:
-            if self.calls is not None:
-                self.calls -= self.runtime.stats.calls - before
-        return reply.text
+        answer = self.session.ask(request)
+        if self.calls is not None:
+            self.calls -= answer.calls
+        self.budget_spent = answer.budget_spent
+        return answer.text
 
 
 def propose_instructions(predictor, base_instruction: str, count: int, demo_sets: list[list[dict]],
@@ -210,7 +196,7 @@ def propose_instructions(predictor, base_instruction: str, count: int, demo_sets
     """Up to `count` distinct instructions for `predictor`; the first is always `base_instruction`.
 
     Proposals that fail, do not parse, or repeat a candidate are skipped; a couple of extra attempts
-    make up for them. Example (with a session from `compile_program`)::
+    make up for them. Example (with a session from `pipec.optimize.open_session`)::
 
         propose_instructions(prog.predictors()["classify"], "Classify.", 4, sets, summary,
                              session.rng("p"), Proposer(session))
@@ -220,13 +206,12 @@ def propose_instructions(predictor, base_instruction: str, count: int, demo_sets
     rng.shuffle(tips)
     shown_sets = [s for s in demo_sets if s] or [[]]
     wanted = count - 1
-    schema = proposer.backend.structured != "text"
     for attempt in range(wanted + min(2, wanted)):
         if len(candidates) >= count or proposer.budget_spent:
             break
         demos = shown_sets[attempt % len(shown_sets)][:3]
         sampling = {"temperature": 0.7, "max_tokens": 200, "seed": rng.randrange(2 ** 31), **(params or {})}
-        request = proposal_request(predictor, summary, demos, tips[attempt % len(tips)], sampling, schema)
+        request = proposal_request(predictor, summary, demos, tips[attempt % len(tips)], sampling)
         text = proposer.ask(request)
         found = parse_instruction(text) if text is not None else None
         if found is not None and not any(same_instruction(found, c) for c in candidates):

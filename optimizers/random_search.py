@@ -3,7 +3,7 @@ scored on the valset; the best wins. Zero demos is always a candidate, because f
 demos can hurt, and the search must be free to say so."""
 from __future__ import annotations
 
-from pipec.dsl.catalogue import OptionSpec
+from pipec.session import OptionSpec
 
 from .base import Optimizer
 from .bootstrap_fewshot import BootstrapFewShot
@@ -18,6 +18,7 @@ class RandomSearch(Optimizer):
     options = {**BootstrapFewShot.options,
                "candidates": OptionSpec("int", "demo sets to score, the zero-shot one included", minimum=1)}
     defaults = {**BootstrapFewShot.defaults, "candidates": 6}
+    trials_option = "candidates"
 
     def optimize(self, session):
         boot_opts = {k: v for k, v in self.opts.items() if k in BootstrapFewShot.options}
@@ -29,7 +30,7 @@ class RandomSearch(Optimizer):
             if i == 0:
                 params, note = session.baseline(), "zero-shot"
             elif i == 1:
-                params = LabeledFewShot(max_labeled=self.opts["max_labeled"])._labeled(session)
+                params = LabeledFewShot(max_labeled=self.opts["max_labeled"]).labeled(session)
                 note = f"{self.opts['max_labeled']} labeled demos"
             else:
                 rng = session.rng(f"random_search:{i}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipec.catalogue import catalogue
+from pipec.registry import catalogue
 from pipec.dsl import Diagnostic, check, load, parse, render_all
 from pipec.dsl.ast import Span
 from pipec.dsl.parser import _lark

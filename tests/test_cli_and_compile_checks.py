@@ -143,7 +143,7 @@ def test_a_missing_trainset_file_given_as_a_flag_is_a_usage_error(project, lm, c
 
 
 def test_the_python_api_takes_the_same_checks(project):
-    from pipec.compiling import SettingsError
+    from pipec.settings import SettingsError
     lm = pipec.ScriptedLM(rule=always_right)
     prog = pipec.load(project, lm=lm, cache=False)
     with pytest.raises(SettingsError) as exc:

@@ -510,18 +510,18 @@ def test_same_seed_same_artifact_whether_or_not_the_lm_cache_is_warm(toy, tmp_pa
     a = first.save(toy.parent / "a.compiled.json").read_bytes()
     shutil.rmtree(cache / "compiled")                        # forget the compile, keep the LM replies
     second, lm2 = compile_toy(toy, "bootstrap_fewshot", lm=pipec.ScriptedLM(rule=flip_rule, cacheable=True), cache=cache)
-    assert not second.compile_cache_hit and lm2.requests == []
+    assert not second.compile_result.cache_hit and lm2.requests == []
     assert second.save(toy.parent / "b.compiled.json").read_bytes() == a
 
 
 def test_recompiling_unchanged_inputs_is_a_cache_hit(toy, tmp_path):
     cache = tmp_path / "cache"
     first, lm1 = compile_toy(toy, "random_search", seed=1, cache=cache)
-    assert not first.compile_cache_hit and lm1.requests
+    assert not first.compile_result.cache_hit and lm1.requests
     start = time.perf_counter()
     second, lm2 = compile_toy(toy, "random_search", seed=1, cache=cache)
     elapsed = time.perf_counter() - start
-    assert second.compile_cache_hit and lm2.requests == [] and elapsed < 3.0, elapsed
+    assert second.compile_result.cache_hit and lm2.requests == [] and elapsed < 3.0, elapsed
     assert second.params() == first.params()
     assert second.report == first.report
     assert second(q="apple").a == "elppa"                     # the cached parameters are installed
@@ -558,11 +558,21 @@ def test_changing_an_input_recompiles(toy, tmp_path, kind):
     cache = tmp_path / "cache"
     first, _ = compile_toy(toy, cache=cache, **_changed(None, toy, tmp_path))
     again, lm = compile_toy(toy, cache=cache, **_changed(None, toy, tmp_path))
-    assert again.compile_cache_hit and lm.requests == []
+    assert again.compile_result.cache_hit and lm.requests == []
     kw = _changed(kind, toy, tmp_path)
     changed, lm = compile_toy(toy, cache=cache, **kw)
-    assert not changed.compile_cache_hit and lm.requests
+    assert not changed.compile_result.cache_hit and lm.requests
     assert changed.report.fingerprint != first.report.fingerprint
+
+
+def test_a_new_pipec_version_recompiles(toy, tmp_path, monkeypatch):
+    """The fingerprint covers pipec's own version: after an upgrade, an old cached compile is not returned."""
+    cache = tmp_path / "cache"
+    first, _ = compile_toy(toy, cache=cache)
+    monkeypatch.setattr("pipec.fingerprints.__version__", "999.0")
+    again, lm = compile_toy(toy, cache=cache)
+    assert not again.compile_result.cache_hit and lm.requests
+    assert again.report.fingerprint != first.report.fingerprint
 
 
 def test_lm_id_override_recompiles(write_pipe, tmp_path, monkeypatch):
@@ -578,7 +588,7 @@ def test_lm_id_override_recompiles(write_pipe, tmp_path, monkeypatch):
     hits = []
     for model in ("openai/a", "openai/a", "openai/b"):
         c = pipec.load(path, lm=model, cache=cache).compile(TRAIN, VAL, "exact_match(a)", "labeled_fewshot")
-        hits.append((c.compile_cache_hit, sum(len(lm.requests) for lm in made)))
+        hits.append((c.compile_result.cache_hit, sum(len(lm.requests) for lm in made)))
         made.clear()
     assert [h for h, _ in hits] == [False, True, False]
     assert hits[1][1] == 0 and hits[2][1] > 0
@@ -607,14 +617,14 @@ def test_replacing_a_declared_lm_by_name_recompiles(write_pipe, tmp_path):
     two = pipec.ScriptedLM(rule=zero_shot_rule, model="scripted/two")
     c = pipec.load(path, lms={"fast": fast, "big": two}, cache=cache).compile(TRAIN, VAL, "exact_match(a)",
                                                                              "labeled_fewshot")
-    assert not c.compile_cache_hit and two.requests
+    assert not c.compile_result.cache_hit and two.requests
 
 
 def test_changing_the_split_fraction_recompiles(toy, tmp_path):
     cache = tmp_path / "cache"
     a, _ = compile_toy(toy, cache=cache, train=ROWS, val=None)
     b, lm = compile_toy(toy, cache=cache, train=ROWS, val=None, val_fraction=0.25)
-    assert not b.compile_cache_hit and b.report.valset == 4 != a.report.valset
+    assert not b.compile_result.cache_hit and b.report.valset == 4 != a.report.valset
 
 
 def test_editing_a_python_metric_recompiles(toy, tmp_path):
@@ -627,7 +637,7 @@ def test_editing_a_python_metric_recompiles(toy, tmp_path):
         src.write_text("def score(example, prediction):\n    return 0.5\n")
         sys.modules.pop(mod, None)                          # a new `pipec compile` process
         b, lm = compile_toy(toy, cache=cache, metric=f'python("{mod}:score")')
-        assert not b.compile_cache_hit and b.report.compiled_score == 0.5
+        assert not b.compile_result.cache_hit and b.report.compiled_score == 0.5
     finally:
         sys.modules.pop(mod, None)
 
@@ -635,7 +645,7 @@ def test_editing_a_python_metric_recompiles(toy, tmp_path):
 def test_no_cache_never_hits(toy):
     a, _ = compile_toy(toy, cache=False)
     b, lm = compile_toy(toy, cache=False)
-    assert not b.compile_cache_hit and lm.requests
+    assert not b.compile_result.cache_hit and lm.requests
 
 
 CHAIN = """
@@ -721,6 +731,54 @@ def test_compiling_twice_starts_again_from_the_uncompiled_program(toy):
     again = prog.compile(TRAIN, VAL, "exact_match(a)", "random_search")
     assert again.report.baseline_score == 0.0
     assert again.report.trials[0].note == "zero-shot" and again.report.trials[0].score == 0.0
+
+
+def test_compile_returns_a_new_program_and_leaves_its_own_alone(toy):
+    """Compiling is pure: candidates are scored on copies, the result is a new program (with its
+    artifact and `compile_result`), and the program compiled keeps its parameters and attributes."""
+    prog = pipec.load(toy, lm=pipec.ScriptedLM(rule=flip_rule), cache=False)
+    before = prog.params()
+    compiled = prog.compile(TRAIN, VAL, "exact_match(a)", "labeled_fewshot")
+    assert compiled is not prog and compiled.report.compiled_score == 1.0 and compiled.params()["m"].demos
+    assert prog.params() == before and prog.artifact is None and prog.compile_result is None
+    assert prog(q="apple").a == "?" and compiled(q="apple").a == "elppa"
+    result = compiled.compile_result
+    assert result.artifact is compiled.artifact and not result.cache_hit and result.stats.calls > 0 < result.seconds
+
+
+COMPILE_BLOCK = """
+    signature Flip { "Answer." in q: str out a: str }
+    module m = Predict(Flip)
+    pipeline toy(q: str) -> (a) {
+        r = m(q: q)
+        return a = r.a
+    }
+    compile toy {
+        trainset = "train.jsonl"
+        valset = "val.jsonl"
+        metric = exact_match(a)
+        optimizer = labeled_fewshot(max_labeled: 2)
+        seed = 3
+    }
+"""
+
+
+def test_compile_from_python_honours_the_compile_block(write_pipe):
+    """`prog.compile()` reads the file's compile block as `pipec compile` does; arguments override it."""
+    path = write_pipe(COMPILE_BLOCK, "toy.pipe")
+    for name, rows in (("train.jsonl", TRAIN), ("val.jsonl", VAL)):
+        (path.parent / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prog = pipec.load(path, lm=pipec.ScriptedLM(rule=flip_rule), cache=False)
+    compiled = prog.compile()
+    r = compiled.report
+    assert (r.optimizer, r.options["max_labeled"], r.seed, r.metric, r.trainset, r.valset) == \
+        ("labeled_fewshot", 2, 3, "exact_match(a)", 10, 6)
+    assert len(compiled.params()["m"].demos) == 2
+    again = prog.compile(seed=5, options={"max_labeled": 1})          # the block's optimizer, its options merged
+    assert (again.report.seed, again.report.options["max_labeled"], again.report.optimizer) == (5, 1, "labeled_fewshot")
+    other = prog.compile(optimizer="random_search", options={"candidates": 2})     # another optimizer: its own options
+    assert other.report.optimizer == "random_search" and other.report.options["candidates"] == 2
+    assert "max_labeled" not in other.report.options or other.report.options["max_labeled"] == 4
 
 
 TEACHER = """

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pipec.catalogue import catalogue
+from pipec.registry import catalogue
 from pipec.dsl import check, load, parse, render_all
 from pipec.dsl.parser import _lark, _mistake_index
 from pipec.dsl.syntax_errors import KNOWN_MISTAKES, match_mistake

@@ -313,9 +313,9 @@ def test_compile_report_shows_the_compile_run_and_knn_pools(write_pipe, lm, tmp_
     prog = pipec.load(write_pipe(TOY, "knn.pipe"), cache=False)
     rows = rows_for(WORDS)
     prog = prog.compile(rows[:10], rows[10:], "exact_match(a)", "knn_fewshot", options={"k": 2})
-    page = write_report(tmp_path / "knn.html", prog, compile_seconds=prog.compile_seconds,
-                        compile_stats=prog.compile_stats).read_text(encoding="utf-8")
-    assert "calls made / cached" in page and f"{prog.compile_stats.calls:,} / 0" in page
+    page = write_report(tmp_path / "knn.html", prog, compile_seconds=prog.compile_result.seconds,
+                        compile_stats=prog.compile_result.stats).read_text(encoding="utf-8")
+    assert "calls made / cached" in page and f"{prog.compile_result.stats.calls:,} / 0" in page
     assert "the 2 nearest of a pool of 10" in page
     for r in rows[:10]:
         assert f"<td>{r['q']}</td>" in page

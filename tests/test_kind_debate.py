@@ -240,6 +240,46 @@ def test_a_failing_judge_fails_the_module(write_pipe):
     assert not pred.ok and "judge down" in pred.error
 
 
+
+def budget_cut_rows(prog, calls: int, **inputs):
+    """`prog` run on one row through `evaluate` (the compile's path) under a budget of `calls` LM calls."""
+    from pipec.budget import Budget
+    from pipec.dataset import Example
+    from pipec.evaluate import evaluate
+    from pipec.metrics import Metric
+    return evaluate(prog, [Example({**inputs, "answer": "7"}, "row 1")], Metric.parse("exact_match(answer)"),
+                    runtime=prog.runtime(budget=Budget(calls)))
+
+
+@pytest.mark.parametrize("calls", range(9))
+def test_a_call_the_budget_refuses_fails_the_debate_instead_of_shortening_it(write_pipe, calls):
+    """Regression: an agent refused by a spent budget was treated like a failed agent (dropped in round 1,
+    its old answer kept later), so a compile out of budget scored a shorter debate as if it were the real
+    one. Now the refusal fails the call, and the compile sees that its evaluation is incomplete."""
+    lm = pipec.ScriptedLM(rule=scripted({(s, i): "7" for s in ("answer", "update") for i in range(3)}))
+    prog = pipec.load(pipe(write_pipe), lm=lm, cache=False)
+    result = budget_cut_rows(prog, calls, problem="q")               # the whole debate takes 9 calls
+    assert result.incomplete
+    assert result.rows[0].score == 0 and "LM call budget is spent" in result.rows[0].error
+    assert len(lm.requests) == calls
+    assert budget_cut_rows(prog, 9, problem="q").score == 1.0
+
+
+def test_a_budget_cut_leaves_no_agent_unawaited_or_running(write_pipe, recwarn):
+    """Regression: when the budget refused one agent, the agents after it were never awaited (inline) or
+    kept running after the module had failed (on asyncio); Python reported "coroutine ... was never
+    awaited" at garbage collection."""
+    import gc
+    lm = pipec.ScriptedLM(rule=scripted({(s, i): "7" for s in ("answer", "update") for i in range(3)}))
+    prog = pipec.load(pipe(write_pipe), lm=lm, cache=False)
+    for calls in (0, 1, 4):
+        assert budget_cut_rows(prog, calls, problem="q").incomplete
+        assert len(lm.requests) == calls
+        lm.requests.clear()
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
 # ---------------------------------------------------------------------------- the call bound
 def retry_rule(request):
     """Worst case: every first attempt fails to parse, every retry succeeds."""
@@ -291,7 +331,7 @@ def test_field_names_of_the_signature_are_not_shadowed(write_pipe):
     prog = pipec.load(write_pipe(src % ""), lm=lm, cache=False)
     assert prog(problem="q").ok
     update = prog.predictors()["solve.update"]
-    assert [n for n, _, _ in update.inputs] == ["problem", "other_answers", "your_answer", "other_answers_"]
+    assert [n for n, _, _ in update.inputs] == ["problem", "other_answers", "your_answer", "other_answers_2"]
     assert [n for n, _, _ in update.outputs] == ["reasoning", "answer"]     # no second reasoning field
 
 

@@ -12,7 +12,8 @@ import pytest
 from conftest import SlowLM
 
 import pipec
-from pipec.modules.majority import normalize, tally
+from pipec.modules.majority import tally
+from pipec.vote import normalize
 
 pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model")
 ROOT = Path(__file__).resolve().parent.parent

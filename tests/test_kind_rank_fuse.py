@@ -211,6 +211,26 @@ def test_every_candidate_failing_or_a_failing_fuser_is_a_recorded_failure(write_
     assert not pred.ok and "did not parse" in pred.error
 
 
+
+@pytest.mark.parametrize("options, calls", [(", candidates: [direct, stepwise], k: 1", 4),
+                                            (", candidates: [direct, stepwise], lms: [b], k: 1", 9)])
+def test_a_call_the_budget_refuses_fails_the_module_instead_of_ranking_fewer(write_pipe, options, calls):
+    """Regression: a candidate or a comparison refused by a spent budget counted as a failed one (left
+    out, or a win for neither), so with `k: 1` (no fuser call last) a compile out of budget scored a
+    ranking of fewer candidates as if it were the real one. Now the refusal fails the call."""
+    from pipec.budget import Budget
+    from pipec.dataset import Example
+    from pipec.evaluate import evaluate
+    from pipec.metrics import Metric
+    lm = pipec.ScriptedLM(rule=rule_for())
+    prog = pipec.load(pipe(write_pipe, options), lm=lm, cache=False)
+    rows = [Example({"question": "q", "answer": "S"}, "row 1")]
+    for budget in range(calls):
+        result = evaluate(prog, rows, Metric.parse("exact_match(answer)"), runtime=prog.runtime(budget=Budget(budget)))
+        assert result.incomplete and "LM call budget is spent" in result.rows[0].error, budget
+    assert evaluate(prog, rows, Metric.parse("exact_match(answer)"), runtime=prog.runtime(budget=Budget(calls))).score == 1
+
+
 # ---------------------------------------------------------------------------- the call bound
 def retry_rule(request):
     """Worst case: every first attempt fails to parse, every retry succeeds."""

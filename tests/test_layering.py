@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 SESSION_INTERFACE = {"pipec.session"}
 OPTIMIZER_REGISTRY = "pipec.optimizers"
@@ -162,7 +160,6 @@ def test_module_kinds_import_no_optimizer():
     assert not bad, _explain(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 in progress: optimizers still import the core")
 def test_optimizers_import_only_the_session_interface():
     bad = [e for e in edges() if under(e.source, "pipec.optimizers")
            and not under(e.target, "pipec.optimizers") and e.target not in SESSION_INTERFACE]
@@ -191,7 +188,6 @@ def optimizer_names() -> set[str]:
     return names
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 in progress: compiling.py tests 'mipro', cli.py 'random_search'")
 def test_the_core_never_tests_an_optimizers_name():
     """`if optimizer == "mipro"` in the core would make an optimizer more than one file: what differs
     between optimizers is declared on their classes."""
@@ -212,7 +208,6 @@ def test_the_core_never_tests_an_optimizers_name():
     assert not bad, _explain(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 in progress: program, batch, compiling, evaluate, dataset")
 def test_no_import_circles():
     groups = cycles()
     assert not groups, "\n\n".join(", ".join(g) + ":\n  " + "\n  ".join(cycle_edges(g)) for g in groups)

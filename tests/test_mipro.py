@@ -162,7 +162,7 @@ def test_different_seeds_draw_different_minibatches(senti, tmp_path):
 def test_a_known_baseline_score_saves_the_baseline_trial(senti, tmp_path, monkeypatch):
     # Once compile_program hands the baseline's score to the session (`session.baseline_score`),
     # the enqueued baseline trial reuses it instead of scoring a minibatch. Simulated here.
-    from pipec.compiling import Session
+    from pipec.optimize import CompileSession as Session
     evaluate = Session.evaluate
 
     def first_is_baseline(self, params, rows=None):
@@ -284,7 +284,7 @@ def test_finalize_reports_the_studys_trials(senti, tmp_path, monkeypatch, stored
     options = {"trials": 9, "minibatch": 4}
     worker = compile_mipro(senti, pipec.ScriptedLM(rule=make_rule()), tmp_path, cache="w", storage=url,
                            study="s", mode="worker", options=options)
-    assert worker.worker_trials == 9
+    assert worker.compile_result.worker_trials == 9
     final = compile_mipro(senti, pipec.ScriptedLM(rule=make_rule()), tmp_path, cache="f", storage=url,
                           study="s", mode="finalize", options=options)
     study = optuna.load_study(study_name="s", storage=url)
@@ -364,7 +364,7 @@ def test_text_backends_get_no_schema(senti, tmp_path):
 
 
 def test_separate_proposer_lm(senti, tmp_path, monkeypatch):
-    from pipec.compiling import Session
+    from pipec.optimize import CompileSession as Session
     task = pipec.ScriptedLM(rule=make_rule())
     proposer = pipec.ScriptedLM(rule=lambda r: {"instruction": MAGIC}, model="scripted/proposer")
     # Session.proposer() resolves declared names and LM ids; a backend object comes in by patching.
@@ -375,20 +375,14 @@ def test_separate_proposer_lm(senti, tmp_path, monkeypatch):
 
 
 def test_proposals_stop_when_the_budget_refuses(senti, tmp_path):
-    from pipec.budget import Budget
+    from pipec.optimize import open_session
+    from pipec.settings import CompileConfig
     lm = pipec.ScriptedLM(rule=make_rule())
     prog = pipec.load(senti, lm=lm, cache=False)
-
-    class FakeSession:
-        budget = Budget(2)
-        program = prog
-
-        def proposer(self):
-            return lm
-    from pipec.context import Stats
-    FakeSession.stats = Stats()
-    proposer = propose.Proposer(FakeSession())
-    pred = prog.predictors()["classify"]
+    session = open_session(prog, CompileConfig(trainset=TRAIN, valset=VAL, metric="exact_match(label)",
+                                               optimizer="mipro", budget=2))
+    proposer = propose.Proposer(session)
+    pred = session.predictors()["classify"]
     got = propose.propose_instructions(pred, pred.instruction, 6, [[]], "2 rows.", random.Random(0), proposer)
     assert len(lm.requests) == 2 and proposer.budget_spent
     assert got[0] == "Label the text." and len(got) == 3

@@ -1,4 +1,4 @@
-"""The contract every optimizer in `pipec.optimizers.SPECS` keeps (those `get_optimizer` can load):
+"""The contract every optimizer the registry finds (`pipec.optimizers.optimizers()`) keeps:
 
 - it returns parameters only for predictors the program has (a dict, or a list of dicts for an ensemble);
 - it never makes more LM calls than the budget, and every call it makes is counted;
@@ -19,7 +19,8 @@ import pipec
 from pipec.dataset import Example
 from pipec.evaluate import evaluate
 from pipec.metrics import Metric
-from pipec.optimizers import SPECS, get_optimizer
+from pipec.optimizers import get_optimizer, optimizers
+from pipec.registry import catalogue
 import pipec.optimizers as optimizers_pkg
 
 pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model")
@@ -59,22 +60,11 @@ def rule(request):
     return {"reasoning": f"reverse {kw}", "a": kw[::-1] if ok else "?"}
 
 
-def _loadable(name):
-    try:
-        get_optimizer(name)
-    except Exception as err:            # not written yet, or broken: skipped, with the reason shown
-        return f"{type(err).__name__}: {err}"
-    return None
-
-
-NAMES = sorted(SPECS)
+NAMES = sorted(optimizers())
 
 
 @pytest.fixture(params=NAMES)
 def optimizer(request):
-    why = _loadable(request.param)
-    if why is not None:
-        pytest.skip(f"optimizer {request.param} cannot be loaded: {why}")
     return request.param
 
 
@@ -199,10 +189,10 @@ def test_unknown_options_are_a_clear_error_before_any_lm_call(chain, optimizer):
 
 
 def test_options_match_what_the_checker_accepts(optimizer):
-    """A compile block (and `--option`, and `compile(options=...)`) is checked against SPECS; the
-    optimizer is built from its own options. Any difference in names, types, minimums or choices is a
-    value the checker lets through that the optimizer cannot take, or the other way round."""
-    spec, own = SPECS[optimizer].options, get_optimizer(optimizer).options
+    """A compile block (and `--option`, and `compile(options=...)`) is checked against the checker's
+    catalogue; the optimizer is built from its own options. Any difference in names, types, minimums or
+    choices is a value the checker lets through that the optimizer cannot take, or the other way round."""
+    spec, own = catalogue().optimizers[optimizer].options, get_optimizer(optimizer).options
     assert set(spec) == set(own)
     assert {k: (o.type, o.minimum, o.choices) for k, o in spec.items()} == \
         {k: (o.type, o.minimum, o.choices) for k, o in own.items()}
@@ -211,7 +201,7 @@ def test_options_match_what_the_checker_accepts(optimizer):
 def test_every_spec_option_is_accepted(chain, optimizer):
     """Every option the checker accepts can be passed (with a value in range) without an error."""
     values = {"int": 2, "number": 0.5, "str": "x", "bool": True}
-    spec = SPECS[optimizer].options
+    spec = catalogue().optimizers[optimizer].options
     cls = get_optimizer(optimizer)
     accepted = {k: values.get(o.type, 2) for k, o in spec.items() if k in cls.options}
     cls(**accepted)                                     # does not raise

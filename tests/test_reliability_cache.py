@@ -276,17 +276,17 @@ def test_full_disk_on_write_keeps_the_run_going_uncached(tmp_path, disk_fault, c
 
 def test_full_disk_while_storing_a_compiled_artifact_in_the_cache(tmp_path, monkeypatch):
     """The compile cache (an artifact per fingerprint) failing to write costs only the shortcut."""
-    from pipec import compiling
+    from pipec import emit
     path = tmp_path / "count.pipe"
     path.write_text(COUNT)
     rows = [{"q": "x" * i, "n": i} for i in range(1, 13)]
-    real = compiling.write_artifact
+    real = emit.write_artifact
 
     def full(program, dest, **kw):
         if "compiled" in Path(dest).parts:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(program, dest, **kw)
-    monkeypatch.setattr(compiling, "write_artifact", full)
+    monkeypatch.setattr(emit, "write_artifact", full)
     prog = pipec.load(path, lm=pipec.ScriptedLM(rule=count_rule, cacheable=True), cache=tmp_path / "cache")
     compiled = prog.compile(rows[:8], rows[8:], "exact_match(n)", "labeled_fewshot", seed=0)
     assert compiled.report.compiled_score == 1.0

@@ -10,7 +10,7 @@ Three hypothesis strategies, all derandomized (the same inputs on every run, no 
 * syntactically well-formed programs with random declarations, names, types, options and
   references (these get past the parser into the checker's semantic passes).
 
-Every input goes through `pipec.dsl.parse` + `check` (with `pipec.catalogue.catalogue()`) and the
+Every input goes through `pipec.dsl.parse` + `check` (with `pipec.registry.catalogue()`) and the
 diagnostics are rendered; a file that checks clean is also built into a `Program` (lowering, module
 kinds, tool signature checks) on a scripted LM. Each input must end in diagnostics or success, with
 no exception, and take less than a second of CPU time. A few inputs also go through `pipec.dsl.load`
@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import pipec
-from pipec.catalogue import catalogue
+from pipec.registry import catalogue
 from pipec.dsl import PipeError, check, load, parse, render_all
 from pipec.dsl.loader import Loaded
 from pipec.program import Program

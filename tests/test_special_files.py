@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pipec.catalogue import catalogue
+from pipec.registry import catalogue
 from pipec.dsl import load
 from pipec.dsl.files import MAX_SOURCE_BYTES, SourceError, open_regular, read_regular, read_source
 

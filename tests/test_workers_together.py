@@ -258,7 +258,7 @@ def test_workers_started_together_on_a_fresh_storage_all_work_and_finalize_repor
                 # Each worker has its own LM cache, as on a machine of its own.
                 args = ["-m", "pipec", *compile_args(pipe, train, val, url, "--worker")]
                 results = start_together([(args, env_for(folder, f"worker-{i}")) for i in range(workers)],
-                                         ["pipec.cli", "pipec.compiling", "pipec.optimizers.mipro", "optuna",
+                                         ["pipec.cli", "pipec.optimize", "pipec.optimizers.mipro", "optuna",
                                           "sqlalchemy", "litellm"], folder / "logs")
                 assert_clean(results, f"round {round_ + 1}: worker")
                 ran = [int(re.search(r"worker done: ran (\d+) trials", out).group(1)) for _, out, _ in results]

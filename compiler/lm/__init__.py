@@ -1,7 +1,7 @@
 """LM backends behind one interface: the embedded model, litellm, and a scripted LM for tests."""
 from __future__ import annotations
 
-from .base import AuthLMError, LMBackend, LMError, LMReply, LMRequest, TransientLMError
+from .base import SAMPLING, AuthLMError, LMBackend, LMError, LMReply, LMRequest, TransientLMError
 from .scripted import ScriptedLM
 
 DEFAULT_MODEL = "local/smollm2"
@@ -37,9 +37,6 @@ def backend_for(model: str, options: dict | None = None) -> LMBackend:
         backend.cacheable = False
     return backend
 
-
-# Sampling options travel in each request (and so in the cache key); the rest configure the backend.
-SAMPLING = ("temperature", "max_tokens", "top_p", "stop", "seed")
 
 __all__ = ["AuthLMError", "LMBackend", "LMError", "LMReply", "LMRequest", "TransientLMError", "ScriptedLM",
            "backend_for", "DEFAULT_MODEL", "SAMPLING"]

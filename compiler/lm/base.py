@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+# Sampling options travel in each request (and so in the cache key); the rest configure the backend.
+SAMPLING = ("temperature", "max_tokens", "top_p", "stop", "seed")
+
+
 @dataclass(slots=True)
 class LMRequest:
     """Everything that determines a reply, and nothing secret: it is hashed for the cache key."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from .base import (AuthLMError, LMBackend, LMError, LMReply, LMRequest, TransientLMError, auth_message,
+from .base import (SAMPLING, AuthLMError, LMBackend, LMError, LMReply, LMRequest, TransientLMError, auth_message,
                    is_auth_failure)
 from .rate_limit import RateLimiter
 from ..secrets import mask_url, redact
@@ -56,7 +56,7 @@ class HostedLM(LMBackend):
 
     def _kwargs(self, request: LMRequest) -> dict:
         kw = {"model": self.model, "messages": request.messages, "timeout": self.timeout, "num_retries": 0}
-        kw.update({k: v for k, v in request.params.items() if k in ("temperature", "max_tokens", "top_p", "stop", "seed")})
+        kw.update({k: v for k, v in request.params.items() if k in SAMPLING})
         if request.sample and "seed" in kw:
             kw["seed"] = int(kw["seed"]) + request.sample
         if self.api_base:

@@ -37,11 +37,10 @@ import os
 import threading
 import weakref
 
-from .base import AuthLMError, LMBackend, LMError, LMReply, LMRequest, TransientLMError, auth_message
+from .base import SAMPLING, AuthLMError, LMBackend, LMError, LMReply, LMRequest, TransientLMError, auth_message
 from .rate_limit import RateLimiter
 from ..secrets import mask_url, redact
 
-_SAMPLING = ("temperature", "max_tokens", "top_p", "stop", "seed")
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
 MAX_CONNECTIONS = 1024          # per event loop; far above any concurrency a batch asks for
 
@@ -190,7 +189,7 @@ class OpenAICompatLM(LMBackend):
         """The JSON body sent for a request (public so tests and `inspect` can show it)."""
         body: dict = {"model": self.wire_model, "messages": request.messages}
         params = request.params
-        for k in _SAMPLING:
+        for k in SAMPLING:
             if k in params and params[k] is not None:
                 body[k] = params[k]
         if request.sample and "seed" in body:

@@ -6,13 +6,14 @@ scanning the folder, so adding a kind touches nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Awaitable, ClassVar
 
+from ..budget import BudgetExhausted
+from ..cache import prefix_digest
 from ..dsl.catalogue import OptionSpec
 from ..dsl.types import Type
-from ..lm.base import LMRequest
-from ..prompt import assistant_message, retry_message, system_message, user_message
-from ..cache import prefix_digest
+from ..lm.base import LMError, LMRequest
+from ..prompt import prompt_prefix, render_value, retry_message, user_message
 from ..reply_parser import ReplyError, parse_reply
 from ..schema import object_schema
 
@@ -67,11 +68,7 @@ class Predictor:
         self._prefix_key = prefix_digest(self._prefix, self._schema)
 
     def _prefix_for(self, demos: list[dict[str, Any]]) -> list[dict[str, str]]:
-        prefix = [{"role": "system", "content": system_message(self.instruction, self.inputs, self.outputs)}]
-        for demo in demos:
-            prefix.append({"role": "user", "content": user_message(self.inputs, demo)})
-            prefix.append({"role": "assistant", "content": assistant_message(self.outputs, demo)})
-        return prefix
+        return prompt_prefix(self.instruction, self.inputs, self.outputs, demos)
 
     def set_params(self, instruction: str | None = None, demos: list[dict[str, Any]] | None = None,
                    knn: Any = None) -> None:
@@ -138,6 +135,37 @@ def fresh_name(name: str, taken: set[str]) -> str:
     while out in taken:
         out, i = f"{name}_{i}", i + 1
     return out
+
+
+async def settle(call: Awaitable[Any]) -> Any:
+    """Await one sub-call that may fail without failing the module (a sample, an agent, a candidate):
+    its result, or the `ModuleFailure` or `LMError` it raised, returned. A spent budget is raised, not
+    returned: a compile out of budget must see it, not an answer made from fewer calls."""
+    try:
+        return await call
+    except BudgetExhausted:
+        raise
+    except (ModuleFailure, LMError) as err:
+        return err
+
+
+def decl_option(decl, name: str, default: Any = None) -> Any:
+    """The value of option `name` as written in a module declaration (for `validate_decl`), or `default`."""
+    for o in decl.options:
+        if o.name == name:
+            return o.value
+    return default
+
+
+def show_answer(answer: dict[str, Any], fields: Fields) -> str:
+    """One answer as prompt text, `field: value` per line (another agent's or candidate's answer).
+
+    >>> from pipec.dsl.types import STR
+    >>> print(show_answer({"answer": "4", "unit": None}, [("answer", STR, ""), ("unit", STR, "")]))
+    answer: 4
+    unit: (none)
+    """
+    return "\n".join(f"{n}: {render_value(answer.get(n))}" for n, _, _ in fields)
 
 
 class KindEnv:
@@ -234,6 +262,17 @@ class ModuleKind:
 
     def instruction(self) -> str:
         return self.spec.options.get("instruction") or self.spec.instruction
+
+    def sampling_on(self, lm: str) -> dict[str, Any]:
+        """Sampling for an inner predictor on `lm` (a debate agent's, a candidate's): the module's own on
+        its `lm`; on another, that LM's declared sampling with this module's temperature and max_tokens."""
+        if lm == self.spec.lm:
+            return self.sampling()
+        params = self.spec.env.lm_sampling(lm) if self.spec.env is not None else {}
+        for k in ("temperature", "max_tokens"):
+            if k in self.spec.options:
+                params[k] = self.spec.options[k]
+        return params
 
     def predictor(self, part: str, instruction: str, inputs: Fields, outputs: Fields,
                   params: dict[str, Any] | None = None) -> Predictor:

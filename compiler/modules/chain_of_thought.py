@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..dsl.catalogue import OptionSpec
 from ..dsl.types import STR
-from .base import COMMON_OPTIONS, ModuleKind, Predictor
+from .base import COMMON_OPTIONS, ModuleKind
 
 DEFAULT_RATIONALE = "think step by step about the inputs before answering, in a few sentences"
 
@@ -29,7 +29,7 @@ class ChainOfThought(ModuleKind):
         super().__init__(spec)
         rationale = spec.options.get("rationale") or DEFAULT_RATIONALE
         outputs = [("reasoning", STR, rationale)] + list(spec.outputs)
-        self.predict = Predictor(spec.name, self.instruction(), spec.inputs, outputs, spec.lm, self.sampling())
+        self.predict = self.predictor("", self.instruction(), spec.inputs, outputs)
 
     def predictors(self):
         return [self.predict]

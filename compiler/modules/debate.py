@@ -16,15 +16,15 @@ Agents that share an LM make numbered independent draws (`sample` = the agent's 
 them a temperature above 0 (or different LMs) for the agents to differ.
 
 The vote: each agent's final answer gets one point for every agent (itself included) that gave the
-same value for an output field (strings compared ignoring case, spacing and a final period); the answer
-with the most points wins, the earlier agent on ties. With one output field this is a plain
+same value for an output field (the same answer by `pipec.vote`'s rule: case, spacing, a final period
+and 3 vs 3.0 do not matter); the answer with the most points wins, the earlier agent on ties. With one output field this is a plain
 majority vote; with several it picks a whole, consistent answer that agrees most with the others.
 
 An agent whose call fails (a reply that does not parse even after the retry, an LM error) is
 recorded in the trace and the transcript: in round 1 it drops out of the debate, in a later round
-it keeps its previous answer. The module fails if every agent fails in round 1, or if the judge's
-call fails. A debate
-stops early when fewer than two agents are left to debate.
+it keeps its previous answer. The module fails if every agent fails in round 1, if the judge's call
+fails, or if the budget refuses any call (a compile out of budget must see it, not a shorter debate).
+A debate stops early when fewer than two agents are left to debate.
 
 Predictors (their demos and instructions are tuned like any other's): `name.answer` (round 1) and
 `name.update` (later rounds), one pair per LM when `lms` is given (`name.answer.<lm>`,
@@ -39,14 +39,11 @@ outputs plus `transcript`, the debate as text, round by round.
 """
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from ..dsl.catalogue import OptionSpec
 from ..dsl.types import STR
-from ..lm.base import LMError
-from ..prompt import render_value
-from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor
+from ..vote import answer_key
+from .base import (COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor, decl_option, fresh_name, settle,
+                   show_answer)
 
 REASONING = "think step by step about the inputs before answering, in a few sentences"
 UPDATE_NOTE = ("Other agents answered the same inputs; their latest answers, with their reasoning, are given "
@@ -54,36 +51,6 @@ UPDATE_NOTE = ("Other agents answered the same inputs; their latest answers, wit
                "examine your answer and theirs step by step, then give your updated answer.")
 JUDGE_NOTE = ("Several agents debated these inputs over a few rounds; the debate is given below. Read it, "
               "weigh the agents' arguments, and give the final answer.")
-
-
-def fresh_name(name: str, taken: set[str]) -> str:
-    """`name`, or `name_`, `name__`, ... if the signature already uses it."""
-    while name in taken:
-        name += "_"
-    return name
-
-
-def declared_sampling(env, lm: str) -> dict[str, Any]:
-    """The sampling options (temperature, max_tokens, ...) declared on lm `lm`."""
-    return env.lm_sampling(lm) if env is not None else {}
-
-
-def show_answer(answer: dict[str, Any], fields) -> str:
-    """One answer as prompt text: `field: value` per line."""
-    return "\n".join(f"{n}: {render_value(answer.get(n))}" for n, _, _ in fields)
-
-
-def _norm(value: Any) -> str:
-    if isinstance(value, str):
-        return " ".join(value.split()).casefold().rstrip(".")
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def decl_option(decl, name: str, default=None):
-    for o in decl.options:
-        if o.name == name:
-            return o.value
-    return default
 
 
 def _validate(decl, prog) -> list[tuple[str, str]]:
@@ -137,7 +104,7 @@ class Debate(ModuleKind):
         self.update: dict[str, Predictor] = {}
         for lm in dict.fromkeys(self.agent_lms):
             suffix = f".{lm}" if lms else ""
-            params = self._sampling_for(lm)
+            params = self.sampling_on(lm)
             self.answer[lm] = Predictor(f"{spec.name}.answer{suffix}", instruction, list(spec.inputs),
                                         self.answer_fields, lm, params)
             if self.rounds:
@@ -148,16 +115,6 @@ class Debate(ModuleKind):
             self.judge = self.predictor("judge", f"{instruction.strip()}\n\n{JUDGE_NOTE}",
                                         list(spec.inputs) + [(self.debate_field, STR, "the debate, round by round")],
                                         list(spec.outputs))
-
-    def _sampling_for(self, lm: str) -> dict[str, Any]:
-        """Sampling for an agent on `lm`: that LM's declared sampling, then this module's options."""
-        if lm == self.spec.lm:
-            return self.sampling()
-        params = declared_sampling(self.spec.env, lm)
-        for k in ("temperature", "max_tokens"):
-            if k in self.spec.options:
-                params[k] = self.spec.options[k]
-        return params
 
     def predictors(self):
         return list(self.answer.values()) + list(self.update.values()) + ([self.judge] if self.judge else [])
@@ -170,10 +127,8 @@ class Debate(ModuleKind):
 
     async def forward(self, values, ctx):
         async def attempt(coro):
-            try:
-                return await coro, None
-            except (ModuleFailure, LMError) as err:
-                return None, str(err)
+            out = await settle(coro)           # a spent budget is raised: no debate among fewer agents
+            return (None, str(out)) if isinstance(out, Exception) else (out, None)
 
         fields = self.answer_fields
         lines: list[str] = ["Round 1"]
@@ -214,7 +169,7 @@ class Debate(ModuleKind):
             lines.append("Judge:\n" + show_answer(verdict, self.spec.outputs))
             result = {n: verdict.get(n) for n in outputs}
         else:
-            keys = [[_norm(a.get(n)) for n in outputs] for _, a in final]
+            keys = [[answer_key(a.get(n)) for n in outputs] for _, a in final]
             support = [sum(sum(1 for other in keys if other[f] == mine[f]) for f in range(len(outputs)))
                        for mine in keys]
             best = support.index(max(support))

@@ -41,7 +41,7 @@ from ..dsl import ast as A
 from ..dsl.catalogue import OptionSpec
 from ..dsl.types import STR, Type, assignable, show
 from ..prompt import render_value
-from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, fresh_name
+from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, decl_option, fresh_name
 
 LIST_STR = Type("list", arg=STR)
 DEFAULT_MAX_STEPS = 4
@@ -66,10 +66,10 @@ def _solver_fields(sig) -> tuple[str | None, str | None, str | None]:
 
 def _validate(decl: A.ModuleDecl, prog) -> list[tuple[str, str]]:
     """The `solver` option must name a module that fits the contract in the module docstring."""
-    opt = next((o for o in decl.options if o.name == "solver"), None)
-    if opt is None or not isinstance(opt.value, A.Ref):
+    ref = decl_option(decl, "solver")
+    if not isinstance(ref, A.Ref):
         return []
-    solver = prog.modules.get(opt.value.name)
+    solver = prog.modules.get(ref.name)
     if solver is None or solver.signature not in prog.signatures:
         return []                      # an unknown name is reported by the option check
     sig = prog.signatures[solver.signature]

@@ -3,52 +3,27 @@ Reasoning in Language Models").
 
 Instead of one greedy chain of thought, sample `n` reasoning paths of the same chain-of-thought prompt
 at a temperature (in parallel, each an independent draw: `sample=0..n-1`), then marginalize the
-reasoning out: the most frequent answer wins. Answers are compared after normalization (case,
-whitespace, trailing punctuation, 3 == 3.0), over one output (`field`) or all outputs jointly; a tie
-goes to the earliest sample. The winner's outputs and reasoning are returned, with the tally in
+reasoning out: the most frequent answer wins. Answers are compared by `pipec.vote`'s rule (case,
+whitespace, a final period, 3 == 3.0 do not matter), over one output (`field`) or all outputs
+jointly; a tie goes to the earliest sample. The winner's outputs and reasoning are returned, with the tally in
 `.votes` ("4: 3, 5: 2"). A sample whose reply does not parse is left out of the vote; only when every
-sample fails does the call fail.
+sample fails does the call fail (and a call the budget refuses fails the call: a compile out of
+budget sees it, not a vote over fewer samples).
 """
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from ..dsl.catalogue import OptionSpec
 from ..dsl.diagnostics import did_you_mean
 from ..dsl.types import STR
-from ..budget import BudgetExhausted
-from ..lm.base import LMError
-from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor
+from ..vote import answer_key, count_votes
+from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor, decl_option, settle
 from .chain_of_thought import DEFAULT_RATIONALE
 
 DEFAULT_N = 5
 DEFAULT_TEMPERATURE = 0.7
-_SPACE = re.compile(r"\s+")
-
-
-def normalize(value: Any) -> Any:
-    """The form in which two answers count as the same vote.
-
-    >>> normalize("  The Answer. "), normalize(3.0), normalize(["A ", "b"])
-    ('the answer', 3, ['a', 'b'])
-    """
-    if isinstance(value, str):
-        return _SPACE.sub(" ", value).strip().rstrip(".!").strip().lower()
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, list):
-        return [normalize(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k).lower(): normalize(v) for k, v in value.items()}
-    return value
-
-
-def vote_key(outputs: dict[str, Any], fields: list[str]) -> str:
-    return json.dumps([normalize(outputs.get(f)) for f in fields], sort_keys=True, default=str, ensure_ascii=False)
 
 
 def show_value(outputs: dict[str, Any], fields: list[str]) -> str:
@@ -63,25 +38,18 @@ def show_value(outputs: dict[str, Any], fields: list[str]) -> str:
 def tally(samples: list[dict[str, Any] | None], fields: list[str]) -> tuple[int, str]:
     """The index of the winning sample and the tally text; `None` samples failed.
 
-    Most votes win; among equal counts, the answer first given (earliest sample) wins.
+    Most votes win; among equal counts, the answer first given (earliest sample) wins. "The same
+    answer" is `pipec.vote`'s rule, the one every vote uses.
 
     >>> tally([{"a": "x"}, {"a": "Y"}, None, {"a": "y."}], ["a"])
     (1, 'Y: 2, x: 1 (1 sample failed)')
     """
-    counts: dict[str, int] = {}
-    first: dict[str, int] = {}
-    for i, s in enumerate(samples):
-        if s is None:
-            continue
-        k = vote_key(s, fields)
-        counts[k] = counts.get(k, 0) + 1
-        first.setdefault(k, i)
-    order = sorted(counts, key=lambda k: (-counts[k], first[k]))
-    text = ", ".join(f"{show_value(samples[first[k]], fields)}: {counts[k]}" for k in order)
+    ranking = count_votes([None if s is None else answer_key(*(s.get(f) for f in fields)) for s in samples])
+    text = ", ".join(f"{show_value(samples[first], fields)}: {votes}" for _, votes, first in ranking)
     failed = sum(s is None for s in samples)
     if failed:
         text += f" ({failed} sample{'s' * (failed != 1)} failed)"
-    return first[order[0]], text
+    return ranking[0][2], text
 
 
 class Majority(ModuleKind):
@@ -104,24 +72,22 @@ class Majority(ModuleKind):
     @staticmethod
     def validate_decl(decl, program) -> list[tuple[str, str]]:
         outputs = [n for n, _, _ in program.signatures[decl.signature].outputs]
-        out = []
-        for o in decl.options:
-            name = getattr(o.value, "name", None)
-            if o.name == "field" and isinstance(name, str) and name not in outputs:
-                hint = did_you_mean(name, outputs) or f"outputs of {decl.signature}: {', '.join(outputs)}"
-                out.append((f"option 'field' of Majority module {decl.name} names '{name}', which is not an "
-                            f"output of {decl.signature}", hint))
-        return out
+        name = getattr(decl_option(decl, "field"), "name", None)
+        if isinstance(name, str) and name not in outputs:
+            hint = did_you_mean(name, outputs) or f"outputs of {decl.signature}: {', '.join(outputs)}"
+            return [(f"option 'field' of Majority module {decl.name} names '{name}', which is not an "
+                     f"output of {decl.signature}", hint)]
+        return []
 
     def __init__(self, spec):
         super().__init__(spec)
         self.n = int(spec.options.get("n", DEFAULT_N))
         field = spec.options.get("field")
         self.fields = [field] if field else [n for n, _, _ in spec.outputs]
-        params = {**self.sampling(), "temperature": spec.options.get("temperature", DEFAULT_TEMPERATURE)}
         rationale = spec.options.get("rationale") or DEFAULT_RATIONALE
-        self.reason = Predictor(f"{spec.name}.reason", self.instruction(), spec.inputs,
-                                [("reasoning", STR, rationale)] + list(spec.outputs), spec.lm, params)
+        self.reason = self.predictor("reason", self.instruction(), spec.inputs,
+                                     [("reasoning", STR, rationale)] + list(spec.outputs),
+                                     {"temperature": spec.options.get("temperature", DEFAULT_TEMPERATURE)})
 
     def predictors(self) -> list[Predictor]:
         return [self.reason]
@@ -129,16 +95,8 @@ class Majority(ModuleKind):
     def max_calls(self) -> int:
         return 2 * self.n          # n samples, each with at most one parse retry
 
-    async def _sample(self, values, ctx, i: int):
-        try:
-            return await self.reason(values, ctx, sample=i)
-        except BudgetExhausted:
-            raise                  # a compile out of budget must see it, not a vote over fewer samples
-        except (ModuleFailure, LMError) as err:
-            return err
-
     async def forward(self, values, ctx):
-        results = await ctx.gather(*(self._sample(values, ctx, i) for i in range(self.n)))
+        results = await ctx.gather(*(settle(self.reason(values, ctx, sample=i)) for i in range(self.n)))
         samples = [None if isinstance(r, Exception) else r for r in results]
         if all(s is None for s in samples):
             first = results[0]

@@ -16,11 +16,9 @@ import json
 import re
 from typing import Any
 
-from ..budget import BudgetExhausted
 from ..dsl.catalogue import OptionSpec
 from ..dsl.types import STR
-from ..lm.base import LMError
-from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor
+from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor, settle
 from .chain_of_thought import DEFAULT_RATIONALE
 
 DEFAULT_ATTEMPTS = 3
@@ -86,9 +84,9 @@ class MultiChainComparison(ModuleKind):
         self.output_names = [n for n, _, _ in spec.outputs]
         instruction = self.instruction()
         rationale = spec.options.get("reasoning") or DEFAULT_RATIONALE
-        sample_params = {**self.sampling(), "temperature": spec.options.get("temperature", DEFAULT_TEMPERATURE)}
-        self.reason = Predictor(f"{spec.name}.reason", instruction, spec.inputs,
-                                [("reasoning", STR, rationale)] + list(spec.outputs), spec.lm, sample_params)
+        self.reason = self.predictor("reason", instruction, spec.inputs,
+                                     [("reasoning", STR, rationale)] + list(spec.outputs),
+                                     {"temperature": spec.options.get("temperature", DEFAULT_TEMPERATURE)})
         compare_params = dict(spec.sampling)                    # the module's temperature is the attempts'
         if "max_tokens" in spec.options:
             compare_params["max_tokens"] = spec.options["max_tokens"]
@@ -104,16 +102,8 @@ class MultiChainComparison(ModuleKind):
     def max_calls(self) -> int:
         return 2 * (self.attempts + 1)      # m attempts and the comparison, each with at most one parse retry
 
-    async def _attempt(self, values, ctx, i: int):
-        try:
-            return await self.reason(values, ctx, sample=i)
-        except BudgetExhausted:
-            raise
-        except (ModuleFailure, LMError) as err:
-            return err
-
     async def forward(self, values, ctx):
-        results = await ctx.gather(*(self._attempt(values, ctx, i) for i in range(self.attempts)))
+        results = await ctx.gather(*(settle(self.reason(values, ctx, sample=i)) for i in range(self.attempts)))
         samples = [None if isinstance(r, Exception) else r for r in results]
         if all(s is None for s in samples):
             first = results[0]

@@ -1,7 +1,7 @@
 """Predict: one prompt, one reply, parsed into the signature's outputs."""
 from __future__ import annotations
 
-from .base import ModuleKind, Predictor
+from .base import ModuleKind
 
 
 class Predict(ModuleKind):
@@ -15,7 +15,7 @@ class Predict(ModuleKind):
 
     def __init__(self, spec):
         super().__init__(spec)
-        self.predict = Predictor(spec.name, self.instruction(), spec.inputs, spec.outputs, spec.lm, self.sampling())
+        self.predict = self.predictor("", self.instruction(), spec.inputs, spec.outputs)
 
     def predictors(self):
         return [self.predict]

@@ -58,7 +58,7 @@ from ..dsl.types import STR, Type
 from ..prompt import describe_type
 from ..reply_parser import ReplyError, coerce
 from ..sandbox import SandboxResult, run_python
-from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind
+from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, decl_option
 
 CODE_DOC = "the last Python program written (the one whose result gave the outputs, unless every attempt failed)"
 MAX_TIMEOUT = 300
@@ -70,21 +70,14 @@ _NUMBER_ONLY = re.compile(r"^\s*[-+]?(\d[\d,]*\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 _FENCE = re.compile(r"^\s*```[a-zA-Z0-9_+-]*[ \t]*\n(.*?)\n?```\s*$", re.S)
 
 
-def _option(decl, name: str):
-    for o in decl.options:
-        if o.name == name:
-            return o.value
-    return None
-
-
 def _validate(decl, program) -> list[tuple[str, str]]:
     """Static checks beyond option types: sane upper bounds, and no clash with inner field names."""
     problems: list[tuple[str, str]] = []
-    timeout = _option(decl, "timeout")
+    timeout = decl_option(decl, "timeout")
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > MAX_TIMEOUT:
         problems.append((f"option 'timeout' of ProgramOfThought module {decl.name} must be at most {MAX_TIMEOUT} seconds",
                          "the program runs once per attempt; a long computation belongs in a tool"))
-    memory = _option(decl, "memory_mb")
+    memory = decl_option(decl, "memory_mb")
     if isinstance(memory, int) and not isinstance(memory, bool) and memory > MAX_MEMORY_MB:
         problems.append((f"option 'memory_mb' of ProgramOfThought module {decl.name} must be at most {MAX_MEMORY_MB}",
                          "the limit is per run of the program, in megabytes"))

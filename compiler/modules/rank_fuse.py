@@ -17,7 +17,8 @@ Ranking and Generative Fusion", arXiv:2306.02561):
 
 A candidate that fails (its module fails, a reply does not parse after the retry, an LM error) is
 recorded in the trace and left out; a failed comparison counts as a win for neither. The module
-fails if every candidate fails, or if the fuser's call fails. The ranker and fuser run on the
+fails if every candidate fails, if the fuser's call fails, or if the budget refuses any call (a
+compile out of budget must see it, not a ranking of fewer candidates). The ranker and fuser run on the
 module's `lm`; an `lms` candidate runs on its LM with that LM's declared sampling (the module's
 temperature and max_tokens override it); an LM named twice makes two numbered independent draws.
 
@@ -32,13 +33,9 @@ candidates best first (module names, and `lm:<name>` or `lm:<name>#2` for LM can
 """
 from __future__ import annotations
 
-from typing import Any
-
 from ..dsl.catalogue import OptionSpec
 from ..dsl.types import STR, Type, show
-from ..lm.base import LMError
-from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor
-from .debate import fresh_name, decl_option, declared_sampling, show_answer
+from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor, decl_option, fresh_name, settle, show_answer
 
 RANK_NOTE = ("Two candidate answers to the inputs are given, A and B. Judge which one answers the inputs "
              "better (more correct, more complete, better following the task), and say which: A or B.")
@@ -131,12 +128,8 @@ class RankFuse(ModuleKind):
         self.cands_field = fresh_name("candidates", taken)
         self.generate: dict[str, Predictor] = {}
         for lm in dict.fromkeys(self.lms):
-            params = self.sampling() if lm == spec.lm else declared_sampling(spec.env, lm)
-            for key in ("temperature", "max_tokens"):
-                if key in opts:
-                    params[key] = opts[key]
             self.generate[lm] = Predictor(f"{spec.name}.generate.{lm}", instruction, list(spec.inputs),
-                                          list(spec.outputs), lm, params)
+                                          list(spec.outputs), lm, self.sampling_on(lm))
         self.rank = self.predictor(
             "rank", f"{instruction.strip()}\n\n{RANK_NOTE}",
             list(spec.inputs) + [(self.a_field, STR, "candidate answer A"), (self.b_field, STR, "candidate answer B")],
@@ -163,10 +156,8 @@ class RankFuse(ModuleKind):
 
     async def forward(self, values, ctx):
         async def attempt(coro):
-            try:
-                return await coro
-            except (ModuleFailure, LMError):
-                return None
+            out = await settle(coro)           # a spent budget is raised: no ranking of fewer candidates
+            return None if isinstance(out, Exception) else out
 
         outputs = [n for n, _, _ in self.spec.outputs]
         drawn: dict[str, int] = {}

@@ -19,7 +19,7 @@ import re
 from ..dsl import ast as A
 from ..dsl.catalogue import OptionSpec
 from ..dsl.types import ANY, BOOL, SCALARS, STR, Type, assignable, show
-from .base import COMMON_OPTIONS, ModuleKind, Predictor
+from .base import COMMON_OPTIONS, ModuleKind, Predictor, decl_option
 
 DEFAULT_ROUNDS = 2
 CRITIQUE_DOC = "the problems with the answer, concretely: errors, omissions, what the task asks that it misses"
@@ -68,7 +68,7 @@ class Refine(ModuleKind):
                 out.append((f"Refine module {decl.name} uses the field name '{name}' in its critique and revise "
                             f"prompts, and signature {decl.signature} has a field of that name",
                             f"rename the signature's field '{name}'"))
-        check = next((o.value for o in decl.options if o.name == "check"), None)
+        check = decl_option(decl, "check")
         if not isinstance(check, A.Ref) or check.name not in program.tools:
             return out                          # not a tool name: the option check reports it
         tool = program.tools[check.name]

@@ -31,7 +31,7 @@ from __future__ import annotations
 from ..dsl import ast as A
 from ..dsl.catalogue import OptionSpec
 from ..dsl.types import STR, Type
-from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, fresh_name
+from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, decl_option, fresh_name
 
 LIST_STR = Type("list", arg=STR)
 DEFAULT_MAX_POINTS = 5
@@ -43,9 +43,8 @@ def _concatenable(outputs) -> bool:
 
 
 def _validate(decl: A.ModuleDecl, prog) -> list[tuple[str, str]]:
-    opt = next((o for o in decl.options if o.name == "join"), None)
     sig = prog.signatures[decl.signature]
-    if opt is not None and opt.value == "concatenate" and not _concatenable(sig.outputs):
+    if decl_option(decl, "join") == "concatenate" and not _concatenable(sig.outputs):
         return [(f"SkeletonOfThought module {decl.name} cannot concatenate its expansions into the outputs of "
                  f"signature {decl.signature}: that needs exactly one output of type str",
                  'drop `join: "concatenate"` (a final call then fills the outputs), or use a signature with a '

@@ -1,0 +1,424 @@
+"""Optimize: search each predictor's instruction and demos against a metric; a pure function of the
+program and the settings.
+
+`compile_program` checks the settings with the compile block's own checks (`check_settings`), loads
+and checks the data, scores the uncompiled pipeline on the valset, hands a `CompileSession` (the
+implementation of `pipec.session.Session`) to the chosen optimizer, which only chooses parameters,
+scores the result, keeps the uncompiled parameters when the result scores lower (`never_worse`), and
+returns a new program bound to the chosen parameters, with its artifact and a `CompileResult`. The
+program it was given is never changed: every candidate is scored on a copy of its own.
+
+Everything is keyed by a fingerprint (`pipec.fingerprints.compile_fingerprint`): compiling unchanged
+inputs again is a cache hit with no LM call (`pipec.compile_cache`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from .aio import run_coroutine
+from .artifact import FORMAT_VERSION, Artifact, PredictorState, Report, Trial
+from .budget import Budget, BudgetExhausted
+from .context import RowContext, Runtime, Stats, auth_failures
+from .dataset import DatasetError, Example, examples_from, split
+from .evaluate import EvalResult, evaluate
+from .fingerprints import compile_fingerprint, lm_identity, source_files
+from .lm.base import LMError, LMRequest
+from .metrics import Metric
+from .progress import CompileProgress
+from .session import Answer, Identity, MetricInfo, Mode, PredictorView
+from .settings import CompileConfig, check_settings
+
+KEPT_BASELINE = "kept the uncompiled program"
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    """What a compile did, beside the program it returns: the artifact (None for a worker, which
+    writes none), the LM calls it made (`stats`), its wall time, whether it was a compile-cache hit,
+    and, for a worker, how many trials of the shared study it ran."""
+
+    artifact: Artifact | None
+    stats: Stats
+    seconds: float
+    cache_hit: bool = False
+    worker_trials: int = 0
+
+
+class CompileSession:
+    """What an optimizer works with (`pipec.session.Session`): the data, the metric, candidates scored
+    on copies of the program, the teacher, the proposer, the budget, the seed, the trials.
+
+    Optimizers never touch the program or the graph; they return parameters (`PredictorState` by
+    predictor name).
+    """
+
+    def __init__(self, program, config: CompileConfig, trainset: list[Example], valset: list[Example],
+                 metric: Metric, budget: Budget, stats: Stats, progress: CompileProgress):
+        self.program = program
+        self.config = config
+        self.trainset = trainset
+        self.valset = valset
+        self._metric = metric
+        self.metric = MetricInfo(metric.text, tuple(metric.fields))
+        self.budget = budget
+        self.stats = stats
+        self.progress = progress
+        self.seed = config.seed
+        self.mode = config.mode
+        self.storage = config.storage
+        self.study = config.study
+        self.concurrency = config.concurrency
+        self.input_names = tuple(name for name, _, _ in program.inputs)
+        self.identity = Identity(program.name, source_files(program), lm_identity(program), config.teacher,
+                                 config.proposer)
+        self.trials: list[Trial] = []
+        self.best_score: float | None = None
+        self.baseline_score: float | None = None    # the uncompiled valset score, once measured
+        self.worker_trials = 0
+        self._baseline = program.pristine_params()
+        self._teacher = None
+        self._proposer = None
+        self._proposer_runtime: Runtime | None = None
+        self.proposer_label: str | None = None      # "openai/big (the file's default lm 'big')", once chosen
+        self.teacher_used = False
+
+    # -- facts
+    def baseline(self) -> dict[str, PredictorState]:
+        """The uncompiled parameters: signature instructions, no demos."""
+        return self._baseline
+
+    def predictors(self) -> dict[str, PredictorView]:
+        """Every predictor by name, read-only, with its uncompiled instruction."""
+        return {name: PredictorView(name, self._baseline[name].instruction, tuple(p.inputs), tuple(p.outputs))
+                for name, p in self.program.predictors().items()}
+
+    def rng(self, salt: str = "") -> random.Random:
+        """A deterministic random stream for a named purpose."""
+        return random.Random(f"{self.seed}:{salt}")
+
+    @property
+    def calls_per_row(self) -> int:
+        """LM calls one input typically costs: the static worst case without its parse retries."""
+        from .inspection import max_calls
+        return max(1, max_calls(self.program) // 2)
+
+    @property
+    def module_calls(self) -> int:
+        """Module call sites of the pipeline (outside maps): a floor on the LM calls of one input."""
+        return sum(1 for n in self.program.graph.nodes if n.op == "module")
+
+    # -- the budget
+    @property
+    def out_of_budget(self) -> bool:
+        return self.budget.exhausted
+
+    @property
+    def calls_used(self) -> int:
+        return self.budget.used
+
+    @property
+    def calls_left(self) -> int | None:
+        return self.budget.remaining
+
+    def holding_back_for_validation(self):
+        """Within the block, the budget keeps back what scoring one candidate on the valset costs."""
+        return self.budget.holding_back(len(self.valset) * self.calls_per_row)
+
+    # -- running
+    def evaluate(self, params, rows: list[Example] | None = None) -> EvalResult:
+        """Score the program with these parameters on `rows` (default: the valset), on a copy of its own.
+
+        `params` may also be a list of parameter sets: an ensemble that votes on every input.
+        """
+        candidate = self.program.bound(members=params) if isinstance(params, list) else self.program.bound(params)
+        rt = candidate.runtime(self.budget, self.stats)
+        result = evaluate(candidate, rows if rows is not None else self.valset, self._metric, self.concurrency,
+                          runtime=rt)
+        self._stop_on_refused_keys(candidate)
+        return result
+
+    def run_teacher(self, params: dict[str, PredictorState], rows: list[Example]) -> EvalResult:
+        """Run the teacher (the program itself, or on the teacher LM) with `params` and score each row.
+
+        Each row's `prediction.trace` holds every predictor call with its inputs and parsed
+        outputs: the material for bootstrapped demos.
+        """
+        teacher = self.teacher().bound(params)
+        self.teacher_used = True
+        rt = teacher.runtime(self.budget, self.stats)
+        result = evaluate(teacher, rows, self._metric, self.concurrency, runtime=rt)
+        self._stop_on_refused_keys(teacher)
+        return result
+
+    def ask(self, request: LMRequest) -> Answer:
+        """Send one request to the proposer LM through the compile's budget, LM cache and counters
+        (a text-only backend gets it without its schema, as any predictor's request)."""
+        backend = self.proposer()
+        if backend.structured == "text" and request.schema is not None:
+            request = dataclasses.replace(request, schema=None)
+        if self._proposer_runtime is None:
+            self._proposer_runtime = Runtime({"proposer": backend}, self.program.cache, self.stats, self.budget)
+        before = self.stats.calls
+        row = RowContext(self._proposer_runtime, backend.inline)
+        try:
+            reply, _ = run_coroutine(row.node("propose", "proposer").complete("propose", "proposer", request))
+        except BudgetExhausted:
+            return Answer(None, self.stats.calls - before, budget_spent=True)
+        except LMError:
+            return Answer(None, self.stats.calls - before)       # a failed proposal is one candidate fewer
+        return Answer(reply.text, self.stats.calls - before)
+
+    def _stop_on_refused_keys(self, program) -> None:
+        """A compile whose LM refused its key stops at once: every row would fail the same way, and
+        scoring rows that cannot run would only compare zeros (see `AuthLMError`)."""
+        backends = list(program._backends.values()) + ([self._proposer] if self._proposer is not None else [])
+        refused = auth_failures(backends)
+        if refused:
+            raise refused[0]
+
+    def teacher(self):
+        """The program that bootstraps: the program itself, or the program on the teacher LM."""
+        if self.config.teacher is None:
+            return self.program
+        if self._teacher is None:
+            self._teacher = self.program.with_lm(resolve_lm(self.program, self.config.teacher))
+        return self._teacher
+
+    def teacher_label(self) -> str:
+        """The teacher as the report names it: its LM, or the pipeline's own LMs."""
+        if self.config.teacher is None:
+            return f"{task_lms(self.program)} (no teacher set: the pipeline runs on its own LMs)"
+        shown = self.teacher().backend(self.teacher().default_lm_name()).describe()
+        named = f", {self.config.teacher}" if self.config.teacher != shown else ""
+        return f"{shown} (the teacher setting{named})"
+
+    def proposer(self):
+        """The LM backend that proposes instructions, by `proposer_choice`'s rule; the progress line
+        and the report name it."""
+        if self._proposer is None:
+            self._proposer, why = proposer_choice(self.program, self.config)
+            self.proposer_label = f"{self._proposer.describe()} ({why})"
+            self.progress.lms["proposing"] = self.proposer_label
+            self.progress.update()
+        return self._proposer
+
+    # -- bookkeeping
+    def record(self, score: float, full: bool = True, note: str = "") -> Trial:
+        """Record a trial's score (shown in the progress line and kept in the report)."""
+        t = Trial(number=len(self.trials) + 1, score=round(score, 6), full=full, note=note)
+        self.trials.append(t)
+        if full and (self.best_score is None or score > self.best_score):
+            self.best_score = score
+            self.progress.best = score
+        self.progress.trial = t.number
+        self.progress.update()
+        return t
+
+    def phase(self, name: str) -> None:
+        """What the compile does now, for the progress line ("search", "full eval", ...)."""
+        self.progress.update(name)
+
+    def expect_trials(self, total: int) -> None:
+        """How many trials the search will run, for the progress line."""
+        self.progress.total = total
+
+    def report_worker(self, trials: int) -> None:
+        """How many trials of the shared study this worker ran (its summary line says so)."""
+        self.worker_trials = trials
+
+
+def open_session(program, config: CompileConfig) -> CompileSession:
+    """A session over checked data, as a compile opens it: the settings checked (`check_settings`),
+    the rows read and checked against the pipeline and the metric, the valset split off the trainset
+    when none is given and cut to what the budget affords (`fit_valset`)."""
+    metric = check_settings(program, config, config.base_dir or program.path.resolve().parent)
+    train, val, _ = _data(program, config, metric)
+    return _session(program, config, train, val, metric)
+
+
+def _data(program, config: CompileConfig, metric: Metric):
+    """The trainset and valset, checked, and what identifies them in the fingerprint."""
+    unknown = [f for f in metric.fields if f not in program.output_names]
+    if unknown:
+        raise ValueError(f"metric {metric.text} scores {', '.join(unknown)}, not an output of {program.name} "
+                         f"(outputs: {', '.join(program.output_names)})")
+    if config.trainset is None:
+        raise ValueError(f"no trainset: give one, or add a compile block for {program.name} with a trainset")
+    base = config.base_dir or program.path.resolve().parent
+    labels = metric.fields
+    train, train_id = examples_from(config.trainset, base, program, labels)
+    if config.valset is not None:
+        val, val_id = examples_from(config.valset, base, program, labels)
+    else:
+        if len(train) < 2:
+            raise DatasetError([f"{config.trainset}: a trainset of {len(train)} row cannot be split into train and "
+                                "validation rows; add rows or give a valset"])
+        train, val = split(train, config.seed, config.val_fraction)
+        val_id = "split"
+    return train, val, (train_id, val_id)
+
+
+def _session(program, config: CompileConfig, train: list[Example], val: list[Example], metric: Metric) -> CompileSession:
+    budget = Budget(config.budget)
+    stats = Stats()
+    session = CompileSession(program, config, train, val, metric, budget, stats,
+                             CompileProgress(budget, stats, config.progress))
+    session.valset = fit_valset(val, config.budget, session.calls_per_row, session.rng("valset"))
+    return session
+
+
+def compile_program(program, config: CompileConfig):
+    """Compile `program` per `config`: a new program bound to the chosen parameters, with its
+    `artifact` and its `compile_result` (a `CompileResult`). `program` itself is not changed."""
+    from pipec.optimizers import get_optimizer
+    from . import compile_cache
+    started = time.perf_counter()
+    metric = check_settings(program, config, config.base_dir or program.path.resolve().parent)   # before any data
+    optimizer = get_optimizer(config.optimizer)(**config.options)
+    train, val, (train_id, val_id) = _data(program, config, metric)
+    fp = compile_fingerprint(FORMAT_VERSION, program, config, metric, optimizer.settings(), train_id, val_id,
+                             _proposer_identity(program, config))
+    cached = compile_cache.cached_artifact(program, fp) if config.mode == Mode.SINGLE else None
+    if cached is not None:
+        return program.bound(cached.predictors, cached.ensemble, artifact=cached, compile_result=CompileResult(
+            cached, Stats(), time.perf_counter() - started, cache_hit=True))
+    session = _session(program, config, train, val, metric)
+    stats, progress = session.stats, session.progress
+    try:
+        if config.mode == Mode.WORKER:
+            # A worker only runs trials of the shared study; `--finalize` scores and writes the result.
+            progress.update("worker")
+            optimizer.optimize(session)
+            return program.bound(compile_result=CompileResult(None, stats, time.perf_counter() - started,
+                                                              worker_trials=session.worker_trials))
+        progress.update("baseline")
+        baseline = session.evaluate(session.baseline())
+        session.baseline_score = None if baseline.incomplete else baseline.score
+        progress.update("optimizing")
+        params, score = optimizer.optimize(session)
+        progress.update("final eval")
+        if score is None:
+            result = session.evaluate(params)
+            score = None if result.incomplete else result.score
+        params, score = never_worse(session, params, score)
+    finally:
+        progress.close()
+    members = params if isinstance(params, list) else []
+    chosen = program.bound(None if members else params, members)
+    report = Report(pipeline=program.name, optimizer=config.optimizer, options=optimizer.settings(),
+                    metric=metric.text, seed=config.seed, budget=config.budget, trainset=len(session.trainset),
+                    valset=len(session.valset), baseline_score=round(baseline.score, 6), compiled_score=round(score, 6),
+                    lm_requests=stats.calls + stats.cache_hits, tokens=stats.tokens, cost=round(stats.cost, 6),
+                    trials=session.trials, fingerprint=fp, lms=lms_used(session))
+    from .emit import build_artifact
+    artifact = build_artifact(chosen, report, program.path.resolve().parent)
+    compiled = chosen.bound(artifact=artifact, compile_result=CompileResult(artifact, stats,
+                                                                           time.perf_counter() - started))
+    compile_cache.store(compiled, fp)
+    return compiled
+
+
+def never_worse(session: CompileSession, params, score: float | None):
+    """The optimizer's result, unless it scored below the uncompiled program on the valset (or could
+    not be scored there within the budget): then the uncompiled parameters, with a trial that says
+    why. A compile never emits a program that scored worse than the one it started from.
+    """
+    base = session.baseline_score
+    if base is None:                    # the budget did not even cover the baseline: nothing to compare
+        return params, score if score is not None else (session.best_score or 0.0)
+    if score is not None and score >= base:
+        return params, score
+    name = session.config.optimizer
+    why = (f"{name}'s program scored {score:.3f} on the valset, below the uncompiled {base:.3f}" if score is not None
+           else f"{name}'s program could not be scored on the whole valset within the budget")
+    session.record(base, note=f"{KEPT_BASELINE}: {why}")
+    return session.baseline(), base
+
+
+def lms_used(session: CompileSession) -> dict[str, str]:
+    """The report's `lms`: the LMs the pipeline's predictors run on (`task`), the teacher and the
+    proposer when the optimizer used them (with the rule that chose them), and the requests each LM
+    id answered (`requests`, cache hits included, so a warm cache gives the same report)."""
+    out = {"task": task_lms(session.program)}
+    if session.teacher_used:
+        out["teacher"] = session.teacher_label()
+    if session.proposer_label is not None:
+        out["proposer"] = session.proposer_label
+    if session.stats.by_lm:
+        out["requests"] = ", ".join(f"{lm} {n}" for lm, n in sorted(session.stats.by_lm.items()))
+    return out
+
+
+def fit_valset(val: list, budget: int | None, per_row: int, rng: random.Random) -> list:
+    """The validation rows a call budget affords. The baseline and one candidate are scored on the
+    same rows with at most half the budget, leaving the other half to the optimizer; without a
+    budget, or when every row fits, all rows. A budget smaller than the valset would otherwise be
+    spent scoring the baseline, with nothing left to optimize.
+
+    >>> fit_valset(list(range(20)), 18, 1, random.Random(0))
+    [1, 8, 12, 13]
+    >>> len(fit_valset(list(range(20)), 200, 1, random.Random(0)))
+    20
+    """
+    if budget is None or 4 * len(val) * per_row <= budget:
+        return val
+    keep = sorted(rng.sample(range(len(val)), max(1, budget // (4 * per_row))))
+    return [val[i] for i in keep]
+
+
+def proposer_choice(program, config: CompileConfig):
+    """The LM that proposes instructions, and why, by one rule:
+
+    1. the `proposer` setting (`--proposer`): a declared lm name or an LM id;
+    2. else the `teacher` setting (`--teacher`);
+    3. else the file's default lm (`default lm = NAME`, or the file's only `lm`);
+    4. else, in a file with several lms and no default, the lm most of the pipeline's predictors run
+       on (a tie goes to the one declared first): never a model none of them uses.
+
+    Returns `(backend, reason)`. A file that declares no lm runs on the embedded model, and so does
+    its proposer (rule 3 finds no default; rule 4 finds the predictors on the built-in default).
+    """
+    from .lm import backend_for
+    default = program.default_lm_name()
+    for setting in ("proposer", "teacher"):
+        choice = getattr(config, setting)
+        if choice is not None:
+            resolved = resolve_lm(program, choice)
+            backend = resolved if not isinstance(resolved, str) else backend_for(resolved)
+            named = f", {choice}" if choice != backend.describe() else ""
+            return backend, f"the {setting} setting{named}"
+    checked = program.checked
+    if checked.default_lm is not None:
+        how = "default lm" if len(checked.lms) > 1 else "only lm"
+        return program.backend(checked.default_lm), f"the file's {how}, {checked.default_lm}"
+    used = Counter(p.lm for p in program.predictors().values()) or Counter([default])
+    order = [*checked.lms, default]
+    name = max(used, key=lambda n: (used[n], -order.index(n) if n in order else -len(order)))
+    shown = name if name != default else "the built-in default model"
+    return program.backend(name), f"no default lm: {shown}, the lm most of the pipeline's predictors run on"
+
+
+def _proposer_identity(program, config: CompileConfig) -> str:
+    """The proposer `proposer_choice` would pick, for the fingerprint: a file that gains a default lm
+    proposes on another LM, so it compiles again."""
+    backend, why = proposer_choice(program, config)
+    return f"{backend.describe()} ({why})"
+
+
+def task_lms(program) -> str:
+    """The LMs the pipeline's predictors run on, in order of first use: "openai/small, openai/big"."""
+    return ", ".join(dict.fromkeys(program.backend(p.lm).describe() for p in program.predictors().values()))
+
+
+def resolve_lm(program, choice: str):
+    """A declared lm name resolves to its backend; anything else is an LM id."""
+    if choice in program.checked.lms:
+        return program.backend(choice)
+    return choice
+
+
+__all__ = ["CompileSession", "CompileResult", "compile_program", "open_session", "never_worse", "KEPT_BASELINE"]

@@ -1,0 +1,158 @@
+"""The session interface: everything an optimizer may use of a compile, in one place.
+
+An optimizer (one file in `optimizers/`) imports nothing of pipec but this module. `optimize(session)`
+gets a `Session` (the compile implements it: `pipec.optimize.CompileSession`) and returns the
+parameters it chose — `PredictorState`s by predictor name, or a list of such dicts for an ensemble —
+with their valset score when it knows it: `(params, score or None)`. It never touches the program.
+
+What a session offers:
+
+- facts, read-only: the rows (`trainset`, `valset`), `seed`, the `metric` (its text and the fields
+  it scores), the pipeline's `input_names`, the predictors as `PredictorView`s, the uncompiled
+  parameters (`baseline()`), an `identity` (what the compile is about: sources, pipeline, LMs), the
+  `mode` (`Mode`: a single compile, or a worker or the finalizer of a shared study), the shared
+  study's `storage` and `study` name, and seeded random streams (`rng(salt)`);
+- running, always through the compile's call budget, LM cache and counters: `evaluate(params, rows)`
+  scores a candidate on its own copy of the program, `run_teacher(params, rows)` runs the teacher with
+  traces (demo material), `ask(request)` sends one request to the proposer LM;
+- the budget: `out_of_budget`, `calls_used`, `calls_left`, `holding_back_for_validation()`;
+- bookkeeping: `record(score, full, note)` a trial (the report and the progress line show it),
+  `phase(name)` and `expect_trials(n)` for the progress line, `report_worker(trials)` for a worker's
+  summary.
+
+The values an optimizer builds or reads come from here too: `PredictorState` and `KnnState` (the
+artifact's parameter types), `OptionSpec` (how an optimizer declares its options), `LMRequest`,
+`fingerprint`, and how pipec shows a value or a type to an LM (`render_value`, `describe_type`).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, ContextManager, Protocol, Sequence
+
+from .dsl.catalogue import OptionSpec
+from .fingerprints import fingerprint
+from .lm.base import LMRequest
+from .prompt import describe_type, render_value
+
+
+class Mode(str, enum.Enum):
+    """How this process takes part in a compile."""
+
+    SINGLE = "single"          # the whole compile, here
+    WORKER = "worker"          # run trials of a shared study, write nothing
+    FINALIZE = "finalize"      # once the study's trials are done: score the best, write the artifact
+
+
+@dataclass(frozen=True, slots=True)
+class PredictorView:
+    """A predictor as an optimizer sees it: its name, its uncompiled instruction and its fields
+    (`(name, type, description)` each). Read-only: parameters are chosen, never installed."""
+
+    name: str
+    instruction: str
+    inputs: tuple[tuple[str, Any, str], ...]
+    outputs: tuple[tuple[str, Any, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricInfo:
+    """The compile's metric: its text (`exact_match(intent)`) and the fields it scores."""
+
+    text: str
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a compile is about, for names and digests that must change with it (a study's name):
+    the pipeline, its .pipe sources by relative path, its LMs (ids and options by declared name),
+    and the teacher and proposer settings."""
+
+    pipeline: str
+    sources: dict[str, str]
+    lms: dict[str, Any]
+    teacher: str | None
+    proposer: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The proposer LM's reply to `Session.ask`: its text (None when the call failed or was not made),
+    the LM calls it cost (0 for a cache hit), and whether the budget refused it."""
+
+    text: str | None
+    calls: int = 0
+    budget_spent: bool = False
+
+
+class Row(Protocol):
+    """A labeled row: its values by field name."""
+
+    values: dict[str, Any]
+
+
+class Scored(Protocol):
+    """What `evaluate` and `run_teacher` return: the mean score, whether the budget ran out before
+    every row was scored, and the rows (`.score`, `.prediction` with its `.ok` and `.trace`)."""
+
+    score: float
+    incomplete: bool
+    rows: list
+
+
+class Session(Protocol):
+    """The one interface between the compile and an optimizer (see the module's docstring)."""
+
+    trainset: Sequence[Row]
+    valset: Sequence[Row]
+    seed: int
+    metric: MetricInfo
+    input_names: tuple[str, ...]
+    identity: Identity
+    mode: Mode
+    storage: str | None
+    study: str | None
+    concurrency: int
+    baseline_score: float | None      # the uncompiled program's valset score, once measured
+
+    def predictors(self) -> dict[str, PredictorView]: ...
+    def baseline(self) -> dict[str, Any]: ...
+    def rng(self, salt: str = "") -> Any: ...
+
+    @property
+    def calls_per_row(self) -> int: ...        # LM calls one input typically costs
+    @property
+    def module_calls(self) -> int: ...         # module call sites per input: a floor on its LM calls
+
+    def evaluate(self, params: Any, rows: Sequence[Row] | None = None) -> Scored: ...
+    def run_teacher(self, params: dict[str, Any], rows: Sequence[Row]) -> Scored: ...
+    def ask(self, request: LMRequest) -> Answer: ...
+
+    @property
+    def out_of_budget(self) -> bool: ...
+    @property
+    def calls_used(self) -> int: ...
+    @property
+    def calls_left(self) -> int | None: ...    # None: no budget
+    def holding_back_for_validation(self) -> ContextManager: ...
+
+    def record(self, score: float, full: bool = True, note: str = "") -> Any: ...
+    def phase(self, name: str) -> None: ...
+    def expect_trials(self, total: int) -> None: ...
+    def report_worker(self, trials: int) -> None: ...
+
+
+_ARTIFACT_TYPES = ("PredictorState", "KnnState")
+
+
+def __getattr__(name: str):
+    # The artifact's types load pydantic: only when an optimizer runs, never while a file is checked.
+    if name in _ARTIFACT_TYPES:
+        from . import artifact
+        return getattr(artifact, name)
+    raise AttributeError(f"module 'pipec.session' has no attribute '{name}'")
+
+
+__all__ = ["Session", "Mode", "PredictorView", "MetricInfo", "Identity", "Answer", "Row", "Scored", "OptionSpec",
+           "LMRequest", "fingerprint", "describe_type", "render_value", *_ARTIFACT_TYPES]
