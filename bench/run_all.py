@@ -577,7 +577,7 @@ def bench_compile(cfg: Config, sides: Sides, tmp: Path) -> Section:
         f"Same budget: where pipec's defaults sent more compile LM calls than DSPy, pipec runs again with DSPy's "
         f"count as its compile `budget` (the row '{BUDGETED}'), and the target compares that run. Under a budget "
         "too small to score every dev row twice, pipec scores the baseline and the result on a seeded sample of "
-        "the dev rows that costs at most half of it (`fit_valset` in `compiler/compiling.py`).",
+        "the dev rows that costs at most half of it (`fit_valset` in `compiler/optimize.py`).",
         "pipec talks to the server through `openai_compat.py` (structured output `auto` = `json_object` with the "
         "schema attached, which llama-cpp-python's server enforces with a grammar); DSPy through `dspy.LM` with its "
         "default ChatAdapter (falling back to its JSON adapter on a parse failure).",
