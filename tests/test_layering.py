@@ -188,23 +188,72 @@ def optimizer_names() -> set[str]:
     return names
 
 
-def test_the_core_never_tests_an_optimizers_name():
-    """`if optimizer == "mipro"` in the core would make an optimizer more than one file: what differs
-    between optimizers is declared on their classes."""
+# The one place the core may spell an optimizer's name: the default when a compile block names none.
+NAMED_ON_PURPOSE = {("pipec.settings", "bootstrap_fewshot")}
+
+
+def docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the docstring nodes of a module, its classes and functions."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                out.add(id(first.value))
+    return out
+
+
+def test_the_core_never_names_an_optimizer():
+    """`if optimizer == "mipro"`, `{"random_search": ...}`, `optimizers()["mipro"]` or `MIPRO = "mipro"`
+    in the core would make an optimizer more than one file: what differs between optimizers is declared
+    on their classes. Any string constant equal to an optimizer's name counts (docstrings aside).
+    (A name spelled out at run time, e.g. through `importlib.import_module`, is beyond a static check.)"""
     names = optimizer_names()
     assert {"mipro", "bootstrap_fewshot", "random_search"} <= names
     bad = []
     for mod, path in modules().items():
         if under(mod, "pipec.optimizers"):
             continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skip = docstrings(tree)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and node.value in names and id(node) not in skip
+                    and (mod, node.value) not in NAMED_ON_PURPOSE):
+                bad.append(f"{mod}:{node.lineno}: names the optimizer {node.value!r}")
+    assert not bad, _explain(bad)
+
+
+def test_a_kind_reaches_the_program_only_through_its_env():
+    """A module kind gets tools, other modules and LM settings from `KindEnv`; reaching into the env's
+    private program (`env._program`, as ReAct once did) or any other private attribute of it ties the
+    kind to the runtime's internals."""
+    bad = []
+    for mod, path in modules().items():
+        if not under(mod, "pipec.modules") or mod == "pipec.modules.base":
+            continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Compare):
-                for operand in [node.left, *node.comparators]:
-                    values = [operand] + (list(operand.elts) if isinstance(operand, (ast.Tuple, ast.List, ast.Set))
-                                          else [])
-                    for v in values:
-                        if isinstance(v, ast.Constant) and v.value in names:
-                            bad.append(f"{mod}:{node.lineno}: compares with the optimizer name {v.value!r}")
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and isinstance(node.value, ast.Attribute) and node.value.attr == "env"):
+                bad.append(f"{mod}:{node.lineno}: reaches env.{node.attr}")
+            if isinstance(node, ast.Attribute) and node.attr == "_program":
+                bad.append(f"{mod}:{node.lineno}: reaches ._program")
+    assert not bad, _explain(bad)
+
+
+def test_an_optimizer_uses_no_private_name_of_another():
+    """`LabeledFewShot._labeled` called from mipro made two files one: an optimizer shares with another
+    only public methods (and the helpers of optimizers/base.py)."""
+    bad = []
+    for mod, path in modules().items():
+        if not under(mod, "pipec.optimizers"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        own = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and isinstance(node.value, ast.Name) and node.value.id not in own | {"self", "cls"}
+                    and node.value.id[:1].isupper()):
+                bad.append(f"{mod}:{node.lineno}: uses {node.value.id}.{node.attr}")
     assert not bad, _explain(bad)
 
 

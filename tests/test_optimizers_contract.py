@@ -5,7 +5,8 @@
 - the same seed gives the same result, byte for byte;
 - it records at least one trial, and the reported score is what the compiled program really scores;
 - demos come from the trainset, never from the valset it is scored on;
-- unknown options are a clear error before any LM call, and its options are the ones the checker knows.
+- unknown options are a clear error before any LM call, and its options are the ones the checker knows;
+- it touches nothing of the compile session beyond the `pipec.session.Session` interface.
 """
 from __future__ import annotations
 
@@ -110,11 +111,58 @@ def spy(monkeypatch):
     return seen
 
 
+def session_interface() -> set[str]:
+    """Every name the `Session` protocol declares: its attributes, properties and methods."""
+    from pipec.session import Session
+    names = set(getattr(Session, "__annotations__", {}))
+    names |= {n for n, v in vars(Session).items() if not n.startswith("_") and (callable(v) or isinstance(v, property))}
+    return names
+
+
+class OnlyTheInterface:
+    """A session that lets an optimizer use what `Session` declares and nothing else: reaching past it
+    (the program, its graph, the config, another optimizer's internals through the session) fails."""
+
+    def __init__(self, session, allowed: set[str], reached: list[str]):
+        object.__setattr__(self, "_session", session)
+        object.__setattr__(self, "_allowed", allowed)
+        object.__setattr__(self, "_reached", reached)
+
+    def __getattr__(self, name):
+        if name not in self._allowed:
+            self._reached.append(name)
+            raise AttributeError(f"{name!r} is not part of pipec.session.Session")
+        return getattr(self._session, name)
+
+    def __setattr__(self, name, value):
+        self._reached.append(f"{name} (written)")
+        raise AttributeError(f"an optimizer may not set {name!r} on the session")
+
+
 def members(params):
     return params if isinstance(params, list) else [params]
 
 
 # ---------------------------------------------------------------------------- the contract
+def test_uses_nothing_of_the_session_beyond_its_interface(chain, optimizer, monkeypatch):
+    allowed, reached = session_interface(), []
+    assert {"evaluate", "ask", "predictors", "valset", "record"} <= allowed     # the proxy reads the protocol
+    real = optimizers_pkg.get_optimizer
+
+    def get(name):
+        cls = real(name)
+
+        class Narrow(cls):
+            def optimize(self, session):
+                return super().optimize(OnlyTheInterface(session, allowed, reached))
+        Narrow.name = cls.name
+        return Narrow
+    monkeypatch.setattr(optimizers_pkg, "get_optimizer", get)
+    compiled, _ = compile_chain(chain, optimizer)
+    assert not reached, f"{optimizer} reached past the Session interface: {sorted(set(reached))}"
+    assert compiled.report.compiled_score is not None
+
+
 def test_returns_params_only_for_existing_predictors(chain, optimizer, spy):
     compiled, _ = compile_chain(chain, optimizer)
     assert len(spy) == 1
