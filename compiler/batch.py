@@ -194,12 +194,6 @@ def examine_output(out_path: Path, identity: dict | None = None) -> Existing:
     return found
 
 
-def finished_rows(out_path: Path, retry_failed: bool) -> dict[int, str]:
-    """Line → row key of results already in the output file (failed ones too unless `retry_failed`).
-    Reads only; `run_jsonl` cuts a torn last line off once it holds the output's lock."""
-    return {line: key for line, (key, ok) in examine_output(out_path).records.items() if ok or not retry_failed}
-
-
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)

@@ -47,15 +47,6 @@ def answer_key(*values: Any) -> str:
     return json.dumps([normalize(v) for v in values], sort_keys=True, default=str, ensure_ascii=False)
 
 
-def same_answer(a: Any, b: Any) -> bool:
-    """Whether two values are the same answer under the rule above.
-
-    >>> same_answer("Yes", "yes."), same_answer(2, 2.0), same_answer("3.5", "35")
-    (True, True, False)
-    """
-    return answer_key(a) == answer_key(b)
-
-
 def count_votes(keys: Sequence[str | None]) -> list[tuple[str, int, int]]:
     """(key, votes, index of its first voter) for every answer, most votes first; among equal counts
     the answer given first wins. `None` is a voter that failed: it votes for nothing.
