@@ -23,7 +23,8 @@ from .dsl.types import Type
 from .executor import Plan
 from .graph import Graph
 from .lower import lower, plain_options
-from .lm import DEFAULT_MODEL, SAMPLING, LMBackend, backend_for
+from .lm import DEFAULT_MODEL, LMBackend, backend_for
+from .lm.base import declared_sampling
 from .modules import ModuleKind, ModuleSpec, Predictor, kinds
 from .prediction import Prediction
 from .reply_parser import ReplyError, coerce
@@ -268,7 +269,7 @@ class Program:
             sig = prog.signatures[decl.signature]
             lm_name = self._module_lm(decl)
             lm_decl = prog.lms.get(lm_name if lm_name != DEFAULT_LM else (prog.default_lm or ""))
-            sampling = {o.name: o.value for o in lm_decl.options if o.name in SAMPLING} if lm_decl else {}
+            sampling = declared_sampling(lm_decl)
             options = plain_options(decl.options)
             spec = ModuleSpec(name, sig.decl.instruction, list(sig.inputs), list(sig.outputs), options, lm_name,
                               sampling, env)

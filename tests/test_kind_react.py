@@ -16,7 +16,7 @@ import pytest
 from conftest import first_user_value, system_of
 
 import pipec
-from pipec.modules.react import fill_args
+from pipec.modules.tool_use import fill_args
 
 pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model")
 

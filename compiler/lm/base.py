@@ -11,6 +11,16 @@ from typing import Any
 SAMPLING = ("temperature", "max_tokens", "top_p", "stop", "seed")
 
 
+def declared_sampling(lm_decl) -> dict[str, Any]:
+    """The sampling options written on an `lm` declaration (None: no declaration, no options).
+
+    >>> from types import SimpleNamespace as NS
+    >>> declared_sampling(NS(options=[NS(name="temperature", value=0.2), NS(name="model", value="x")]))
+    {'temperature': 0.2}
+    """
+    return {o.name: o.value for o in lm_decl.options if o.name in SAMPLING} if lm_decl is not None else {}
+
+
 @dataclass(slots=True)
 class LMRequest:
     """Everything that determines a reply, and nothing secret: it is hashed for the cache key."""

@@ -12,7 +12,7 @@ from ..budget import BudgetExhausted
 from ..cache import prefix_digest
 from ..dsl.catalogue import OptionSpec
 from ..dsl.types import Type
-from ..lm.base import LMError, LMRequest
+from ..lm.base import LMError, LMRequest, declared_sampling
 from ..prompt import prompt_prefix, render_value, retry_message, user_message
 from ..reply_parser import ReplyError, parse_reply
 from ..schema import object_schema
@@ -25,6 +25,8 @@ COMMON_OPTIONS: dict[str, OptionSpec] = {
     "max_tokens": OptionSpec("int", "upper bound on reply tokens", minimum=1),
     "instruction": OptionSpec("str", "replaces the signature's instruction for this module"),
 }
+# The sampling options a module may set for its own calls, over its LM's declared ones.
+MODULE_SAMPLING = ("temperature", "max_tokens")
 
 
 class ModuleFailure(Exception):
@@ -205,9 +207,7 @@ class KindEnv:
     def lm_sampling(self, name: str) -> dict[str, Any]:
         """The sampling options (temperature, max_tokens, ...) declared on lm `name`, for kinds that
         put inner predictors on other LMs than their own."""
-        from ..lm import SAMPLING
-        decl = self._program.checked.lms.get(name)
-        return {o.name: o.value for o in decl.options if o.name in SAMPLING} if decl else {}
+        return declared_sampling(self._program.checked.lms.get(name))
 
 
 @dataclass(slots=True)
@@ -254,10 +254,11 @@ class ModuleKind:
         raise NotImplementedError
 
     def sampling(self) -> dict[str, Any]:
-        params = dict(self.spec.sampling)
-        for k in ("temperature", "max_tokens"):
-            if k in self.spec.options:
-                params[k] = self.spec.options[k]
+        """Sampling for this module's predictors: its LM's declared sampling, then its own options."""
+        return self._overridden(dict(self.spec.sampling))
+
+    def _overridden(self, params: dict[str, Any]) -> dict[str, Any]:
+        params.update({k: self.spec.options[k] for k in MODULE_SAMPLING if k in self.spec.options})
         return params
 
     def instruction(self) -> str:
@@ -268,11 +269,7 @@ class ModuleKind:
         its `lm`; on another, that LM's declared sampling with this module's temperature and max_tokens."""
         if lm == self.spec.lm:
             return self.sampling()
-        params = self.spec.env.lm_sampling(lm) if self.spec.env is not None else {}
-        for k in ("temperature", "max_tokens"):
-            if k in self.spec.options:
-                params[k] = self.spec.options[k]
-        return params
+        return self._overridden(self.spec.env.lm_sampling(lm) if self.spec.env is not None else {})
 
     def predictor(self, part: str, instruction: str, inputs: Fields, outputs: Fields,
                   params: dict[str, Any] | None = None) -> Predictor:

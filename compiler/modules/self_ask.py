@@ -31,7 +31,15 @@ from ..dsl import ast as A
 from ..dsl.catalogue import OptionSpec
 from ..dsl.types import BOOL, STR, Type
 from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind
-from .react import call_args, call_keys, fill_args, observe, tool_params, tool_signature, undeclared_problem
+from .tool_use import (
+    call_args,
+    call_keys,
+    fill_args,
+    observe,
+    tool_params,
+    tool_signature,
+    undeclared_problem,
+)
 
 DEFAULT_MAX_FOLLOWUPS = 3
 NEEDED = "Are follow up questions needed here:"
