@@ -27,23 +27,43 @@ from .gcpause import gc_paused
 Program = CheckedProgram     # the name before issue 14; `pipec.graph` still imports it
 
 __all__ = ["PASSES", "CheckState", "CheckedProgram", "PipelineInfo", "Program", "SigInfo", "check",
-           "each_declaration"]
+           "check_passes", "each_declaration"]
+
+
+def _pass_name(check: Callable) -> str:
+    """The pass a check belongs to: its module in `pipec.dsl.checks` ("lms", "pipelines")."""
+    return check.__module__.rpartition(".")[2]
 
 
 def each_declaration(checks: dict[type, Callable]) -> Callable[[CheckState], None]:
     """A pass that hands every declaration, in source order, to the check for its kind of node.
 
     The checks given together share one walk, so their diagnostics come in the order of the file
-    rather than one kind after the other.
+    rather than one kind after the other; each diagnostic still records the pass (module) of the
+    check that found it.
     """
+    named = {kind: (check, _pass_name(check)) for kind, check in checks.items()}
+
     def walk(state: CheckState) -> None:
         for item in state.items:
-            check = checks.get(type(item))
-            if check is not None:
-                check(state, item)
+            entry = named.get(type(item))
+            if entry is not None:
+                state.check_pass = entry[1]
+                entry[0](state, item)
 
     walk.__name__ = walk.__qualname__ = "each_declaration(" + ", ".join(c.__name__ for c in checks.values()) + ")"
+    walk.checks = tuple(checks.values())
     return walk
+
+
+def check_passes(run: Callable[[CheckState], None]) -> tuple[str, ...]:
+    """The passes a member of `PASSES` runs, by module in `pipec.dsl.checks`: its own, or for an
+    `each_declaration` walk, those of the checks it combines. A diagnostic's `origin` is one of them.
+
+    >>> [check_passes(run) for run in PASSES][2:4]
+    [('lms', 'signatures'), ('modules', 'tools')]
+    """
+    return tuple(dict.fromkeys(_pass_name(c) for c in getattr(run, "checks", (run,))))
 
 
 # Each pass reads what the ones before it filled in: names first, so the order of a file does not
@@ -79,9 +99,11 @@ def check(files: list[A.File], catalogue: Catalogue) -> tuple[CheckedProgram, li
     state = CheckState(files, catalogue)
     try:
         for run in PASSES:
+            state.check_pass = check_passes(run)[0]     # what its diagnostics record as their origin
             run(state)
     except RecursionError:
-        # Thousands of nested records or chained values; a diagnostic beats a traceback.
+        # Thousands of nested records or chained values; a diagnostic beats a traceback. Its origin
+        # is the pass that was running.
         span = A.Span(files[0].path if files else "<string>", 1, 1, 1, 2)
         state.error(span, "this program nests declarations too deeply to check",
                     "records containing records, or values computed from values, thousands deep", "too-deep")

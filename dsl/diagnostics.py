@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 from .ast import Span
@@ -26,6 +26,9 @@ class Diagnostic:
     span: Span
     hint: str = ""
     code: str = ""                 # stable identifier, e.g. "unknown-name"
+    # What found it: "syntax" (the parser), "imports" (the loader) or the check pass (its module in
+    # pipec.dsl.checks, e.g. "pipelines"). For tests and tools; never rendered, not compared.
+    origin: str = field(default="", repr=False, compare=False)
 
     def headline(self) -> str:
         return f"{self.span}: {self.severity}: {self.message}"

@@ -76,14 +76,15 @@ def load(path: str | Path, catalogue: Catalogue, source: str | None = None,
             return
         if target == real:
             diags.append(Diagnostic("error", "a file cannot import itself", item.span, "remove this import",
-                                    "import-cycle"))
+                                    "import-cycle", "imports"))
             return
         if target in on_stack:
             # Name only the files on the loop, starting from the one imported again.
             loop = [p for p, _, _ in stack[on_stack[target]:]]
             chain = " -> ".join(shown_as[p] for p in loop) + f" -> {shown_as[target]}"
             diags.append(Diagnostic("error", f"import cycle: {chain}", item.span,
-                                    "move the shared declarations into a file both can import", "import-cycle"))
+                                    "move the shared declarations into a file both can import", "import-cycle",
+                                    "imports"))
             return
         if target in done:
             return
@@ -104,7 +105,8 @@ def load(path: str | Path, catalogue: Catalogue, source: str | None = None,
     def unreadable(item: A.Import, reason: str, hint: str = "import paths are relative to the importing file") -> None:
         # A path with control characters (an escaped NUL, say) is shown escaped, not printed raw.
         shown = item.path if item.path.isprintable() else repr(item.path)[1:-1]
-        diags.append(Diagnostic("error", f"cannot read import '{shown}': {reason}", item.span, hint, "bad-import"))
+        diags.append(Diagnostic("error", f"cannot read import '{shown}': {reason}", item.span, hint, "bad-import",
+                                "imports"))
 
     visit(path.resolve(), display, source)
     while stack:                        # depth first, each file's imports in order, as they are written

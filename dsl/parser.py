@@ -102,6 +102,8 @@ def parse(source: str, path: str = "<string>") -> tuple[A.File, list[Diagnostic]
             diags.append(diag)
             _mark_broken(file, source, starts[i], starts[i + 1])
         i, size = i + 1, 1
+    for d in diags:
+        d.origin = "syntax"
     return file, diags
 
 

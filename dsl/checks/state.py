@@ -23,6 +23,7 @@ class CheckState:
         self.catalogue = catalogue
         self.program = CheckedProgram(files)
         self.diagnostics: list[Diagnostic] = []
+        self.check_pass = ""       # the pass running: what `error` and `warn` record as a diagnostic's origin
         self.items = [it for f in files for it in f.items]     # every declaration: the main file's, then imports'
         self.file_of: dict[int, A.File] = {id(it): f for f in files for it in f.items}
         self.broken = set().union(*(f.broken_names for f in files)) if files else set()
@@ -41,10 +42,10 @@ class CheckState:
 
     # ------------------------------------------------------------ reporting
     def error(self, span: A.Span, message: str, hint: str = "", code: str = "") -> None:
-        self.diagnostics.append(Diagnostic("error", message, span, hint, code))
+        self.diagnostics.append(Diagnostic("error", message, span, hint, code, self.check_pass))
 
     def warn(self, span: A.Span, message: str, hint: str = "", code: str = "") -> None:
-        self.diagnostics.append(Diagnostic("warning", message, span, hint, code))
+        self.diagnostics.append(Diagnostic("warning", message, span, hint, code, self.check_pass))
 
     def unknown(self, span: A.Span, what: str, name: str, candidates, code: str = "unknown-name") -> None:
         if name in self.broken:
