@@ -12,7 +12,7 @@ from .dsl import ast as A
 from .graph import Expr, Graph, Node, expr_deps
 
 if TYPE_CHECKING:
-    from .dsl.checker import Program as Checked
+    from .dsl.checked_program import CheckedProgram as Checked
 
 
 def lower(prog: Checked, pipeline: str) -> Graph:

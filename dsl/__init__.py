@@ -17,7 +17,6 @@ _LAZY = {
     "CheckedProgram": "checked_program", "check": "checker", "Diagnostic": "diagnostics", "PipeError": "diagnostics",
     "render_all": "diagnostics", "Loaded": "loader", "load": "loader", "parse": "parser", "Type": "types",
     "assignable": "types", "show": "types",
-    "Program": "checker",     # CheckedProgram's name before issue 14
 }
 
 __all__ = list(_LAZY)

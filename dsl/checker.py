@@ -24,9 +24,8 @@ from .checks.tools import check_tool
 from .diagnostics import Diagnostic
 from .gcpause import gc_paused
 
-Program = CheckedProgram     # the name before issue 14; `pipec.graph` still imports it
 
-__all__ = ["PASSES", "CheckState", "CheckedProgram", "PipelineInfo", "Program", "SigInfo", "check",
+__all__ = ["PASSES", "CheckState", "CheckedProgram", "PipelineInfo", "SigInfo", "check",
            "check_passes", "each_declaration"]
 
 

@@ -30,7 +30,7 @@ from .diagnostics import Diagnostic, did_you_mean
 from .gcpause import gc_paused
 from .syntax_errors import ITEM_KEYWORDS, describe_expected, describe_token, index_mistakes, match_mistake
 
-_ITEM_START = re.compile(r"^(import|lm|default|signature|record|module|tool|pipeline|compile|test)\b", re.M)
+_ITEM_START = re.compile(rf"^({'|'.join(ITEM_KEYWORDS)})\b", re.M)
 _ITEM_NAME = re.compile(r"^(?:lm|signature|record|module|tool|pipeline)\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
 _WORD = re.compile(r"\s*(\S+)")
 

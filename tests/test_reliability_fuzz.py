@@ -30,6 +30,7 @@ import pipec
 from pipec.registry import catalogue
 from pipec.dsl import PipeError, check, load, parse, render_all
 from pipec.dsl.loader import Loaded
+from pipec.dsl.syntax_errors import ITEM_KEYWORDS
 from pipec.program import Program
 
 from fault_server import pipec_cli, record_figure
@@ -41,8 +42,7 @@ LIMIT_S = 1.0          # CPU seconds per input
 
 _TOKEN = re.compile(r'"""[\s\S]*?"""|"(?:[^"\\\n]|\\.)*"|#[^\n]*|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|\w+|->|==|!=|\S')
 
-KEYWORDS = ["import", "lm", "default", "signature", "record", "module", "tool", "pipeline", "compile", "test",
-            "in", "out", "enum", "list", "map", "ordered", "max", "return", "true", "false", "contains", "python"]
+KEYWORDS = [*ITEM_KEYWORDS, "in", "out", "enum", "list", "map", "ordered", "max", "return", "true", "false", "contains", "python"]
 PUNCT = ["{", "}", "(", ")", "[", "]", ":", "=", ",", ".", "+", "->", "==", "!=", "?", "-"]
 NAMES = sorted({m for s in SEEDS for m in re.findall(r"\b[A-Za-z_]\w*\b", s)} | {"str", "int", "float", "bool", "x", "_"})
 LITERALS = ['"text"', '""', '"esc \\n \\t \\" \\\\ \\u00e9"', '"bad \\u12"', '"bad \\q"', '"unterminated',
