@@ -831,6 +831,7 @@ def cmd_eval(args) -> int:
     from .evaluate import evaluate
     from .metrics import MetricError
     from .progress import Progress
+    from .secrets import redact
     if not os.path.isfile(args.data):
         raise UsageError(f"no such file: {args.data}")
     prog = _load(args)
@@ -881,6 +882,10 @@ def cmd_eval(args) -> int:
             got = f"error: {r.error}" if r.error else ", ".join(f"{k}={_short(r.outputs.get(k))}" for k in r.expected)
             want = ", ".join(f"{k}={_short(v)}" for k, v in r.expected.items())
             print(f"  {r.where}: {inputs}\n      expected {want}\n      got      {got}")
+            if r.feedback:
+                # One line, masked before it is cut (a key cut in half would escape the stream's
+                # masking); the full text is in --output and --report.
+                print(f"      feedback {_short(redact(' '.join(r.feedback.split())), 160)}")
     if args.progress is not False:          # --no-progress: no progress line, not even the closing one
         print(line, file=sys.stderr)
     refused = _explain_refused_keys(prog, "eval", "then run the eval again")

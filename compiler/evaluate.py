@@ -1,4 +1,5 @@
-"""Scoring a program on labeled examples: the score, per-field misses, and every row's result."""
+"""Scoring a program on labeled examples: the score, per-field misses, and every row's result with
+the metric's feedback on it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,8 +10,8 @@ from .run import run_one
 from .budget import BudgetExhausted
 from .context import RowContext
 from .dataset import Example
-from .dsl.types import BOOL, STR
-from .metrics import Metric, MetricError
+from .dsl.types import BOOL, STR, Type
+from .metrics import Assessment, Metric, MetricError
 from .lm.base import LMError
 from .secrets import redact_data
 from .modules.base import ModuleFailure, Predictor
@@ -20,6 +21,10 @@ from .progress import Progress
 
 @dataclass(slots=True)
 class RowResult:
+    """One scored row: its inputs, labels and outputs, the score, the metric's `feedback` (why it
+    missed, the judge's rationale, or what a python(...) metric said; None when it said nothing),
+    the error of a failed row, the fields it missed and the prediction with its trace."""
+
     where: str
     inputs: dict[str, Any]
     expected: dict[str, Any]
@@ -29,6 +34,7 @@ class RowResult:
     raw: str = ""
     misses: list[str] = field(default_factory=list)
     prediction: Prediction | None = None
+    feedback: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -37,8 +43,8 @@ class RowResult:
     def to_dict(self) -> dict[str, Any]:
         """The row as it leaves pipec (`eval --output`, reports): secrets in it are masked."""
         return redact_data({"where": self.where, "inputs": self.inputs, "expected": self.expected,
-                            "outputs": self.outputs, "score": self.score, "passed": self.passed, "error": self.error,
-                            "raw": self.raw})
+                            "outputs": self.outputs, "score": self.score, "passed": self.passed,
+                            "feedback": self.feedback, "error": self.error, "raw": self.raw})
 
 
 @dataclass(slots=True)
@@ -64,30 +70,56 @@ class EvalResult:
 
 
 class Judge:
-    """The LM side of a `judge(...)` metric: a yes/no verdict on one field against a rubric."""
+    """The LM side of a `judge(...)` metric: a yes/no verdict on one field against a rubric, with the
+    judge's rationale as the row's feedback."""
 
     def __init__(self, metric: Metric, lm_name: str):
         rubric = metric.judge["rubric"] or "The prediction gives the same answer as the expected value."
+        # The rationale comes before the verdict (reasons first, as in chain of thought) and is
+        # optional: a judge that answers only the verdict is still read.
         self.predictor = Predictor(
             "metric.judge", f"Judge whether a prediction is acceptable. Rubric: {rubric}",
             [("expected", STR, "the reference answer"), ("prediction", STR, "the answer to judge")],
-            [("acceptable", BOOL, "true if the prediction meets the rubric")], lm_name, {"temperature": 0.0})
+            [("rationale", Type("str", optional=True),
+              "one or two sentences: why the prediction does or does not meet the rubric"),
+             ("acceptable", BOOL, "true if the prediction meets the rubric")], lm_name, {"temperature": 0.0})
         self.fields = metric.fields
 
     async def score(self, example: dict[str, Any], pred: Prediction, row: RowContext) -> float:
+        """The mean verdict over the metric's fields (a failed prediction scores 0)."""
+        return (await self.assess(example, pred, row)).score
+
+    async def assess(self, example: dict[str, Any], pred: Prediction, row: RowContext) -> Assessment:
+        """Verdicts and rationales on every field: the score, the rationale as feedback (each one
+        named by its field when there are several) and the fields judged unacceptable."""
         if not pred.ok:
-            return 0.0
-        total = 0.0
+            return Assessment(0.0, None, list(self.fields))
+        total, misses, notes = 0.0, [], []
         for f in self.fields:
             ctx = row.node(f"judge:{f}", "metric")
             try:
                 verdict = await self.predictor({"expected": _text(example.get(f)), "prediction": _text(pred[f])}, ctx)
             except BudgetExhausted:
                 raise
-            except (ModuleFailure, LMError):
-                continue                  # an unreadable verdict or a failed judge call counts as a miss
-            total += 1.0 if verdict["acceptable"] else 0.0
-        return total / len(self.fields)
+            except (ModuleFailure, LMError) as err:
+                misses.append(f)          # an unreadable verdict or a failed judge call counts as a miss
+                notes.append((f, f"no verdict: the judge failed ({_clip(str(err), 200)})"))
+                continue
+            if verdict["acceptable"]:
+                total += 1.0
+            else:
+                misses.append(f)
+            if verdict.get("rationale"):
+                notes.append((f, " ".join(str(verdict["rationale"]).split())))
+        if len(self.fields) == 1:
+            feedback = notes[0][1] if notes else None
+        else:
+            feedback = "; ".join(f"{f}: {note}" for f, note in notes) or None
+        return Assessment(total / len(self.fields), feedback, misses)
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _text(v: Any) -> str:
@@ -118,23 +150,21 @@ async def evaluate_async(program, examples: list[Example], metric: Metric, concu
         if judge is not None:
             row = RowContext(runtime, program.inline)
             try:
-                score = await judge.score(ex.values, pred, row)
+                score, feedback, misses = await judge.assess(ex.values, pred, row)
             except BudgetExhausted:
                 incomplete[0] = True
-                score = 0.0
+                score, feedback, misses = 0.0, None, list(metric.fields)
             pred.trace.extend(row.trace)
-            misses = [] if score >= 1.0 else list(metric.fields)
         else:
             try:
-                score = metric.score(ex.values, pred)
-                misses = metric.misses(ex.values, pred)
+                score, feedback, misses = metric.assess(ex.values, pred)
             except MetricError:
                 raise                      # the metric itself is broken (wrong return type, not importable)
             except Exception as err:       # a user metric that raises on this row scores 0 for that row
                 return i, RowResult(ex.where, values, expected, pred.outputs() if pred.ok else None, 0.0,
                                     f"metric {metric.text} raised {type(err).__name__}: {err}", prediction=pred)
         return i, RowResult(ex.where, values, expected, pred.outputs() if pred.ok else None, score, pred.error,
-                            pred.raw, misses, pred)
+                            pred.raw, misses, pred, feedback)
 
     def done(result):
         i, row = result

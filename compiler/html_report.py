@@ -10,9 +10,10 @@ is. It shows
   baseline and the compiled score;
 - per module: the final instruction and demos, and a line diff of the prompt prefix (system message
   and demo turns) before and after compiling;
-- the eval table: every row with inputs, expected, got, pass/fail and, on failures, the raw reply;
-  filterable to failures and by text. Rows are embedded as JSON and drawn lazily (only the rows in
-  view exist in the DOM), so a 10,000-row run opens and filters at once;
+- the eval table: every row with inputs, expected, got, the metric's feedback (a column when any row
+  has some), pass/fail and, on failures, the raw reply; filterable to failures and by text. Rows are
+  embedded as JSON and drawn lazily (only the rows in view exist in the DOM), so a 10,000-row run
+  opens and filters at once;
 - the numbers: LM requests, tokens, cost, wall time when known, seed, versions.
 
 The data path: `pipec.report_data` reads and summarizes what the page shows (eval rows, each
@@ -235,19 +236,24 @@ def build_report(program=None, *, rows=None, data: str | None = None, source: st
     if rows is not None:
         toc.append(("eval", "Evaluation"))
         misses = ", ".join(f"<b>{esc(f)}</b> {n:,}" for f, n in sorted(summary["misses"].items()))
+        # The feedback column only when some row has feedback: rows an older pipec wrote have none.
+        fb = any(r["feedback"] for r in rows)
         body.append(
             '<section id="eval"><h2>Evaluation</h2>'
             f'<div class="misses">{summary["rows"]:,} rows · {summary["passed"]:,} passed · {summary["failed"]:,} failed'
             f' ({summary["errors"]:,} without outputs) · mean score {summary["score"]:.3f}'
             + (f" · wrong fields on failing rows: {misses}" if misses else "") + "</div>"
             '<div class="evbar"><label><input type="checkbox" id="ev-failures"> failures only</label>'
-            '<input type="search" id="ev-search" placeholder="Search inputs, expected, got, replies" '
+            '<input type="search" id="ev-search" placeholder="Search inputs, expected, got, '
+            + ("feedback, " if fb else "") + 'replies" '
             'aria-label="filter rows by text"><span class="count" id="ev-count"></span></div>'
-            '<div class="vt" id="ev-scroll"><div class="hdr"><div class="num">#</div><div>where</div><div>inputs</div>'
-            '<div>expected</div><div>got</div><div class="num">score</div><div>result</div></div>'
+            f'<div class="vt{" fb" if fb else ""}" id="ev-scroll"><div class="hdr"><div class="num">#</div>'
+            '<div>where</div><div>inputs</div><div>expected</div><div>got</div>'
+            + ("<div>feedback</div>" if fb else "") + '<div class="num">score</div><div>result</div></div>'
             '<div class="canvas" id="ev-canvas"></div></div>'
             '<div id="ev-detail" aria-live="polite"></div>'
-            '<p class="muted" style="font-size:12px">Click a row for its full inputs, outputs and, on failures, the raw reply.</p>'
+            '<p class="muted" style="font-size:12px">Click a row for its full inputs, outputs'
+            + (", the metric's feedback" if fb else "") + ' and, on failures, the raw reply.</p>'
             f'<script type="application/json" id="pipec-eval-data">{_script_json({"rows": rows})}</script>'
             "</section>")
 

@@ -35,7 +35,7 @@ def clip(text: str, n: int) -> str:
 
 
 # ============================================================================ eval rows
-ROW_KEYS = ("where", "inputs", "expected", "outputs", "score", "passed", "error", "raw")
+ROW_KEYS = ("where", "inputs", "expected", "outputs", "score", "passed", "feedback", "error", "raw")
 
 
 def read_eval_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -70,9 +70,11 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError):
         score = 0.0
     passed = r.get("passed")
+    feedback = r.get("feedback")        # absent from rows an older pipec wrote
     return {"where": str(r.get("where") or ""), "inputs": r.get("inputs") or {}, "expected": r.get("expected") or {},
             "outputs": r.get("outputs"), "score": score if math.isfinite(score) else 0.0,
             "passed": bool(passed) if passed is not None else score >= 1.0,
+            "feedback": as_text(feedback) if feedback not in (None, "") else None,
             "error": r.get("error"), "raw": r.get("raw") or ""}
 
 

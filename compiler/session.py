@@ -14,7 +14,9 @@ What a session offers:
   study's `storage` and `study` name, and seeded random streams (`rng(salt)`);
 - running, always through the compile's call budget, LM cache and counters: `evaluate(params, rows)`
   scores a candidate on its own copy of the program, `run_teacher(params, rows)` runs the teacher with
-  traces (demo material), `ask(request)` sends one request to the proposer LM;
+  traces (demo material), `ask(request)` sends one request to the proposer LM. Both return a `Scored`
+  whose `rows[i]` is `rows[i]` scored (`ScoredRow`): its score, the metric's feedback on it and the
+  prediction with every module call's trace, which is what a reflective optimizer reads per row;
 - the budget: `out_of_budget`, `calls_used`, `calls_left`, `holding_back_for_validation()`;
 - bookkeeping: `record(score, full, note)` a trial (the report and the progress line show it),
   `phase(name)` and `expect_trials(n)` for the progress line, `report_worker(trials)` for a worker's
@@ -92,13 +94,38 @@ class Row(Protocol):
     values: dict[str, Any]
 
 
+class ScoredRow(Protocol):
+    """One row of a `Scored`, in the order of the rows given.
+
+    - `score`: in [0, 1];
+    - `feedback`: what the metric said about the row, or None. Built-in metrics say why a field
+      missed ("expected book_restaurant, got add_to_playlist", "expected 12, got 9 (off by 3)",
+      "token F1 0.50: missing eiffel, paris"; several fields: "1 of 2 fields wrong. date: ..."),
+      `judge` gives its rationale, a `python(...)` metric what it returned as feedback. A passing row
+      of a built-in metric has none, nor has a row whose prediction failed: its `error` says why;
+    - `error`: why the row failed (the program, or a metric that raised), else None;
+    - `misses`: the metric's fields it got wrong;
+    - `prediction`: the outputs (`.outputs()`), `.ok`, and `.trace`, every predictor call with its
+      `predictor` name, `inputs`, `parsed` outputs and reply; None when the row could not even run.
+
+    The text is as the LM and the metric gave it, unmasked like the rows' own inputs (which an
+    optimizer may show to the proposer LM too); pipec masks keys wherever it writes rows out: eval
+    files, reports, the terminal."""
+
+    score: float
+    feedback: str | None
+    error: str | None
+    misses: list[str]
+    prediction: Any
+
+
 class Scored(Protocol):
     """What `evaluate` and `run_teacher` return: the mean score, whether the budget ran out before
-    every row was scored, and the rows (`.score`, `.prediction` with its `.ok` and `.trace`)."""
+    every row was scored, and the rows (`ScoredRow`s, in the order of the rows given)."""
 
     score: float
     incomplete: bool
-    rows: list
+    rows: Sequence[ScoredRow]
 
 
 class Session(Protocol):
@@ -154,5 +181,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'pipec.session' has no attribute '{name}'")
 
 
-__all__ = ["Session", "Mode", "PredictorView", "MetricInfo", "Identity", "Answer", "Row", "Scored", "OptionSpec",
-           "LMRequest", "fingerprint", "describe_type", "render_value", *_ARTIFACT_TYPES]
+__all__ = ["Session", "Mode", "PredictorView", "MetricInfo", "Identity", "Answer", "Row", "Scored", "ScoredRow",
+           "OptionSpec", "LMRequest", "fingerprint", "describe_type", "render_value", *_ARTIFACT_TYPES]

@@ -398,11 +398,11 @@ def test_an_ensemble_that_only_ties_its_best_member_is_not_kept(project):
 
 # ============================================================================ a metric of the wrong type
 BAD_METRICS = """
-def as_dict(example, prediction):
-    return {"score": 1.0}
+def typo(example, prediction):
+    return {"score": 1.0, "feedbak": "looks right"}
 
-def as_tuple(example, prediction):
-    return (1.0, "looks right")
+def as_list(example, prediction):
+    return [1.0, "looks right"]
 
 def picky(example, prediction):
     if example["q"] == "river":
@@ -411,34 +411,36 @@ def picky(example, prediction):
 """
 
 
-@pytest.mark.parametrize("fn,kind", [("as_dict", "dict"), ("as_tuple", "tuple")])
-def test_eval_with_a_metric_of_the_wrong_type_fails_naming_it(project, lm, tool_module, capsys, fn, kind):
+@pytest.mark.parametrize("fn,line,kind", [("typo", 2, "dict with an unknown key 'feedbak'"), ("as_list", 5, "list")])
+def test_eval_with_a_metric_of_the_wrong_type_fails_naming_it(project, lm, tool_module, capsys, fn, line, kind):
     mod = tool_module(BAD_METRICS)
     metric = f'python("{mod}:{fn}")'
     rc = main("eval", project, "--data", project.parent / "data" / "dev.jsonl", "--metric", metric, "-c", "1",
               "--no-cache")
     out, err = capsys.readouterr()
     assert rc == 1, (out, err)
-    assert f"pipec eval: error: metric {metric} returned a {kind} (" in err
-    assert "a metric returns a bool or a number" in err and "= 0.000" not in out
+    assert f"pipec eval: error: metric {metric} ({fn} in {project.parent / mod}.py:{line}) returned a {kind} (" in err
+    assert 'a metric returns a bool, a number from 0 to 1, (score, "feedback") or' in err and "= 0.000" not in out
     assert len(lm.requests) == 1                                    # stopped at the first row
 
 
 def test_compile_with_a_metric_of_the_wrong_type_fails_naming_it(project, lm, tool_module, capsys):
     mod = tool_module(BAD_METRICS)
-    assert main("compile", project, "--metric", f'python("{mod}:as_dict")', "--no-cache") == 1
+    assert main("compile", project, "--metric", f'python("{mod}:typo")', "--no-cache") == 1
     err = capsys.readouterr().err
-    assert f'pipec compile: error: metric python("{mod}:as_dict") returned a dict' in err
+    assert f'pipec compile: error: metric python("{mod}:typo") (typo in ' in err
+    assert ") returned a dict with an unknown key 'feedbak'" in err
     assert not project.with_name("toy.compiled.json").exists()
 
 
 def test_report_with_a_metric_of_the_wrong_type_fails_naming_it(project, lm, tool_module, capsys, tmp_path):
     mod = tool_module(BAD_METRICS)
     rc = main("report", project, "--data", project.parent / "data" / "dev.jsonl", "--metric",
-              f'python("{mod}:as_tuple")', "-o", tmp_path / "r.html", "--no-cache")
+              f'python("{mod}:as_list")', "-o", tmp_path / "r.html", "--no-cache")
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err
-    assert f'metric python("{mod}:as_tuple") returned a tuple' in err and not (tmp_path / "r.html").exists()
+    assert f'metric python("{mod}:as_list") (as_list in ' in err and ") returned a list" in err
+    assert not (tmp_path / "r.html").exists()
 
 
 @pytest.mark.parametrize("metric,message", [("accuracy(a)", "unknown metric 'accuracy'"),

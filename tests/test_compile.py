@@ -353,7 +353,8 @@ def test_python_metric_with_wrong_return_type_stops_the_eval_naming_the_metric(t
     mod = tool_module(PY_METRICS)
     m = Metric.parse(f'python("{mod}:bad_type")', near=toy.parent)
     prog = pipec.load(toy, lm=pipec.ScriptedLM(rule=zero_shot_rule), cache=False)
-    expected = f"metric python(\"{mod}:bad_type\") returned a str ('yes'); a metric returns a bool or a number"
+    expected = (f"metric python(\"{mod}:bad_type\") (bad_type in {toy.parent / mod}.py:15) returned a str ('yes'); "
+                "a metric returns a bool, a number from 0 to 1, (score, \"feedback\") or {\"score\": ..., \"feedback\": ...}")
     with pytest.raises(MetricError, match=re.escape(expected)):
         evaluate(prog, toy_examples(ROWS[:2]), m, concurrency=1)
 

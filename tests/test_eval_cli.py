@@ -228,8 +228,10 @@ def test_eval_prints_score_field_misses_and_a_table(project, lm, test_rows, caps
     assert f"  {test_rows}:2: q=river" in lines
     i = lines.index(f"  {test_rows}:2: q=river")
     assert lines[i + 1].split() == ["expected", "a=revir"] and lines[i + 2].split() == ["got", "a=?"]
+    assert lines[i + 3] == "      feedback expected revir, got ?"           # what the metric said
     j = lines.index(f"  {test_rows}:3: q=boom")
     assert lines[j + 2].strip().startswith("got      error: ") and "the server is on fire" in lines[j + 2]
+    assert lines[j + 3].startswith("  ") and not lines[j + 3].strip().startswith("feedback")   # the error says why
     assert f"{test_rows}:1" not in out                        # a pass is not a miss
 
 
@@ -248,9 +250,12 @@ def test_eval_output_writes_one_json_line_per_row(project, lm, test_rows, tmp_pa
     rows = read_jsonl(out_path)
     assert [r["where"] for r in rows] == [f"{test_rows}:{i}" for i in range(1, 6)]
     assert rows[0] == {"where": f"{test_rows}:1", "inputs": {"q": "apple"}, "expected": {"a": "elppa"},
-                       "outputs": {"a": "elppa"}, "score": 1.0, "passed": True, "error": None, "raw": ""}
+                       "outputs": {"a": "elppa"}, "score": 1.0, "passed": True, "feedback": None, "error": None,
+                       "raw": ""}
     assert rows[1]["passed"] is False and rows[1]["outputs"] == {"a": "?"}
+    assert rows[1]["feedback"] == "expected revir, got ?"
     assert rows[2]["outputs"] is None and rows[2]["score"] == 0.0 and "the server is on fire" in rows[2]["error"]
+    assert rows[2]["feedback"] is None                  # a failed prediction: its error says why
 
 
 def test_eval_an_artifact_uses_its_demos_and_metric(project, lm, test_rows, tmp_path, capsys):
@@ -277,6 +282,63 @@ def test_eval_with_a_python_metric_that_raises_keeps_going(project, lm, test_row
     out = capsys.readouterr().out
     assert "= 0.200 (1/5 passed" in out
     assert "RuntimeError: metric bug" in out
+
+
+LONG_FEEDBACK = """
+import os
+
+def m(example, prediction):
+    if example["a"] == prediction["a"]:
+        return True
+    return 0.0, "the answer\\nis wrong: " + "no. " * 100 + "the end"
+
+def leaky(example, prediction):
+    # 152 characters, then the key: the terminal's cut at 160 would keep 7 of its characters.
+    return example["a"] == prediction["a"], "x" * 152 + os.environ["ACME_API_KEY"]
+
+def bad(example, prediction):
+    return [1.0, "fine"]
+"""
+
+
+def test_eval_shows_long_feedback_cut_to_one_line_and_writes_it_whole(project, lm, test_rows, tool_module, tmp_path,
+                                                                       capsys):
+    mod = tool_module(LONG_FEEDBACK)
+    out_path = tmp_path / "rows.jsonl"
+    assert main("eval", project, "--data", test_rows, "--metric", f'python("{mod}:m")', "--output", out_path,
+                "--no-cache") == 0
+    lines = capsys.readouterr().out.splitlines()
+    shown = [line for line in lines if line.startswith("      feedback ")]
+    assert len(shown) == 2                                   # river and stone; boom failed, its error says why
+    assert shown[0].startswith("      feedback the answer is wrong: no. no.") and shown[0].endswith("…")
+    assert len(shown[0]) == len("      feedback ") + 160
+    rows = read_jsonl(out_path)
+    assert rows[1]["feedback"] == "the answer\nis wrong: " + "no. " * 100 + "the end"      # the file: in full
+    assert rows[0]["feedback"] is None and rows[2]["feedback"] is None
+
+
+def test_feedback_is_masked_in_the_terminal_the_rows_and_the_report(project, lm, test_rows, tool_module, tmp_path,
+                                                                     monkeypatch, capsys):
+    key = "acme-live-7f3c9e2b1d5a8f60c4e2"
+    monkeypatch.setenv("ACME_API_KEY", key)
+    mod = tool_module(LONG_FEEDBACK)
+    out_path, report = tmp_path / "rows.jsonl", tmp_path / "eval.html"
+    assert main("eval", project, "--data", test_rows, "--metric", f'python("{mod}:leaky")', "--output", out_path,
+                "--report", report, "--no-cache") == 0
+    out = capsys.readouterr().out
+    assert "      feedback " + "x" * 152 + "***" in out.splitlines()
+    assert key[:7] not in out                                # masked before it was cut, not after
+    for text in (out_path.read_text(), report.read_text()):
+        assert key[:8] not in text and "x" * 152 + "***" in text
+
+
+def test_eval_stops_at_a_metric_return_it_cannot_read(project, lm, test_rows, tool_module, capsys):
+    mod = tool_module(LONG_FEEDBACK)
+    assert main("eval", project, "--data", test_rows, "--metric", f'python("{mod}:bad")', "--no-cache") == 1
+    err = capsys.readouterr().err
+    assert f'pipec eval: error: metric python("{mod}:bad") (bad in ' in err
+    assert f"{mod}.py:13) returned a list ([1.0, 'fine']); a metric returns a bool, a number from 0 to 1, " \
+           '(score, "feedback") or {"score": ..., "feedback": ...}; the eval stopped there' in err
 
 
 def test_eval_an_artifact_whose_metric_has_a_string_option(project, lm, test_rows, capsys):

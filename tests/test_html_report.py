@@ -189,6 +189,27 @@ def test_eval_run_alone_and_default_output(eval_rows, capsys):
     assert "8 rows · 5 passed · 3 failed (1 without outputs)" in page
 
 
+def test_the_page_shows_each_rows_feedback(eval_rows, tmp_path, capsys):
+    written = read_jsonl(eval_rows)
+    wrongly = next(r for r in written if r["inputs"]["q"] == "wrongly")
+    assert wrongly["feedback"] == "expected ylgnorw, got nope"          # `pipec eval --output` wrote it
+    out = tmp_path / "fb.html"
+    assert run_report(eval_rows, "-o", out) == 0
+    page = out.read_text(encoding="utf-8")
+    rows = embedded_rows(page)
+    assert [r["feedback"] for r in rows] == [r["feedback"] for r in written]
+    assert next(r for r in rows if r["inputs"]["q"] == "xylophone")["feedback"] is None     # its error says why
+    assert '<div class="vt fb" id="ev-scroll">' in page and "<div>got</div><div>feedback</div>" in page
+    assert 'placeholder="Search inputs, expected, got, feedback, replies"' in page
+
+    # Rows an older pipec wrote have no feedback: no empty column for them.
+    old = write_jsonl(tmp_path / "old.jsonl", [{k: v for k, v in r.items() if k != "feedback"} for r in written])
+    assert run_report(old, "-o", tmp_path / "old.html") == 0
+    page = (tmp_path / "old.html").read_text(encoding="utf-8")
+    assert all(r["feedback"] is None for r in embedded_rows(page))
+    assert '<div class="vt" id="ev-scroll">' in page and "<div>feedback</div>" not in page
+
+
 def test_data_runs_the_evaluation_now(compiled, tmp_path, lm, capsys):
     artifact, data = compiled
     before = len(lm.requests)
@@ -420,6 +441,30 @@ def test_browser_report_renders_and_filters(browser, compiled, eval_rows, tmp_pa
     png = page.screenshot(full_page=True)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     save_png(png, tmp_path / "report.png", REPO / "bench" / "results" / "report.png")
+    check_clean(page, out)
+
+
+@needs_chromium
+def test_browser_report_shows_feedback_per_row(browser, eval_rows, tmp_path):
+    out = tmp_path / "fb.html"
+    assert run_report(eval_rows, "-o", out) == 0
+    page, _ = open_report(browser, out)
+    check_clean(page, out)
+    rows = read_jsonl(eval_rows)
+    wrongly = next(i for i, r in enumerate(rows) if r["inputs"]["q"] == "wrongly")
+    # In the table: a feedback column, drawn beside what the row got.
+    cell = page.evaluate(f"document.querySelector('#ev-canvas .r[data-row=\"{wrongly}\"] .fb').textContent")
+    assert cell == "expected ylgnorw, got nope"
+    # In the row's details, in full.
+    page.click(f'#ev-canvas .r[data-row="{wrongly}"]')
+    page.wait_until("document.getElementById('ev-detail').classList.contains('open')")
+    labels = page.evaluate("[...document.querySelectorAll('#ev-detail .label')].map(e => e.textContent)")
+    assert "Feedback" in labels
+    assert page.evaluate("document.querySelector('#ev-detail .feedback pre').textContent") == rows[wrongly]["feedback"]
+    # And the search finds rows by their feedback.
+    page.type_text("#ev-search", "got nope")
+    page.wait_until("document.getElementById('ev-count').textContent.startsWith('2 of')")
+    assert sorted(map(int, dom_rows(page))) == [i for i, r in enumerate(rows) if "got nope" in (r["feedback"] or "")]
     check_clean(page, out)
 
 

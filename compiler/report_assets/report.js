@@ -7,6 +7,7 @@
   var box = document.getElementById("ev-scroll"), canvas = document.getElementById("ev-canvas");
   var failBox = document.getElementById("ev-failures"), search = document.getElementById("ev-search");
   var count = document.getElementById("ev-count"), detail = document.getElementById("ev-detail");
+  var FB = box.classList.contains("fb");     // the page has a feedback column (some row has feedback)
   var shown = [], hay = null, selected = -1, pending = false, lastKey = "";
 
   function text(v) {
@@ -31,7 +32,8 @@
     hay = new Array(rows.length);
     for (var i = 0; i < rows.length; i++) {
       var r = rows[i];
-      hay[i] = (r.where + "\n" + pairs(r.inputs) + "\n" + pairs(r.expected) + "\n" + got(r) + "\n" + text(r.raw)).toLowerCase();
+      hay[i] = (r.where + "\n" + pairs(r.inputs) + "\n" + pairs(r.expected) + "\n" + got(r) + "\n" + text(r.feedback) +
+        "\n" + text(r.raw)).toLowerCase();
     }
   }
   function applyFilter() {
@@ -73,6 +75,7 @@
     e.appendChild(cell("inputs", inp, inp.length > 60 ? inp : ""));
     e.appendChild(cell("exp", exp, exp.length > 30 ? exp : ""));
     e.appendChild(cell("got", g, g.length > 30 ? g : ""));
+    if (FB) { var fb = text(r.feedback); e.appendChild(cell("fb", fb, fb.length > 30 ? fb : "")); }
     e.appendChild(cell("num", (Math.round(r.score * 1000) / 1000).toString()));
     var b = document.createElement("div"), s = document.createElement("span");
     s.className = "badge " + (r.passed ? "pass" : (r.outputs === null ? "err" : "fail"));
@@ -117,6 +120,7 @@
     grid.appendChild(pre("Expected", pretty(r.expected)));
     grid.appendChild(pre("Got", r.outputs === null || r.outputs === undefined ? "(no outputs)" : pretty(r.outputs)));
     var parts = [head, grid];
+    if (r.feedback) parts.push(pre("Feedback", text(r.feedback), "feedback"));
     if (r.error) parts.push(pre("Error", text(r.error), "raw"));
     if (!r.passed && r.raw) parts.push(pre("Raw reply", text(r.raw), "raw"));
     detail.replaceChildren.apply(detail, parts);
