@@ -128,25 +128,7 @@ def lower(prog: Checked, pipeline: str) -> Graph:
     return Graph(pipeline, inputs, tuple(outputs), tuple(stack[0].values()))
 
 
-def plain(value):
-    """An option's or setting's value as plain Python: a literal's value, a declaration's name for a
-    name (`lm: local`), lists item by item.
-
-    >>> plain([A.Ref("local"), 2]), plain(A.ListLit(None, [A.Literal(None, "x"), A.Var(None, "y")]))
-    (['local', 2], ['x', 'y'])
-    """
-    if isinstance(value, A.Literal):
-        return value.value
-    if isinstance(value, (A.Ref, A.Var)):
-        return value.name
-    if isinstance(value, A.ListLit):
-        return [plain(v) for v in value.items]
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
-
-
 def plain_options(options) -> dict:
-    """A declaration's options (`A.Option`s) by name, as plain Python (see `plain`)."""
-    return {o.name: plain(o.value) for o in options}
+    """A declaration's options (`A.Option`s) by name, as plain Python (see `pipec.dsl.ast.plain`)."""
+    return {o.name: A.plain(o.value) for o in options}
 

@@ -341,11 +341,7 @@ class Metric:
         if expr.callee not in SPECS:
             raise MetricError(f"unknown metric '{expr.callee}'; known: {', '.join(sorted(SPECS))}, python(\"pkg.mod:fn\")")
         fields = [a.value.name for a in expr.args if a.name is None and isinstance(a.value, A.Var)]
-        options = {}
-        for a in expr.args:
-            if a.name is not None:
-                v = a.value
-                options[a.name] = v.value if isinstance(v, A.Literal) else (v.name if isinstance(v, A.Var) else None)
+        options = {a.name: A.plain(a.value) for a in expr.args if a.name is not None}
         if not fields:
             raise MetricError(f"metric {text} needs the output it scores, e.g. {expr.callee}(answer)")
         if expr.callee == "judge":

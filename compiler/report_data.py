@@ -165,17 +165,7 @@ def _prompt_text(messages: list[dict[str, str]]) -> str:
 
 def _prefix(p, instruction: str, demos: list[dict]) -> list[dict[str, str]]:
     """A predictor's prompt prefix (system message and demo turns) for other parameters."""
-    import dataclasses
-    try:
-        other = dataclasses.replace(p, instruction=instruction, demos=list(demos), knn=None)
-        return other._prefix_for(list(demos))
-    except Exception:  # noqa: BLE001 -- a predictor type that cannot be copied: build it directly
-        from .prompt import assistant_message, system_message, user_message
-        out = [{"role": "system", "content": system_message(instruction, p.inputs, p.outputs)}]
-        for d in demos:
-            out += [{"role": "user", "content": user_message(p.inputs, d)},
-                    {"role": "assistant", "content": assistant_message(p.outputs, d)}]
-        return out
+    return p.prefix_for(list(demos), instruction)
 
 
 def line_diff(before: str, after: str, context: int = 3) -> list[tuple[str, str]]:

@@ -11,7 +11,6 @@ from typing import Any
 
 from .dsl import ast as A
 from .dsl.diagnostics import Diagnostic, render_all
-from .lower import plain
 from .metrics import Metric
 from .session import Mode
 
@@ -62,11 +61,11 @@ class CompileConfig:
             if s.name == "optimizer":
                 call = value if isinstance(value, A.Call) else A.Call(value.span, value.name, [], value.span)
                 settings["optimizer"] = call.callee
-                options = {a.name: plain(a.value) for a in call.args if a.name}
+                options = {a.name: A.plain(a.value) for a in call.args if a.name}
             elif s.name == "metric":
                 metric_expr = value
             elif s.name in VALUE_SETTINGS and isinstance(value, (A.Literal, A.Var)):
-                settings[s.name] = plain(value)
+                settings[s.name] = A.plain(value)
         given = {k: v for k, v in given.items() if v is not None}
         if "optimizer" in given and given["optimizer"] != settings.get("optimizer"):
             options = {}

@@ -290,3 +290,21 @@ class File:
     items: list[Item] = field(default_factory=list)
     # Names whose declarations failed to parse: the checker does not report them as unknown.
     broken_names: set[str] = field(default_factory=set)
+
+
+def plain(value):
+    """An option's or setting's value as plain Python: a literal's value, a declaration's name for a
+    name (`lm: local`), lists item by item.
+
+    >>> plain([Ref("local"), 2]), plain(ListLit(None, [Literal(None, "x"), Var(None, "y")]))
+    (['local', 2], ['x', 'y'])
+    """
+    if isinstance(value, Literal):
+        return value.value
+    if isinstance(value, (Ref, Var)):
+        return value.name
+    if isinstance(value, ListLit):
+        return [plain(v) for v in value.items]
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value

@@ -64,13 +64,16 @@ class Predictor:
 
     def rebuild(self) -> None:
         """Recompute the cached prompt prefix after instruction or demos change."""
-        self._prefix = self._prefix_for(self.demos)
+        self._prefix = self.prefix_for(self.demos)
         self._fields = [(n, t) for n, t, _ in self.outputs]
         self._schema = object_schema(self._fields)
         self._prefix_key = prefix_digest(self._prefix, self._schema)
 
-    def _prefix_for(self, demos: list[dict[str, Any]]) -> list[dict[str, str]]:
-        return prompt_prefix(self.instruction, self.inputs, self.outputs, demos)
+    def prefix_for(self, demos: list[dict[str, Any]], instruction: str | None = None) -> list[dict[str, str]]:
+        """The prompt prefix (system message, then a user and an assistant turn per demo) for these demos,
+        under this predictor's instruction or another (what the report shows for each candidate)."""
+        return prompt_prefix(self.instruction if instruction is None else instruction, self.inputs, self.outputs,
+                             demos)
 
     def set_params(self, instruction: str | None = None, demos: list[dict[str, Any]] | None = None,
                    knn: Any = None) -> None:
@@ -87,7 +90,7 @@ class Predictor:
         return self._schema
 
     def messages(self, values: dict[str, Any]) -> list[dict[str, str]]:
-        prefix = self._prefix if self.knn is None else self._prefix_for(self.knn.select(values))
+        prefix = self._prefix if self.knn is None else self.prefix_for(self.knn.select(values))
         return prefix + [{"role": "user", "content": user_message(self.inputs, values)}]
 
     def request(self, messages: list[dict[str, str]], ctx, sample: int = 0, params: dict | None = None) -> LMRequest:

@@ -32,15 +32,15 @@ class SuffixPredictor(Predictor):
         text = user_message(self.inputs, values)
         return f"{text}\n\n{self.suffix}" if self.suffix else text
 
-    def _prefix_for(self, demos: list[dict[str, Any]]) -> list[dict[str, str]]:
-        prefix = Predictor._prefix_for(self, demos)
+    def prefix_for(self, demos: list[dict[str, Any]], instruction: str | None = None) -> list[dict[str, str]]:
+        prefix = Predictor.prefix_for(self, demos, instruction)
         if self.suffix:
             for m, demo in zip(prefix[1::2], demos):
                 m["content"] = self._user(demo)
         return prefix
 
     def messages(self, values: dict[str, Any]) -> list[dict[str, str]]:
-        prefix = self._prefix if self.knn is None else self._prefix_for(self.knn.select(values))
+        prefix = self._prefix if self.knn is None else self.prefix_for(self.knn.select(values))
         return prefix + [{"role": "user", "content": self._user(values)}]
 
 
