@@ -24,6 +24,7 @@ _LAZY = {
     "LMRequest": ("pipec.lm.base", "LMRequest"),
     "LMReply": ("pipec.lm.base", "LMReply"),
     "LMError": ("pipec.lm.base", "LMError"),
+    "Price": ("pipec.lm.base", "Price"),
     "PipeError": ("pipec.dsl.diagnostics", "PipeError"),
     "Diagnostic": ("pipec.dsl.diagnostics", "Diagnostic"),
 }

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from .fingerprints import fingerprint
 
@@ -58,6 +58,7 @@ class Report(_Model):
     metric: str
     seed: int
     budget: int | None = None
+    budget_usd: float | None = None   # the dollar bound, when one was given (left out of the JSON otherwise)
     trainset: int
     valset: int
     baseline_score: float
@@ -68,6 +69,15 @@ class Report(_Model):
     trials: list[Trial] = []
     fingerprint: str
     lms: dict[str, str] = {}          # role -> LM id (task, teacher, proposer)
+
+    @model_serializer(mode="wrap")
+    def _without_unset_dollars(self, handler):
+        # Artifacts written before dollar budgets existed have no budget_usd: leaving it out when it
+        # is None keeps their content fingerprints (computed over this dump) valid.
+        out = handler(self)
+        if out.get("budget_usd") is None:
+            out.pop("budget_usd", None)
+        return out
 
     def summary(self) -> str:
         lift = self.compiled_score - self.baseline_score

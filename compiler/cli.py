@@ -31,6 +31,7 @@ examples:
   pipec inspect examples/intent.pipe
   pipec test examples/intent.pipe
   pipec compile examples/intent.pipe --optimizer random_search --budget 2000 --seed 7
+  pipec compile examples/intent.pipe --optimizer mipro --budget-usd 2.50 --lm openai/gpt-4o-mini
   pipec eval examples/intent.compiled.json --data examples/data/intent_test.jsonl
 """
 
@@ -117,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     # Values are checked by the compile block's own checks (with the file's settings), not by argparse.
     cp.add_argument("--trials", help=FromRegistry(_trials_help))
     cp.add_argument("--budget", help="most LM calls the whole compile may make")
+    cp.add_argument("--budget-usd", metavar="DOLLARS",
+                    help="most dollars its LM calls may cost (prices from litellm, or the lm's input_price and "
+                         "output_price; local models are free); with --budget, whichever is reached first")
     cp.add_argument("--seed", help="seed for every random choice (default 0)")
     cp.add_argument("--trainset", help="JSONL or CSV training rows")
     cp.add_argument("--valset", help="JSONL or CSV validation rows (default: a seeded split of the trainset)")
@@ -714,16 +718,16 @@ def compile_flags(args):
     from .settings import Origin
     origin = Origin("command line")
     given: dict = {"options": {}}
-    for flag in ("optimizer", "budget", "seed", "trainset", "valset", "teacher", "proposer", "concurrency",
-                 "storage", "study"):
+    for flag in ("optimizer", "budget", "budget_usd", "seed", "trainset", "valset", "teacher", "proposer",
+                 "concurrency", "storage", "study"):
         value = getattr(args, flag, None)
         if value is None:
             continue
         if flag in ("trainset", "valset"):
             value = os.path.abspath(value)     # flags are relative to where the command runs
-        elif flag in ("optimizer", "budget", "seed", "teacher", "proposer", "concurrency"):
-            origin.add(flag, f"--{flag} ", str(value))
-            if flag in ("budget", "seed", "concurrency"):
+        elif flag in ("optimizer", "budget", "budget_usd", "seed", "teacher", "proposer", "concurrency"):
+            origin.add(flag, f"--{flag.replace('_', '-')} ", str(value))
+            if flag in ("budget", "budget_usd", "seed", "concurrency"):
                 value = _literal(value)
         given[flag] = value
     for mode in ("worker", "finalize"):
@@ -807,6 +811,9 @@ def cmd_compile(args) -> int:
     compiled.save(out)
     how = "cache hit: nothing changed since the last compile, no LM call" if done.cache_hit else \
         f"{done.stats.calls} LM calls made ({done.stats.cache_hits} cache hits)"
+    if config.budget_usd is not None and not done.cache_hit:
+        from .budget import money
+        how += f", {money(done.spent, config.budget_usd)} spent of {money(config.budget_usd)}"
     report = compiled.report
     print(report.summary())
     for t in report.trials:
@@ -820,7 +827,8 @@ def cmd_compile(args) -> int:
     print(f"  {how}, {done.seconds:.1f}s\nwrote {out}")
     if args.report:
         from .html_report import write_report
-        write_report(args.report, compiled, source=str(out), compile_seconds=done.seconds, compile_stats=done.stats)
+        write_report(args.report, compiled, source=str(out), compile_seconds=done.seconds, compile_stats=done.stats,
+                     compile_spent=None if done.cache_hit else done.spent)
         print(f"wrote {args.report}")
     prog.close()
     return EXIT_OK

@@ -93,7 +93,7 @@ class Runtime:
         self.cache = cache
         self.stats = stats or Stats()
         self.sleep = time.sleep
-        self.budget = budget       # a Budget: every real LM call (not cache hits) takes one unit
+        self.budget = budget       # a Budget: every real LM call (not cache hits) takes one unit, and its cost
 
 
 class RowContext:
@@ -222,10 +222,8 @@ class NodeContext:
         tries = backend.max_retries + 1
         budget = self.row.runtime.budget
         for i in range(tries):
-            if budget is not None:
-                budget.take()           # every attempt is an LM call, retries included
             try:
-                reply = backend.complete(request) if self.row.inline else await backend.acomplete(request)
+                reply = await self._attempt(backend, request, budget)
                 if not backend.answered:
                     backend.answered = True
                 return reply
@@ -249,8 +247,54 @@ class NodeContext:
                 raise LMError(f"{backend.model}: {type(err).__name__}: {redact(str(err))}") from err
         raise AssertionError("unreachable")
 
+    async def _attempt(self, backend: LMBackend, request: LMRequest, budget) -> LMReply:
+        """One request through the budget: admitted (every attempt is an LM call, retries included,
+        and under a dollar limit its worst case is reserved), sent, then charged what it cost."""
+        reserved = await self._admitted(backend, request, budget) if budget is not None else 0.0
+        try:
+            reply = backend.complete(request) if self.row.inline else await backend.acomplete(request)
+        except BaseException as err:
+            if budget is not None:
+                budget.settle(reserved, reserved if getattr(err, "may_be_billed", False) else 0.0)
+            raise
+        reply = _priced(reply, backend)
+        if budget is not None:
+            budget.settle(reserved, reply.cost)
+        return reply
+
+    async def _admitted(self, backend: LMBackend, request: LMRequest, budget) -> float:
+        """The budget's admission of one call. A call that does not fit only because the calls in
+        flight hold their worst cases waits for them to be charged what they really cost (most cost
+        far less) rather than fail its row while the money is there."""
+        from .budget import BudgetExhausted
+        delay = 0.001
+        while True:
+            try:
+                return budget.take(backend, request)
+            except BudgetExhausted as refused:
+                if not refused.waitable:
+                    raise
+            # The holders run on other tasks, or on other threads for an inline row in a worker
+            # thread (an inline row on the loop's own thread never overlaps another call).
+            if self.row.inline:
+                time.sleep(delay)
+            else:
+                await asyncio.sleep(delay)
+            delay = min(0.05, delay * 2)
+
 
 MAX_RETRY_AFTER = 60.0
+
+
+def _priced(reply: LMReply, backend: LMBackend) -> LMReply:
+    """The reply with its cost, where the backend did not price it itself (a declared price, the
+    scripted LM's, litellm's map when its reply came without a cost): tokens at the LM's price."""
+    if reply.cost or not (reply.prompt_tokens or reply.completion_tokens):
+        return reply
+    price = backend.price()
+    if price is None or price.free:
+        return reply
+    return dataclasses.replace(reply, cost=price.cost(reply.prompt_tokens, reply.completion_tokens))
 
 
 def auth_failures(backends) -> list[AuthLMError]:

@@ -72,8 +72,14 @@ def compile_fingerprint(format_version: int, program, config, metric, optimizer_
     the optimizer and its settings, seed, budget, the LMs, teacher and proposer."""
     return fingerprint(format_version, __version__, source_files(program), python_sources(program, metric),
                        program.name, train_id, val_id, config.val_fraction if config.valset is None else None,
-                       metric.text, config.optimizer, optimizer_settings, config.seed, config.budget,
+                       metric.text, config.optimizer, optimizer_settings, config.seed, _budget(config),
                        lm_identity(program), config.teacher, config.proposer, proposer)
+
+
+def _budget(config):
+    """The budget as the fingerprint holds it: the call bound alone when there is no dollar bound,
+    so compiles from before dollar budgets existed keep their fingerprints (and cached results)."""
+    return config.budget if config.budget_usd is None else (config.budget, config.budget_usd)
 
 
 def program_fingerprint(program) -> str:

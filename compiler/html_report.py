@@ -62,6 +62,16 @@ def _fmt_int(n: int | None) -> str:
     return "—" if n is None else f"{n:,}"
 
 
+def _fmt_budget(calls: int | None, usd: float | None) -> str:
+    """A compile's budget as the report shows it.
+
+    >>> _fmt_budget(300, 2.5), _fmt_budget(None, 0.5), _fmt_budget(None, None)
+    ('300 calls · $2.50', '$0.5000', 'none')
+    """
+    parts = ([f"{calls:,} calls"] if calls is not None else []) + ([_fmt_cost(usd)] if usd is not None else [])
+    return " · ".join(parts) or "none"
+
+
 def _fmt_cost(c: float | None) -> str:
     if c is None:
         return "—"
@@ -100,13 +110,15 @@ def _finite(v: Any) -> Any:
 # ============================================================================ the page
 def build_report(program=None, *, rows=None, data: str | None = None, source: str | None = None,
                  title: str | None = None, eval_stats=None, eval_seconds: float | None = None,
-                 compile_stats=None, compile_seconds: float | None = None) -> str:
+                 compile_stats=None, compile_seconds: float | None = None, compile_spent: float | None = None) -> str:
     """The report page as one HTML string.
 
     `program` is a loaded program (compiled or not), or None for an eval-only report; `rows` the
     eval rows (an EvalResult, RowResults, or dicts as `pipec eval --output` writes them); `data`
     names the eval data; `source` the artifact or file the report is about. Stats and seconds of
-    the eval and of the compile are shown when given (the artifact itself records no wall time).
+    the eval and of the compile are shown when given (the artifact itself records no wall time),
+    and so are the dollars the compile's LM calls cost (`compile_spent`: the artifact records the
+    work's cost, the same with a warm cache, not what this run paid).
     """
     rows = rows_of(rows)
     art = getattr(program, "artifact", None) if program is not None else None
@@ -145,11 +157,14 @@ def build_report(program=None, *, rows=None, data: str | None = None, source: st
         cards = [("LM requests", _fmt_int(report.lm_requests)), ("tokens", _fmt_int(report.tokens)),
                  ("cost", _fmt_cost(report.cost)), ("wall time", _fmt_secs(compile_seconds)),
                  ("trials", _fmt_int(len(report.trials))), ("seed", str(report.seed)),
-                 ("budget", _fmt_int(report.budget) if report.budget is not None else "none"),
+                 ("budget", _fmt_budget(report.budget, report.budget_usd)),
                  ("train / val rows", f"{report.trainset:,} / {report.valset:,}")]
         cs = stats_dict(compile_stats)
         if cs is not None:
             cards.insert(1, ("calls made / cached", f"{cs['calls']:,} / {cs['cache_hits']:,}"))
+            if compile_spent is not None:
+                cards.insert(2, ("spent", _fmt_cost(compile_spent) + (f" of {_fmt_cost(report.budget_usd)}"
+                                                                      if report.budget_usd is not None else "")))
         groups.append(("Compile", cards))
     if summary is not None:
         es = stats_dict(eval_stats)

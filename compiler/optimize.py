@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from .aio import run_coroutine
 from .artifact import FORMAT_VERSION, Artifact, PredictorState, Report, Trial
-from .budget import Budget, BudgetExhausted
+from .budget import Budget, BudgetExhausted, money
 from .context import RowContext, Runtime, Stats, auth_failures
 from .dataset import DatasetError, Example, examples_from, split
 from .evaluate import EvalResult, evaluate
@@ -38,14 +38,17 @@ KEPT_BASELINE = "kept the uncompiled program"
 @dataclass(frozen=True)
 class CompileResult:
     """What a compile did, beside the program it returns: the artifact (None for a worker, which
-    writes none), the LM calls it made (`stats`), its wall time, whether it was a compile-cache hit,
-    and, for a worker, how many trials of the shared study it ran."""
+    writes none), the LM calls it made (`stats`) and the dollars they cost (`spent`), its wall time,
+    whether it was a compile-cache hit, and, for a worker, how many trials of the shared study it
+    ran. The artifact records neither calls made nor dollars spent: it is the same bytes whether or
+    not the LM cache was warm."""
 
     artifact: Artifact | None
     stats: Stats
     seconds: float
     cache_hit: bool = False
     worker_trials: int = 0
+    spent: float = 0.0                # dollars the LM calls it made cost (cache hits are free)
 
 
 class CompileSession:
@@ -236,6 +239,7 @@ def open_session(program, config: CompileConfig) -> CompileSession:
     the rows read and checked against the pipeline and the metric, the valset split off the trainset
     when none is given and cut to what the budget affords (`fit_valset`)."""
     metric = check_settings(program, config, config.base_dir or program.path.resolve().parent)
+    check_prices(program, config, metric)
     train, val, _ = _data(program, config, metric)
     return _session(program, config, train, val, metric)
 
@@ -263,7 +267,7 @@ def _data(program, config: CompileConfig, metric: Metric):
 
 
 def _session(program, config: CompileConfig, train: list[Example], val: list[Example], metric: Metric) -> CompileSession:
-    budget = Budget(config.budget)
+    budget = Budget(config.budget, config.budget_usd)
     stats = Stats()
     session = CompileSession(program, config, train, val, metric, budget, stats,
                              CompileProgress(budget, stats, config.progress))
@@ -278,6 +282,7 @@ def compile_program(program, config: CompileConfig):
     from . import compile_cache
     started = time.perf_counter()
     metric = check_settings(program, config, config.base_dir or program.path.resolve().parent)   # before any data
+    check_prices(program, config, metric)
     optimizer = get_optimizer(config.optimizer)(**config.options)
     train, val, (train_id, val_id) = _data(program, config, metric)
     fp = compile_fingerprint(FORMAT_VERSION, program, config, metric, optimizer.settings(), train_id, val_id,
@@ -294,7 +299,8 @@ def compile_program(program, config: CompileConfig):
             progress.update("worker")
             optimizer.optimize(session)
             return program.bound(compile_result=CompileResult(None, stats, time.perf_counter() - started,
-                                                              worker_trials=session.worker_trials))
+                                                              worker_trials=session.worker_trials,
+                                                              spent=session.budget.spent))
         progress.update("baseline")
         baseline = session.evaluate(session.baseline())
         session.baseline_score = None if baseline.incomplete else baseline.score
@@ -310,16 +316,81 @@ def compile_program(program, config: CompileConfig):
     members = params if isinstance(params, list) else []
     chosen = program.bound(None if members else params, members)
     report = Report(pipeline=program.name, optimizer=config.optimizer, options=optimizer.settings(),
-                    metric=metric.text, seed=config.seed, budget=config.budget, trainset=len(session.trainset),
+                    metric=metric.text, seed=config.seed, budget=config.budget, budget_usd=config.budget_usd,
+                    trainset=len(session.trainset),
                     valset=len(session.valset), baseline_score=round(baseline.score, 6), compiled_score=round(score, 6),
                     lm_requests=stats.calls + stats.cache_hits, tokens=stats.tokens, cost=round(stats.cost, 6),
                     trials=session.trials, fingerprint=fp, lms=lms_used(session))
     from .emit import build_artifact
     artifact = build_artifact(chosen, report, program.path.resolve().parent)
     compiled = chosen.bound(artifact=artifact, compile_result=CompileResult(artifact, stats,
-                                                                           time.perf_counter() - started))
+                                                                           time.perf_counter() - started,
+                                                                           spent=session.budget.spent))
     compile_cache.store(compiled, fp)
     return compiled
+
+
+def check_prices(program, config: CompileConfig, metric: Metric) -> None:
+    """Under a dollar budget, every LM the compile may call (the pipeline's, the judge's, the
+    teacher, the proposer) needs a price and a bound on its replies' length, or the budget could
+    not be kept; checked before any data is read or any LM is called. Raises `SettingsError`
+    naming each such LM where it is declared (or the flag that named it)."""
+    if config.budget_usd is None:
+        return
+    from .dsl.diagnostics import Diagnostic, render_all
+    from .lm import backend_for
+    from .settings import Origin, SettingsError
+    origin = config.origin or Origin()
+    predictors = list(program.predictors().values())
+    # (role, the setting that named it, backend, whether its requests all name max_tokens)
+    used: list[tuple[str, str | None, object, bool]] = [
+        ("the pipeline's", None, program.backend(p.lm), "max_tokens" in p.params) for p in predictors]
+    if metric.needs_lm:
+        used.append(("the judge's", None, program.backend(program.default_lm_name(metric.judge.get("lm"))), False))
+    if config.teacher is not None:
+        teacher = resolve_lm(program, config.teacher)
+        used.append(("the teacher", "teacher", backend_for(teacher) if isinstance(teacher, str) else teacher,
+                     all("max_tokens" in p.params for p in predictors)))
+    used.append(("the proposer", "proposer", proposer_choice(program, config)[0], True))   # it asks with max_tokens
+    unbounded = {id(b) for _, _, b, bounded in used if not bounded}
+    problems: list[Diagnostic] = []
+    seen: set = set()
+    for role, setting, backend, _ in used:
+        decl = _declaration(program, backend)
+        if (decl.name if decl else id(backend)) in seen:
+            continue
+        seen.add(decl.name if decl else id(backend))
+        price = backend.price()
+        if price is None:
+            message = (f"the dollar budget ({money(config.budget_usd)}) cannot be enforced: no price is known for "
+                       f"{backend.model}, {role} LM")
+            hint = ("declare its price on the lm, like `input_price: 0.15, output_price: 0.60` (dollars per million "
+                    "tokens; 0 for a free server), or give the budget in LM calls only")
+        elif price.output and not price.max_output and id(backend) in unbounded:
+            message = f"the dollar budget cannot bound a reply of {backend.model}, {role} LM: nothing limits its length"
+            hint = "give its lm max_tokens, like `max_tokens: 512`"
+        else:
+            continue
+        if decl is not None:
+            span = decl.name_span
+        else:
+            shown = str(getattr(config, setting or "", None) or backend.model)
+            span = origin.spans.get(setting or "") or origin.add(setting or "lm", f"{setting or 'lm'}=", shown)
+        problems.append(Diagnostic("error", message, span, hint, "bad-lm"))
+    if problems:
+        sources = {**program.loaded.sources, origin.file: origin.text}
+        raise SettingsError(render_all(problems, sources), problems, sources)
+
+
+def _declaration(program, backend):
+    """The lm declaration a backend of `program` was built from (the file's default lm for the
+    modules that name none), or None for an LM given by id."""
+    checked = program.checked
+    default = program.default_lm_name()         # the key of the modules that name no lm
+    for key in program.lm_ids:
+        if program.backend(key) is backend:
+            return checked.lms.get(checked.default_lm if key == default else key)
+    return None
 
 
 def never_worse(session: CompileSession, params, score: float | None):
@@ -421,4 +492,5 @@ def resolve_lm(program, choice: str):
     return choice
 
 
-__all__ = ["CompileSession", "CompileResult", "compile_program", "open_session", "never_worse", "KEPT_BASELINE"]
+__all__ = ["CompileSession", "CompileResult", "compile_program", "open_session", "never_worse", "check_prices",
+           "KEPT_BASELINE"]

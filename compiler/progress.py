@@ -83,7 +83,7 @@ def _k(n: int) -> str:
 class CompileProgress:
     """A compile's status line: phase (and the LM it runs on, where that is not the pipeline's own:
     the proposer), trial, best score so far, then the LM side as a batch shows it (calls of the
-    budget, cache hits, tokens, cost), and the time."""
+    budget, cache hits, tokens, cost; under a dollar budget, the dollars spent of it), and the time."""
 
     def __init__(self, budget, stats, enabled: bool | None, stream=None):
         self.budget, self.stats = budget, stats
@@ -103,11 +103,15 @@ class CompileProgress:
         >>> p = CompileProgress(Budget(100), Stats(), enabled=False); p.phase, p.trial, p.total = "search", 2, 12
         >>> p.line().rsplit("  ", 1)[0]
         'search       trial 2/12  best -  0/100 LM calls (0 cached) 0 tokens $0.0000'
+        >>> p.budget = Budget(None, usd=2.5); p.budget.spent = 0.42; p.line().split("  ")[-2]
+        '0 LM calls (0 cached) 0 tokens $0.42 of $2.50'
         """
         trial = f"trial {self.trial}" + (f"/{self.total}" if self.total else "")
         best = f"best {self.best:.3f}" if self.best is not None else "best -"
         phase = self.phase + (f" on {self.lms[self.phase]}" if self.phase in self.lms else "")
-        return (f"{phase:<12} {trial}  {best}  {counters(self.stats, self.budget.limit)}  "
+        usd = getattr(self.budget, "usd", None)
+        spend = (self.budget.spent, usd) if usd is not None else None
+        return (f"{phase:<12} {trial}  {best}  {counters(self.stats, self.budget.limit, spend)}  "
                 f"{time.perf_counter() - self.start:.0f}s")
 
     def update(self, phase: str | None = None) -> None:
@@ -121,16 +125,20 @@ class CompileProgress:
             redraw(self.stream, "")
 
 
-def counters(stats, limit: int | None = None) -> str:
-    """The LM side of a progress line: calls made (of `limit`), cache hits, tokens, cost.
+def counters(stats, limit: int | None = None, spend: tuple[float, float] | None = None) -> str:
+    """The LM side of a progress line: calls made (of `limit`), cache hits, tokens, cost; with
+    `spend` (dollars spent, the dollar budget) the spend of the budget in place of the cost, which
+    counts cache hits at their price.
 
     >>> from pipec.context import Stats
-    >>> counters(Stats(), 50)
-    '0/50 LM calls (0 cached) 0 tokens $0.0000'
+    >>> counters(Stats(), 50), counters(Stats(), spend=(0.0123, 0.5))
+    ('0/50 LM calls (0 cached) 0 tokens $0.0000', '0 LM calls (0 cached) 0 tokens $0.0123 of $0.5000')
     """
+    from .budget import money
     calls = f"{stats.calls}" + (f"/{limit}" if limit else "")
-    return (f"{calls} LM calls ({stats.cache_hits} cached) {_k(stats.prompt_tokens + stats.completion_tokens)} tokens "
-            f"${stats.cost:.4f}")
+    cost = f"{money(spend[0], spend[1])} of {money(spend[1])}" if spend is not None else f"${stats.cost:.4f}"
+    tokens = _k(stats.prompt_tokens + stats.completion_tokens)
+    return f"{calls} LM calls ({stats.cache_hits} cached) {tokens} tokens {cost}"
 
 
 def redraw(stream, text: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .dsl import ast as A
+from .dsl.checks.compile_blocks import read_budget
 from .dsl.diagnostics import Diagnostic, render_all
 from .metrics import Metric
 from .session import Mode
@@ -30,7 +31,8 @@ class CompileConfig:
     optimizer: str = "bootstrap_fewshot"
     options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-    budget: int | None = None
+    budget: int | None = None         # most LM calls
+    budget_usd: float | None = None   # most dollars (see `pipec.budget`)
     teacher: str | None = None        # an LM id or a declared lm name
     proposer: str | None = None
     concurrency: int = 4
@@ -49,7 +51,9 @@ class CompileConfig:
     def from_block(cls, block: A.CompileBlock | None, base_dir: Path | None = None, **given: Any) -> "CompileConfig":
         """The settings of a compile block (none when `block` is None), with `given` over them.
 
-        A given value of None leaves the block's (or the default) in place. A given `optimizer` other
+        A given value of None leaves the block's (or the default) in place: a given `budget` (calls)
+        replaces the block's call bound and keeps its dollar bound, and `budget_usd` the other way
+        round, so a flag never lifts a spending limit the file set. A given `optimizer` other
         than the block's drops the block's options; given `options` are added to those that remain.
         A metric from the block is built here (relative to `base_dir` for a python metric).
         """
@@ -64,6 +68,8 @@ class CompileConfig:
                 options = {a.name: A.plain(a.value) for a in call.args if a.name}
             elif s.name == "metric":
                 metric_expr = value
+            elif s.name == "budget":
+                settings["budget"], settings["budget_usd"], _ = read_budget(value)
             elif s.name in VALUE_SETTINGS and isinstance(value, (A.Literal, A.Var)):
                 settings[s.name] = A.plain(value)
         given = {k: v for k, v in given.items() if v is not None}
@@ -99,7 +105,8 @@ class Origin:
 
     def add(self, key: str, flag: str, value: str) -> A.Span:
         """Append `flag` and `value` ("--budget ", "15"); the value's span is kept under `key`
-        ("optimizer", "option:NAME", "seed", "budget", "concurrency", "metric", "teacher", "proposer")."""
+        ("optimizer", "option:NAME", "seed", "budget", "budget_usd", "concurrency", "metric", "teacher",
+        "proposer")."""
         value = value.replace("\n", " ")
         if self.text:
             self.text += " "
@@ -133,9 +140,10 @@ def check_settings(program, config: CompileConfig, near: Path | None = None) -> 
     The settings (the command line's flags over the file's compile block, or the Python call's
     arguments) are written into the program as its compile block and the whole program is checked
     again, by `pipec.dsl.check` itself: an unknown optimizer or option, an option of the wrong type
-    or below its minimum (`trials: "abc"`, `k: 0`, `max_demos: -5`), a seed, budget or concurrency
-    that is not a whole number in range, a metric over an output the pipeline does not have, a
-    teacher or proposer that names no declared lm. Nothing is read and no LM is called before this.
+    or below its minimum (`trials: "abc"`, `k: 0`, `max_demos: -5`), a seed, call budget or
+    concurrency that is not a whole number in range, a dollar budget that is not a positive amount,
+    a metric over an output the pipeline does not have, a teacher or proposer that names no declared
+    lm. Nothing is read and no LM is called before this.
     Raises `SettingsError` with every problem at once.
     """
     from pipec.optimizers import optimizers
@@ -159,11 +167,20 @@ def check_settings(program, config: CompileConfig, near: Path | None = None) -> 
         args.append(A.Arg(at, str(name), _setting_expr(value, at, kind)))
     at = span("optimizer", "optimizer=", optimizer)
     settings.append(A.Setting(at, "optimizer", A.Call(at, optimizer, args, at)))
-    for name in ("seed", "budget", "concurrency"):
+    for name in ("seed", "concurrency"):
         value = getattr(config, name)
         if value is not None:
             at = span(name, f"{name}=", _shown(value))
             settings.append(A.Setting(at, name, _setting_expr(value, at, "")))
+    bounds = []
+    if config.budget is not None:
+        bounds.append(_setting_expr(config.budget, span("budget", "budget=", _shown(config.budget)), ""))
+    if config.budget_usd is not None:
+        at = span("budget_usd", "budget_usd=", _shown(config.budget_usd))
+        bounds.append(A.Call(at, "usd", [A.Arg(at, None, _setting_expr(config.budget_usd, at, ""))], at))
+    if bounds:
+        settings.append(A.Setting(bounds[0].span, "budget", bounds[0] if len(bounds) == 1 else
+                                  A.ListLit(bounds[0].span, bounds)))
     for name in ("teacher", "proposer"):
         value = getattr(config, name)
         if isinstance(value, str) and "/" not in value:     # an LM id (provider/model) needs no declaration

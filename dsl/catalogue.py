@@ -16,7 +16,8 @@ from .types import Type
 class OptionSpec:
     """One option: its value type and a one-line doc.
 
-    Types: str int float number bool list, and names of declarations: lm lms tool tools module modules.
+    Types: str int float number bool list, and names of declarations: lm lms tool tools module modules;
+    `budget` is the compile block's own (LM calls, dollars, or both).
     """
 
     type: str
@@ -68,6 +69,9 @@ LM_OPTIONS: dict[str, OptionSpec] = {
     "cache": OptionSpec("bool", "whether replies are cached"),
     "rpm": OptionSpec("int", "requests per minute across the process", minimum=1),
     "n_ctx": OptionSpec("int", "context window of the embedded model", minimum=256),
+    "input_price": OptionSpec("number", "dollars per million prompt tokens (with output_price), for a dollar "
+                                        "budget when litellm does not know the model", minimum=0),
+    "output_price": OptionSpec("number", "dollars per million reply tokens (with input_price)", minimum=0),
 }
 
 
@@ -85,7 +89,7 @@ class Catalogue:
         "metric": OptionSpec("metric", "how a prediction is scored"),
         "optimizer": OptionSpec("optimizer", "the search strategy"),
         "seed": OptionSpec("int", "seed for every random choice"),
-        "budget": OptionSpec("int", "maximum LM calls", minimum=1),
+        "budget": OptionSpec("budget", "most LM calls, dollars, or both: 300, usd(2.50), [300, usd(2.50)]"),
         "teacher": OptionSpec("lm", "LM that runs the program while bootstrapping demos"),
         "proposer": OptionSpec("lm", "LM that proposes instructions"),
         "concurrency": OptionSpec("int", "parallel evaluations", minimum=1),

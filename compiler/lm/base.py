@@ -44,8 +44,75 @@ class LMReply:
     truncated: bool = False     # the reply stopped at the token limit (finish_reason "length")
 
 
+@dataclass(frozen=True, slots=True)
+class Price:
+    """What an LM's tokens cost, in dollars per token, and the longest reply it may send
+    (`max_output`, None when unknown): what a dollar budget admits a call against.
+
+    >>> p = Price.per_million(0.15, 0.60, max_output=100)
+    >>> round(p.cost(1000, 50), 8), round(p.worst_case(LMRequest([{"role": "user", "content": "hi"}])), 8)
+    (0.00018, 6.27e-05)
+    """
+
+    input: float
+    output: float
+    max_output: int | None = None
+    source: str = ""                # where the price comes from, for messages: "declared", "litellm's price map"
+
+    @classmethod
+    def per_million(cls, input: float, output: float, max_output: int | None = None,
+                    source: str = "declared") -> "Price":
+        """A price as providers quote it: dollars per million prompt and reply tokens."""
+        return cls(float(input) / 1e6, float(output) / 1e6, max_output, source)
+
+    @property
+    def free(self) -> bool:
+        return self.input == 0 and self.output == 0
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """What a reply with these token counts cost."""
+        return prompt_tokens * self.input + completion_tokens * self.output
+
+    def worst_case(self, request: LMRequest) -> float | None:
+        """The most `request` can cost: its prompt at one token per byte and its longest reply at
+        the output price. None when nothing bounds the reply (no max_tokens, no known `max_output`)."""
+        if self.free:
+            return 0.0
+        longest = request.params.get("max_tokens") or self.max_output
+        if not longest and self.output:
+            return None
+        return self.cost(prompt_bound(request), int(longest or 0))
+
+
+# Tokens a chat format adds around each message (role markers, separators); generous on purpose.
+MESSAGE_OVERHEAD = 8
+
+
+def prompt_bound(request: LMRequest) -> int:
+    """An upper bound on a request's prompt tokens: every byte-level BPE tokenizer (GPT, Llama,
+    Claude, Qwen) spends at most one token per UTF-8 byte, plus the chat format's markers and the
+    JSON schema the provider is sent with it (billed as input).
+
+    >>> prompt_bound(LMRequest([{"role": "user", "content": "héllo"}]))
+    22
+    """
+    import json
+    size = sum(len(str(m.get("content", "")).encode("utf-8", "surrogatepass")) + MESSAGE_OVERHEAD
+               for m in request.messages)
+    if request.schema is not None:
+        size += len(json.dumps(request.schema).encode("utf-8"))
+    return size + MESSAGE_OVERHEAD
+
+
+FREE = Price(0.0, 0.0, source="a local model")
+
+
 class LMError(Exception):
     """A provider failed after retries; the message names the model and never holds a key."""
+
+    # Whether the provider may have run (and billed) the request although no reply came back: a
+    # timeout on our side. A dollar budget charges such an attempt at its worst case.
+    may_be_billed = False
 
 
 class AuthLMError(LMError):
@@ -141,6 +208,13 @@ class LMBackend:
     max_retries: int = 3
     auth_failure: AuthLMError | None = None     # the provider refused a key that never worked here
     answered: bool = False                      # a request has succeeded (the key works)
+    declared_price: Price | None = None         # the lm declaration's input_price / output_price
+
+    def price(self) -> Price | None:
+        """What this LM's tokens cost; None when nobody knows (a dollar budget cannot be enforced).
+        A declared price wins; backends that know their own (local: free; hosted: litellm's price
+        map) say so."""
+        return self.declared_price
 
     def complete(self, request: LMRequest) -> LMReply:
         raise NotImplementedError

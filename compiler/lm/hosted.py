@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import os
+import re
 
-from .base import (SAMPLING, AuthLMError, LMBackend, LMError, LMReply, LMRequest, TransientLMError, auth_message,
-                   is_auth_failure)
+from .base import (SAMPLING, AuthLMError, LMBackend, LMError, LMReply, LMRequest, Price, TransientLMError,
+                   auth_message, is_auth_failure)
 from .rate_limit import RateLimiter
 from ..secrets import mask_url, redact
 
 _TRANSIENT = {"Timeout", "APITimeoutError", "RateLimitError", "APIConnectionError", "InternalServerError",
               "ServiceUnavailableError", "BadGatewayError"}
+_TIMEOUT = {"Timeout", "APITimeoutError"}
+# A price map entry's per-token rates: the base rate and the dearer ones above a prompt length
+# ("input_cost_per_token_above_200k_tokens"), never the batch or flex discounts we do not ask for.
+_RATE = re.compile(r"(input|output)_cost_per_(?:reasoning_)?token(?:_above_\d+k_tokens)?")
 _litellm = None
 
 
@@ -25,6 +30,31 @@ def _lib():
     return _litellm
 
 
+def list_price(model: str) -> Price | None:
+    """A model's price from the price map litellm ships (read from its package, never fetched: see
+    `_lib`), at its dearest per-token rates, with its longest reply; None for a model it does not
+    list or lists without per-token rates.
+
+    >>> p = list_price("openai/gpt-4o-mini")
+    >>> round(p.input * 1e6, 3), round(p.output * 1e6, 3), p.max_output, list_price("acme/unheard-of")
+    (0.15, 0.6, 16384, None)
+    """
+    try:
+        info = _lib().get_model_info(model=model)
+    except Exception:            # litellm raises its own "This model isn't mapped yet" for unknown ids
+        return None
+    rates: dict[str, list[float]] = {"input": [], "output": []}
+    for key, value in info.items():
+        m = _RATE.fullmatch(key)
+        if m and isinstance(value, (int, float)) and not isinstance(value, bool):
+            rates[m.group(1)].append(float(value))
+    if not rates["input"] or not rates["output"]:
+        return None
+    longest = info.get("max_output_tokens") or info.get("max_tokens")
+    return Price(max(rates["input"]), max(rates["output"]), int(longest) if longest else None,
+                 "litellm's price map")
+
+
 class HostedLM(LMBackend):
     """A litellm model id such as `openai/gpt-4o-mini`, with an optional `api_base` and key variable."""
 
@@ -37,6 +67,7 @@ class HostedLM(LMBackend):
         self.timeout = timeout
         self.max_retries = num_retries
         self._structured = structured
+        self._list_price: Price | None | bool = False      # False: not looked up yet
 
     @property
     def structured(self) -> str:
@@ -49,6 +80,14 @@ class HostedLM(LMBackend):
             # Unknown servers often ignore response_format silently: ask in the prompt, parse tolerantly.
             self._structured = "json_schema" if supported else "text"
         return self._structured
+
+    def price(self) -> Price | None:
+        """The declared price, else litellm's (looked up once)."""
+        if self.declared_price is not None:
+            return self.declared_price
+        if self._list_price is False:
+            self._list_price = list_price(self.model)
+        return self._list_price
 
     def describe(self) -> str:
         """The identity replies depend on: the model and, for self-hosted servers, where it runs."""
@@ -95,7 +134,9 @@ class HostedLM(LMBackend):
         # litellm prices every reply itself (`_hidden_params["response_cost"]`); pricing it again costs
         # about as much CPU per call as the rest of the client's work, which shows at high concurrency.
         hidden = getattr(resp, "_hidden_params", None) or {}
-        if "response_cost" in hidden:
+        if self.declared_price is not None:
+            cost = None                             # the declared price is charged (see `NodeContext._call`)
+        elif "response_cost" in hidden:
             cost = hidden["response_cost"]          # None: a model litellm has no price for
         else:
             try:
@@ -128,7 +169,9 @@ class HostedLM(LMBackend):
                 retry_after = float(headers.get("retry-after")) if headers.get("retry-after") else None
             except (TypeError, ValueError):
                 retry_after = None
-            return TransientLMError(message, retry_after)
+            transient = TransientLMError(message, retry_after)
+            transient.may_be_billed = name in _TIMEOUT
+            return transient
         return LMError(message)
 
     def complete(self, request: LMRequest) -> LMReply:

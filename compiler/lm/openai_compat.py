@@ -250,7 +250,10 @@ class OpenAICompatLM(LMBackend):
         if aiohttp:
             transient += (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
         if isinstance(err, transient):
-            return TransientLMError(message)
+            out = TransientLMError(message)
+            # The server may have run the request to its end: a dollar budget charges it in full.
+            out.may_be_billed = isinstance(err, (httpx.TimeoutException, asyncio.TimeoutError))
+            return out
         return LMError(message)
 
     # ------------------------------------------------------------------ calls

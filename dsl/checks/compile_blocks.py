@@ -45,7 +45,10 @@ def _settings(state: CheckState, block: A.CompileBlock) -> None:
                         did_you_mean(s.name, specs) or "known settings: " + ", ".join(sorted(specs)),
                         "unknown-option")
             continue
-        if spec.type in ("metric", "optimizer"):
+        if spec.type == "budget":
+            for span, message, hint in read_budget(s.value)[2]:
+                state.error(span, message, hint, "bad-option")
+        elif spec.type in ("metric", "optimizer"):
             table = state.catalogue.metrics if spec.type == "metric" else state.catalogue.optimizers
             _function_call(state, s, spec.type, table, info)
         elif spec.type == "lm":
@@ -63,6 +66,79 @@ def _settings(state: CheckState, block: A.CompileBlock) -> None:
                         f"compile block for {block.pipeline} has no {name}",
                         f"add `{example}`", "missing-setting")
     _data_files(state, block, [seen[n] for n in ("trainset", "valset") if n in seen])
+
+
+BUDGET_FORMS = "a budget is LM calls (300), dollars (usd(2.50)), or both ([300, usd(2.50)])"
+
+
+def read_budget(e: A.Expr) -> tuple[int | None, float | None, list[tuple[A.Span, str, str]]]:
+    """A `budget` setting's bounds, LM calls and dollars (None: not given), and what is wrong with it
+    as (span, message, hint): a whole number of calls, `usd(AMOUNT)`, or a list of one of each.
+
+    >>> from pipec.dsl.parser import parse
+    >>> def budget(text): return read_budget(parse(f"compile p {{ budget = {text} }}")[0].items[0].settings[0].value)
+    >>> budget("[300, usd(2.50)]"), budget("usd(1)")[:2]
+    ((300, 2.5, []), (None, 1.0))
+    >>> [problem[1] for problem in budget("[usd(0), 2.5]")[2]]
+    ['a dollar budget must be more than $0, not 0', "setting 'budget' counts LM calls: a whole number, not 2.5"]
+    """
+    calls: int | None = None
+    usd: float | None = None
+    problems: list[tuple[A.Span, str, str]] = []
+    items = e.items if isinstance(e, A.ListLit) else [e]
+    if isinstance(e, A.ListLit) and not e.items:
+        problems.append((e.span, "setting 'budget' is an empty list", BUDGET_FORMS))
+    for item in items:
+        unit, value, problem = _budget_bound(item)
+        if problem is not None:
+            problems.append(problem)
+        elif (unit == "calls" and calls is not None) or (unit == "usd" and usd is not None):
+            what = "LM calls" if unit == "calls" else "dollars"
+            problems.append((item.span, f"setting 'budget' gives {what} twice",
+                             "give each bound once: " + BUDGET_FORMS))
+        elif unit == "calls":
+            calls = value
+        else:
+            usd = value
+    return calls, usd, problems
+
+
+def _number(e: A.Expr):
+    """A numeric literal's value (never a bool), else None."""
+    if isinstance(e, A.Literal) and isinstance(e.value, (int, float)) and not isinstance(e.value, bool):
+        return e.value
+    return None
+
+
+def _budget_bound(e: A.Expr):
+    """One bound of a budget: ("calls", n, None), ("usd", amount, None), or (None, None, problem)."""
+    n = _number(e)
+    if isinstance(e, A.Literal) and isinstance(n, int):
+        if n < 1:
+            return None, None, (e.span, "setting 'budget' must be at least 1", "maximum LM calls")
+        return "calls", n, None
+    if n is not None:
+        return None, None, (e.span, f"setting 'budget' counts LM calls: a whole number, not {n:g}",
+                            f"for dollars write usd({n:g})")
+    if isinstance(e, A.Call) and e.callee == "usd":
+        amount = _number(e.args[0].value) if len(e.args) == 1 and e.args[0].name is None else None
+        if amount is None:
+            return None, None, (e.span, "usd takes one amount in dollars", "write it like usd(2.50)")
+        if amount <= 0:
+            return None, None, (e.args[0].span, f"a dollar budget must be more than $0, not {amount:g}",
+                                "usd(0.50) allows fifty cents of LM calls")
+        return "usd", float(amount), None
+    if isinstance(e, A.Call):
+        return None, None, (e.callee_span, f"unknown budget unit '{e.callee}'",
+                            did_you_mean(e.callee, ["usd"]) or BUDGET_FORMS)
+    hint = BUDGET_FORMS
+    if isinstance(e, A.Literal) and isinstance(e.value, str):
+        written = e.value.strip().lstrip("$").strip()
+        try:
+            hint = f"write usd({float(written):g}), without quotes"
+        except ValueError:
+            pass
+    return None, None, (e.span, "setting 'budget' must be a whole number of LM calls or usd(AMOUNT)", hint)
 
 
 def _data_files(state: CheckState, block: A.CompileBlock, settings: list[A.Setting]) -> None:

@@ -39,6 +39,17 @@ def check_lm(state: CheckState, lm: A.LMDecl) -> None:
                         f"put the key in an environment variable and name it with `api_key_env: \"{variable}\"`; "
                         "the URL keeps only the server's address", "secret")
     check_options(state, f"lm {lm.name}", [o for o in lm.options if o not in secrets], LM_OPTIONS)
+    _price_pair(state, lm)
+
+
+def _price_pair(state: CheckState, lm: A.LMDecl) -> None:
+    """A declared price has both halves: a model billed per token bills prompts and replies."""
+    given = {o.name: o for o in lm.options if o.name in ("input_price", "output_price")}
+    if len(given) == 1:
+        (name, opt), = given.items()
+        other = "output_price" if name == "input_price" else "input_price"
+        state.error(opt.span, f"lm {lm.name} declares {name} without {other}",
+                    f"add `{other}: N` (dollars per million tokens; 0 if free)", "bad-option")
 
 
 def choose_default_lm(state: CheckState, default: A.DefaultLM) -> None:
