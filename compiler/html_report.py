@@ -339,7 +339,10 @@ def _module_html(c: dict[str, Any]) -> str:
             f'<span class="tag">{esc(c["kind"])}</span><span class="muted mono">{esc(c["lm"])}</span>'
             f'<span class="muted">{esc(", ".join(c["inputs"]))} → {esc(", ".join(c["outputs"]))}</span>{status}</div>'
             '<div class="body">')]
-    if c["instruction_after"] != c["instruction_before"]:
+    pinned = set(c.get("pinned") or ())      # what the .pipe file pins: the compile could not change it
+    if "instruction" in pinned:
+        out.append(f'<div class="label">Instruction (pinned)</div><pre class="instr">{esc(c["instruction_after"])}</pre>')
+    elif c["instruction_after"] != c["instruction_before"]:
         out.append('<div class="label">Instruction (compiled)</div>'
                    f'<pre class="instr">{esc(c["instruction_after"])}</pre>'
                    '<div class="label">Instruction (uncompiled)</div>'
@@ -351,11 +354,14 @@ def _module_html(c: dict[str, Any]) -> str:
         out.append(f'<div class="label">Demos: the {knn["k"]} nearest of a pool of {len(knn["pool"]):,}, per input</div>'
                    f'<p class="muted" style="margin:0 0 6px">nearest by {esc(", ".join(knn["fields"]))}</p>'
                    + _demos_table(knn["pool"], c["inputs"] + c["outputs"], 20))
+    elif c["demos"] and "demos" in pinned:
+        out.append(f'<div class="label">Demos ({len(c["demos"])}, pinned)</div>'
+                   + _demos_table(c["demos"], c["inputs"] + c["outputs"]))
     elif c["demos"]:
         out.append(f'<div class="label">Demos ({len(c["demos"])}, was {c["demos_before"]})</div>'
                    + _demos_table(c["demos"], c["inputs"] + c["outputs"]))
     else:
-        was = f" (was {c['demos_before']})" if c["demos_before"] else ""
+        was = " (pinned)" if "demos" in pinned else f" (was {c['demos_before']})" if c["demos_before"] else ""
         out.append(f'<div class="label">Demos</div><p class="muted" style="margin:0">none{was}</p>')
     out.append(f'<details{" open" if c["changed"] else ""}><summary>Prompt before → after compiling '
                '(system message and demo turns; the last user turn is filled per input)</summary>'

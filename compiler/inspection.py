@@ -18,8 +18,8 @@ def max_calls(program, graph=None) -> int:
 
 
 def inspect_program(program, values: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Per module call site: kind, LM, reply schema, and the messages (inputs as `{name}` placeholders
-    unless `values` gives pipeline inputs for a module fed directly by them)."""
+    """Per module call site: kind, LM, reply schema, what the file pins, and the messages (inputs as
+    `{name}` placeholders unless `values` gives pipeline inputs for a module fed directly by them)."""
     sites = []
     for node in program.graph.walk():
         if node.op == "map":
@@ -63,6 +63,7 @@ def _predictors(program, module, node, values) -> list[dict[str, Any]]:
             "params": p.params,
             "messages": p.messages(shown),
             "schema": p.schema if backend.structured != "text" else None,
+            "pinned": sorted(p.pinned),        # what the .pipe file pins: no compile changes it
         })
     return out
 
@@ -86,7 +87,8 @@ def render_inspection(report: dict[str, Any]) -> str:
         for p in site["predictors"]:
             params = ", ".join(f"{k}={v}" for k, v in p["params"].items())
             out.append(f"[{p['predictor']}] lm: {p['lm']}  structured output: {p['structured']}"
-                       + (f"  params: {params}" if params else ""))
+                       + (f"  params: {params}" if params else "")
+                       + (f"  pinned: {', '.join(p['pinned'])}" if p.get("pinned") else ""))
             for m in p["messages"]:
                 out.append(f"--- {m['role']}")
                 out.append(m["content"])

@@ -96,7 +96,8 @@ class CompileSession:
 
     def predictors(self) -> dict[str, PredictorView]:
         """Every predictor by name, read-only, with its uncompiled instruction."""
-        return {name: PredictorView(name, self._baseline[name].instruction, tuple(p.inputs), tuple(p.outputs))
+        return {name: PredictorView(name, self._baseline[name].instruction, tuple(p.inputs), tuple(p.outputs),
+                                    p.pinned)
                 for name, p in self.program.predictors().items()}
 
     def rng(self, salt: str = "") -> random.Random:
@@ -135,8 +136,10 @@ class CompileSession:
     def evaluate(self, params, rows: list[Example] | None = None) -> EvalResult:
         """Score the program with these parameters on `rows` (default: the valset), on a copy of its own.
 
-        `params` may also be a list of parameter sets: an ensemble that votes on every input.
+        `params` may also be a list of parameter sets: an ensemble that votes on every input. Parts the
+        .pipe file pins are scored as written, whatever `params` says (`keep_pinned`).
         """
+        params = keep_pinned(self.program, params)
         candidate = self.program.bound(members=params) if isinstance(params, list) else self.program.bound(params)
         rt = candidate.runtime(self.budget, self.stats)
         result = evaluate(candidate, rows if rows is not None else self.valset, self._metric, self.concurrency,
@@ -148,9 +151,9 @@ class CompileSession:
         """Run the teacher (the program itself, or on the teacher LM) with `params` and score each row.
 
         Each row's `prediction.trace` holds every predictor call with its inputs and parsed
-        outputs: the material for bootstrapped demos.
+        outputs: the material for bootstrapped demos. Pinned parts run as written (`keep_pinned`).
         """
-        teacher = self.teacher().bound(params)
+        teacher = self.teacher().bound(keep_pinned(self.program, params))
         self.teacher_used = True
         rt = teacher.runtime(self.budget, self.stats)
         result = evaluate(teacher, rows, self._metric, self.concurrency, runtime=rt)
@@ -311,6 +314,7 @@ def compile_program(program, config: CompileConfig):
             result = session.evaluate(params)
             score = None if result.incomplete else result.score
         params, score = never_worse(session, params, score)
+        params = keep_pinned(program, params)       # the artifact holds pinned parts as written, whatever was returned
     finally:
         progress.close()
     members = params if isinstance(params, list) else []
@@ -391,6 +395,41 @@ def _declaration(program, backend):
         if program.backend(key) is backend:
             return checked.lms.get(checked.default_lm if key == default else key)
     return None
+
+
+def keep_pinned(program, params):
+    """`params` (`PredictorState`s by predictor name, or their dicts; a list of them for an ensemble)
+    with every part the .pipe file pins put back as the file writes it: a pinned instruction, pinned
+    demos (and no per-input demos in their place). The one place pins are enforced: every candidate is
+    scored through it and the compiled program is built from it, so no optimizer can change what is
+    pinned, whether or not it looks at `PredictorView.pinned`.
+
+    >>> import pathlib, tempfile, pipec
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "p.pipe"
+    >>> _ = path.write_text('signature S { in q: str out a: str } '
+    ...                     'module m = Predict(S, instruction: "Be brief.", pin: [instruction]) '
+    ...                     'pipeline p(q: str) -> (a) { return a = m(q: q).a }')
+    >>> keep_pinned(pipec.load(path, cache=False), {"m": {"instruction": "Be verbose."}})["m"].instruction
+    'Be brief.'
+    """
+    if isinstance(params, list):
+        return [keep_pinned(program, member) for member in params]
+    pinned = {name: p.pinned for name, p in program.predictors().items() if p.pinned}
+    if not pinned or params is None:
+        return params
+    written = program.pristine_params()
+    out = dict(params)
+    for name, parts in pinned.items():
+        if name not in out:
+            continue            # a predictor left out keeps the program's own parameters, the written ones
+        st = out[name] if isinstance(out[name], PredictorState) else PredictorState.model_validate(out[name])
+        update = {}
+        if "instruction" in parts:
+            update["instruction"] = written[name].instruction
+        if "demos" in parts:
+            update.update(demos=list(written[name].demos), knn=None)
+        out[name] = st.model_copy(update=update)
+    return out
 
 
 def never_worse(session: CompileSession, params, score: float | None):

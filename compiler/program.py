@@ -253,7 +253,12 @@ class Program:
             if name in seen:
                 continue
             seen.append(name)
-            for o in prog.modules[name].options:
+            decl = prog.modules[name]
+            spec = kinds()[decl.kind].options
+            for o in decl.options:
+                # Only options that name modules: `pin: [demos]` names a part, even beside a module `demos`.
+                if o.name not in spec or spec[o.name].type not in ("module", "modules"):
+                    continue
                 for ref in (o.value if isinstance(o.value, list) else [o.value]):
                     if isinstance(ref, A.Ref) and ref.name in prog.modules and ref.name not in seen:
                         todo.append(ref.name)
@@ -274,6 +279,7 @@ class Program:
             spec = ModuleSpec(name, sig.decl.instruction, list(sig.inputs), list(sig.outputs), options, lm_name,
                               sampling, env)
             out[name] = kinds()[decl.kind](spec)
+            out[name].install_written()         # the file's demos and pins: an uncompiled program runs with them
         return out
 
     def _used_backends(self) -> list[LMBackend]:

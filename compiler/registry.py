@@ -14,7 +14,8 @@ def catalogue() -> Catalogue:
     from . import metrics
     from .modules import kinds
     return Catalogue(
-        kinds={name: KindSpec(name, cls.options, cls.extra_outputs, cls.doc, cls.validate_decl)
+        kinds={name: KindSpec(name, cls.options, cls.extra_outputs, cls.doc, cls.validate_decl,
+                              cls.demo_extras if cls.demo_parts else None)
                for name, cls in kinds().items()},
         metrics=dict(metrics.SPECS),
         optimizers={name: FunctionSpec(name, cls.options, False, cls.doc) for name, cls in optimizers().items()},

@@ -147,6 +147,7 @@ def module_cards(program) -> list[dict[str, Any]]:
             "knn": after.knn.model_dump() if after.knn is not None else None,
             "diff": line_diff(before_text, after_text),
             "changed": before_text != after_text or after.knn is not None,
+            "pinned": sorted(p.pinned),
         })
     return cards
 

@@ -49,12 +49,16 @@ class Mode(str, enum.Enum):
 @dataclass(frozen=True, slots=True)
 class PredictorView:
     """A predictor as an optimizer sees it: its name, its uncompiled instruction and its fields
-    (`(name, type, description)` each). Read-only: parameters are chosen, never installed."""
+    (`(name, type, description)` each), and what the .pipe file pins of it (`pinned`: "instruction",
+    "demos"). Read-only: parameters are chosen, never installed. The compile puts pinned parts back
+    into whatever an optimizer returns (before scoring, and in the artifact), so an optimizer loses
+    nothing by ignoring pins; it saves budget by not searching them."""
 
     name: str
     instruction: str
     inputs: tuple[tuple[str, Any, str], ...]
     outputs: tuple[tuple[str, Any, str], ...]
+    pinned: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,15 @@ class Ref:
 
 
 @dataclass(slots=True)
+class RecordLit:
+    """A record written as an option value, `{utterance: "hi", intent: greet}`: a demo's field values.
+    Each field is an `Option` (its span covers `name: value`), so diagnostics point at the field."""
+
+    span: Span
+    fields: list[Option]
+
+
+@dataclass(slots=True)
 class Import:
     span: Span
     path: str
@@ -294,10 +303,12 @@ class File:
 
 def plain(value):
     """An option's or setting's value as plain Python: a literal's value, a declaration's name for a
-    name (`lm: local`), lists item by item.
+    name (`lm: local`), lists item by item, a record as a dict.
 
     >>> plain([Ref("local"), 2]), plain(ListLit(None, [Literal(None, "x"), Var(None, "y")]))
     (['local', 2], ['x', 'y'])
+    >>> plain(RecordLit(None, [Option(None, "intent", Ref("greet")), Option(None, "n", 2)]))
+    {'intent': 'greet', 'n': 2}
     """
     if isinstance(value, Literal):
         return value.value
@@ -307,4 +318,6 @@ def plain(value):
         return [plain(v) for v in value.items]
     if isinstance(value, list):
         return [plain(v) for v in value]
+    if isinstance(value, RecordLit):
+        return {f.name: plain(f.value) for f in value.fields}
     return value

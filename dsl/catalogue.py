@@ -40,6 +40,9 @@ class KindSpec:
     doc: str = ""
     # Kind-specific static checks: validate(module_decl, checked_program) -> [(message, hint), ...]
     validate: Callable | None = None
+    # Fields a written demo (`demos: [...]`) gives besides the signature's (ChainOfThought's reasoning);
+    # None when the kind takes no written demos (no predictor of it answers the signature directly).
+    demo_fields: tuple[tuple[str, Type, str], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -485,6 +485,9 @@ class _Builder:
     def list_value(self, meta, ch):
         return A.ListLit(self._s(meta), [c for c in ch if c is not None])
 
+    def record_value(self, meta, ch):
+        return A.RecordLit(self._s(meta), [c for c in ch if c is not None])
+
     def option(self, meta, ch):
         return A.Option(self._s(meta), str(ch[0]), _plain(ch[1]))
 

@@ -50,6 +50,11 @@ KNOWN_MISTAKES: dict[str, list[str]] = {
         'lm a = "x" (temperature = 0)',
         'lm a = "x" (temperature 0)',
     ],
+    "a record's fields are written `name: value`, names unquoted|for example `{question: \"2+2?\", answer: \"4\"}`": [
+        'module m = Predict(S, demos: [{"q": "x"}])',
+        'module m = Predict(S, demos: [{q: "x", "a": "y"}])',
+        'module m = Predict(S, demos: [{1: "x"}])',
+    ],
     "option values are literals or names|write a string, a number, true/false, a list, or the name of a declaration": [
         'lm a = "x" (temperature: )',
         "module m = Predict(S, lm: )",

@@ -15,8 +15,9 @@ def bootstrap_demos(session, params, rows, max_demos: int, threshold: float) -> 
     """Demos per predictor from teacher runs over `rows` that score at least `threshold`.
 
     Rows are taken in order until every predictor has `max_demos`; returns the demos and the rows used.
+    Predictors whose demos the .pipe file pins get none (and no teacher run is made for them alone).
     """
-    names = list(session.predictors())
+    names = [n for n, p in session.predictors().items() if "demos" not in p.pinned]
     demos: dict[str, list[dict]] = {n: [] for n in names}
     used = 0
     step = max(1, session.concurrency * 2)
@@ -76,6 +77,8 @@ class BootstrapFewShot(Optimizer):
             params = with_demos(session.baseline(), demos)
         # Fill remaining slots with labeled rows where a predictor's fields are all labeled.
         for name, pred in session.predictors().items():
+            if "demos" in pred.pinned:
+                continue                # the file's demos stay (`with_demos` keeps them)
             have = demos.get(name, [])
             room = max(0, max_labeled - len(have))        # as in DSPy: labeled demos fill up to max_labeled
             extra = []

@@ -27,6 +27,8 @@ class KNNFewShot(Optimizer):
         pools: dict[str, list[dict]] = {}
         need_bootstrap = []
         for name, pred in preds.items():
+            if "demos" in pred.pinned:
+                continue                # keeps the file's demos: no pool, no bootstrapping for it
             pool = [d for d in (labeled_demo(pred, ex.values) for ex in session.trainset) if d is not None]
             pools[name] = pool[: self.opts["pool"]]
             if not pool:
@@ -38,6 +40,9 @@ class KNNFewShot(Optimizer):
                 pools[name] = boot.get(name, [])
         params = {}
         for name, st in session.baseline().items():
+            if name not in pools:
+                params[name] = st
+                continue
             pool = pools.get(name) or []
             fields = [n for n, _, _ in preds[name].inputs]
             knn = KnnState(k=self.opts["k"], fields=fields, pool=pool) if pool else None

@@ -7,7 +7,8 @@ from .base import Optimizer, labeled_demo, with_demos
 
 
 class LabeledFewShot(Optimizer):
-    """Each predictor whose fields all appear in the training rows gets `max_labeled` of them as demos.
+    """Each predictor whose fields all appear in the training rows gets `max_labeled` of them as demos
+    (unless the .pipe file pins its demos).
 
     compile block: `optimizer = labeled_fewshot(max_labeled: 4)`
     """
@@ -34,6 +35,8 @@ class LabeledFewShot(Optimizer):
         rng.shuffle(order)
         demos = {}
         for name, pred in session.predictors().items():
+            if "demos" in pred.pinned:
+                continue                # the file's demos stay (`with_demos` keeps them)
             picked = []
             for i in order:
                 d = labeled_demo(pred, session.trainset[i].values)

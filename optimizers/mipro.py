@@ -6,6 +6,7 @@ Three stages, after DSPy's MIPROv2:
    must be free to say so), labeled rows, and bootstrapped sets of different seeds and sizes.
 2. Instruction candidates per predictor: the original instruction first, then proposals written by
    the proposer LM from a summary of the data, the signature and bootstrapped demos (`propose.py`).
+   What the .pipe file pins is not searched: a pinned instruction or demo set is the only candidate.
 3. TPE picks (instruction index, demo set index) for every predictor. A trial scores the choice on a
    minibatch of the valset drawn by seed, in two halves: the first half's score goes to a pruner, so
    hopeless trials stop early. Every few trials and at the end, the configuration with the best mean
@@ -133,7 +134,8 @@ def open_study(optuna, session, space_settings: dict[str, Any], seed: int):
 
 @dataclass
 class Space:
-    """The candidates: per predictor, instructions (index 0 the original) and demo sets (index 0 empty)."""
+    """The candidates: per predictor, instructions (index 0 the original) and demo sets (index 0 the
+    uncompiled one: empty unless the .pipe file writes demos)."""
 
     instructions: dict[str, list[str]]
     demo_sets: dict[str, list[list[dict]]]
@@ -228,17 +230,25 @@ def build_space(session, opts: dict[str, Any], seed: int, plan: Spend) -> Space:
 
 
 def build_demo_sets(session, opts: dict[str, Any], seed: int, plan: Spend) -> dict[str, list[list[dict]]]:
-    """Per predictor: the empty set, a labeled set, and bootstrapped sets of different seeds and sizes.
+    """Per predictor: the uncompiled demos (none, unless the .pipe file writes some), the empty set, a
+    labeled set, and bootstrapped sets of different seeds and sizes. A predictor whose demos the file
+    pins has its written demos as its only set.
 
     Bootstrapping stops early when the rest of the budget is needed to score trials and the winner.
     """
-    names = sorted(session.predictors())
-    sets: dict[str, list[list[dict]]] = {n: [[]] for n in names}
+    views = session.predictors()
+    names = sorted(views)
+    base = session.baseline()
+    # Index 0 is the uncompiled program's, so the all-zeros configuration is the baseline the compile scored.
+    sets: dict[str, list[list[dict]]] = {n: [list(base[n].demos)] for n in names}
+    for n in names:
+        if [] not in sets[n] and "demos" not in views[n].pinned:
+            sets[n].append([])
 
     def add(params):
         for n in names:
             demos = list(params[n].demos)
-            if demos and demos not in sets[n]:
+            if demos and demos not in sets[n] and "demos" not in views[n].pinned:
                 sets[n].append(demos)
 
     if opts["max_labeled"] > 0:
@@ -256,7 +266,8 @@ def build_demo_sets(session, opts: dict[str, Any], seed: int, plan: Spend) -> di
 
 
 def build_instructions(session, count: int, demo_sets: dict[str, list[list[dict]]], seed: int) -> dict[str, list[str]]:
-    """Per predictor: the original instruction, then up to `count - 1` distinct proposals."""
+    """Per predictor: the original instruction, then up to `count - 1` distinct proposals (none for an
+    instruction the .pipe file pins: its proposals would cost calls and never be used)."""
     base = session.baseline()
     predictors = session.predictors()
     remaining = session.calls_left
@@ -266,6 +277,9 @@ def build_instructions(session, count: int, demo_sets: dict[str, list[list[dict]
     out = {}
     for name in sorted(predictors):
         rng = session.rng(f"mipro:{seed}:propose:{name}")
+        if "instruction" in predictors[name].pinned:
+            out[name] = [base[name].instruction]
+            continue
         out[name] = propose_instructions(predictors[name], base[name].instruction, count, demo_sets[name],
                                          summary, rng, proposer)
     return out

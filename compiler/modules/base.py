@@ -14,7 +14,7 @@ from ..dsl.catalogue import OptionSpec
 from ..dsl.types import Type
 from ..lm.base import LMError, LMRequest, declared_sampling
 from ..prompt import prompt_prefix, render_value, retry_message, user_message
-from ..reply_parser import ReplyError, parse_reply
+from ..reply_parser import ReplyError, coerce, parse_reply
 from ..schema import object_schema
 
 Fields = list[tuple[str, Type, str]]
@@ -24,6 +24,9 @@ COMMON_OPTIONS: dict[str, OptionSpec] = {
     "temperature": OptionSpec("number", "sampling temperature for this module", minimum=0),
     "max_tokens": OptionSpec("int", "upper bound on reply tokens", minimum=1),
     "instruction": OptionSpec("str", "replaces the signature's instruction for this module"),
+    "demos": OptionSpec("demos", "worked examples, a record of the signature's fields each: "
+                                 "[{utterance: \"...\", intent: book_restaurant}, ...]"),
+    "pin": OptionSpec("pins", "what no optimizer may change: [instruction, demos], or one of them"),
 }
 # The sampling options a module may set for its own calls, over its LM's declared ones.
 MODULE_SAMPLING = ("temperature", "max_tokens")
@@ -54,6 +57,7 @@ class Predictor:
     demos: list[dict[str, Any]] = field(default_factory=list)
     structured: bool = True
     knn: Any = None                 # a KnnPool: demos chosen per input instead of fixed demos
+    pinned: frozenset[str] = frozenset()    # "instruction", "demos": what the .pipe file pins (no optimizer changes it)
     _prefix: list[dict[str, str]] = field(default_factory=list, repr=False)
     _fields: list[tuple[str, Type]] = field(default_factory=list, repr=False)
     _schema: dict | None = field(default=None, repr=False)
@@ -237,6 +241,12 @@ class ModuleKind:
     extra_outputs: ClassVar[tuple[tuple[str, Type, str], ...]] = ()
     # Static checks beyond option types: validate_decl(module_decl, checked_program) -> [(message, hint)]
     validate_decl: ClassVar[Any] = None
+    # Where a module's written demos (`demos: [...]`) go: the parts ("" is the module's own predictor)
+    # that answer the signature from its inputs alone, each with `demo_extras` before the signature's
+    # outputs (ChainOfThought's reasoning), which a written demo gives too. A kind that names no part
+    # takes no written demos: the checker says so (its parts get demos by compiling).
+    demo_parts: ClassVar[tuple[str, ...]] = ()
+    demo_extras: ClassVar[tuple[tuple[str, Type, str], ...]] = ()
 
     def __init__(self, spec: ModuleSpec):
         self.spec = spec
@@ -248,6 +258,32 @@ class ModuleKind:
     def predictors(self) -> list[Predictor]:
         """The predictors optimizers may tune (their instruction and demos)."""
         raise NotImplementedError
+
+    def install_written(self) -> None:
+        """Install what the .pipe file writes beyond the instruction: its demos on `demo_parts`, and its
+        pins on every predictor of the module (a pin covers the module's parts too). Called once the
+        kind has built its predictors (`Program` does), so an uncompiled program runs with them.
+
+        >>> from pipec.dsl.types import STR
+        >>> from pipec.modules import kinds
+        >>> m = kinds()["Predict"](ModuleSpec("m", "Echo.", [("q", STR, "")], [("a", STR, "")],
+        ...                        {"demos": [{"q": "hi", "a": "hi"}], "pin": ["demos"]}, "lm", {}))
+        >>> m.install_written(); m.predict.demos, sorted(m.predict.pinned)
+        ([{'q': 'hi', 'a': 'hi'}], ['demos'])
+        """
+        opts = self.spec.options
+        pin = opts.get("pin")
+        pinned = frozenset([pin] if isinstance(pin, str) else pin or ())
+        written = opts.get("demos")
+        parts = {p.name: p for p in self.predictors()}
+        if written is not None:
+            for part in self.demo_parts:
+                p = parts[f"{self.spec.name}.{part}" if part else self.spec.name]
+                types = {n: t for n, t, _ in p.inputs + p.outputs}
+                # As the checker passed them; coerced as a parsed reply would be (3 for a float is 3.0).
+                p.set_params(demos=[{k: coerce(v, types[k]) for k, v in d.items() if k in types} for d in written])
+        for p in parts.values():
+            p.pinned = pinned
 
     def max_calls(self) -> int:
         """Worst-case LM calls for one call of this module, counting the parse retry."""

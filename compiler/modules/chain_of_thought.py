@@ -24,6 +24,7 @@ class ChainOfThought(ModuleKind):
     options = {**COMMON_OPTIONS,
                "rationale": OptionSpec("str", "how the reasoning field is described to the model")}
     extra_outputs = (("reasoning", STR, DEFAULT_RATIONALE),)
+    demo_parts, demo_extras = ("",), extra_outputs      # a written demo is a worked example, reasoning included
 
     def __init__(self, spec):
         super().__init__(spec)

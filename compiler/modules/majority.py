@@ -68,6 +68,7 @@ class Majority(ModuleKind):
                "rationale": OptionSpec("str", "how the reasoning field is described to the model")}
     extra_outputs = (("reasoning", STR, "the reasoning of the winning sample"),
                      ("votes", STR, "the tally of the vote, most votes first, like \"4: 3, 5: 2\""))
+    demo_parts, demo_extras = ("reason",), (("reasoning", STR, DEFAULT_RATIONALE),)   # every sample reads them
 
     @staticmethod
     def validate_decl(decl, program) -> list[tuple[str, str]]:

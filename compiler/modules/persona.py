@@ -33,6 +33,7 @@ class Persona(ModuleKind):
                "expert": OptionSpec("str", "guidance for the identity, e.g. \"a clinician\" (default: any "
                                            "expert the input calls for)")}
     extra_outputs = (("persona", STR, PERSONA_DOC),)
+    demo_parts = ("answer",)        # the expert's answer; the identity is written fresh for each input
 
     def __init__(self, spec):
         super().__init__(spec)

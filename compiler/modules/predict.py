@@ -12,6 +12,7 @@ class Predict(ModuleKind):
 
     kind = "Predict"
     doc = "one LM call from the inputs to the outputs"
+    demo_parts = ("",)
 
     def __init__(self, spec):
         super().__init__(spec)

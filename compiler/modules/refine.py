@@ -58,6 +58,7 @@ class Refine(ModuleKind):
                "stop_on_done": OptionSpec("bool", "whether the critique's done verdict ends refinement early "
                                                   "(default true)")}
     extra_outputs = (("critiques", Type("list", arg=STR), "every critique made, in order"),)
+    demo_parts = ("answer",)        # the first answer; critique and revision see other fields
 
     @staticmethod
     def validate_decl(decl, program) -> list[tuple[str, str]]:

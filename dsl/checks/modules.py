@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from .. import ast as A
 from ..diagnostics import did_you_mean
+from .demos import check_demos_and_pins
 from .options import check_options
 from .state import CheckState
 
 
 def check_module(state: CheckState, mod: A.ModuleDecl) -> None:
     """A known kind implementing a declared signature, with the kind's options; the outputs the kind
-    adds must not clash with the signature's fields."""
+    adds must not clash with the signature's fields; its written demos fit the signature (`demos`)."""
     prog, cat = state.program, state.catalogue
     if prog.modules.get(mod.name) is not mod:
         return
@@ -35,6 +36,7 @@ def check_module(state: CheckState, mod: A.ModuleDecl) -> None:
                 if extra in names:
                     state.error(mod.kind_span, f"{mod.kind} adds an output named '{extra}', which signature "
                                 f"{mod.signature} already has", f"rename the signature's field '{extra}'", "duplicate")
+        check_demos_and_pins(state, mod, kind, sig)
 
 
 def _module_lm(state: CheckState, mod: A.ModuleDecl) -> None:
