@@ -28,7 +28,7 @@ class CompileConfig:
     trainset: Any = None
     valset: Any = None
     metric: Any = ""                  # the metric's text, or a `Metric`
-    optimizer: str = "bootstrap_fewshot"
+    optimizer: str = "auto"
     options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     budget: int | None = None         # most LM calls

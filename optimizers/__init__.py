@@ -20,7 +20,7 @@ def optimizers() -> dict[str, type[Optimizer]]:
     """Compile-block name → class, for every optimizer file in `pipec/optimizers/`.
 
     >>> sorted(optimizers())[:2]
-    ['bootstrap_fewshot', 'ensemble']
+    ['auto', 'bootstrap_fewshot']
     """
     found: dict[str, type[Optimizer]] = {}
     for info in pkgutil.iter_modules(__path__):

@@ -22,6 +22,14 @@ class KNNFewShot(Optimizer):
     defaults = {"k": 3, "pool": 256}
 
     def optimize(self, session):
+        params = self.knn_params(session)
+        result = session.evaluate(params)
+        session.record(result.score, full=not result.incomplete, note=f"k={self.opts['k']} nearest demos")
+        return params, (result.score if not result.incomplete else None)
+
+    def knn_params(self, session):
+        """The per-input demo parameters, without scoring them (other optimizers take them as a candidate):
+        a pool of labeled rows, or of bootstrapped traces for predictors whose fields are not all labeled."""
         from pipec.session import KnnState
         preds = session.predictors()
         pools: dict[str, list[dict]] = {}
@@ -47,6 +55,4 @@ class KNNFewShot(Optimizer):
             fields = [n for n, _, _ in preds[name].inputs]
             knn = KnnState(k=self.opts["k"], fields=fields, pool=pool) if pool else None
             params[name] = st.model_copy(update={"knn": knn, "demos": []})
-        result = session.evaluate(params)
-        session.record(result.score, full=not result.incomplete, note=f"k={self.opts['k']} nearest demos")
-        return params, (result.score if not result.incomplete else None)
+        return params

@@ -1,0 +1,232 @@
+"""Auto: the default optimizer. A budget-aware portfolio raced by successive halving.
+
+On real data the best optimizer differs per task (per-input nearest demos won a 7-label intent task
+by 25 points where MIPRO returned the uncompiled program; on a counting task the order reversed), so
+auto does not guess: it builds candidates from every family it can afford, cheapest first,
+
+- zero-shot (the uncompiled parameters),
+- labeled demos,
+- per-input nearest demos (knn),
+- bootstrapped demos (teacher traces that pass the metric), at two sizes,
+- proposed instructions, each on the best demo family so far,
+
+and races them on growing slices of the validation set (successive halving, Jamieson & Talwalkar
+2016; the same schedule AutoPDL uses over prompting patterns): every survivor is scored on the next
+rows only, the better half goes on, until one candidate has been scored on every row. A row is
+scored once per candidate, and each rung costs about `candidates x first_rung` rows, so a race of
+C candidates costs about `(log2 C + 1) x C x first_rung` rows where scoring all of them on the
+whole valset would cost `C x valset`. A family whose construction
+the remaining budget cannot pay for (bootstrapping runs the teacher over training rows) is left out,
+and the report says so. The compile keeps the uncompiled program if the winner scores below it.
+
+Each candidate's trial note says which family it is and how far it got, and a last trial says why
+the winner won (its valset score against the runner-up and the baseline).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+from pipec.session import OptionSpec
+
+from .base import Optimizer
+from .bootstrap_fewshot import BootstrapFewShot
+from .knn_fewshot import KNNFewShot
+from .labeled_fewshot import LabeledFewShot
+from .propose import Proposer, propose_instructions, summarize_data
+
+
+class Auto(Optimizer):
+    """compile block: `optimizer = auto` (the default when a compile block names no optimizer), or
+    `optimizer = auto(max_demos: 4, k: 3, instructions: 2, first_rung: 8)`"""
+
+    name = "auto"
+    doc = "races zero-shot, labeled, nearest, bootstrapped demos and proposed instructions (successive halving)"
+    options = {"max_demos": OptionSpec("int", "demos per predictor for labeled and bootstrapped candidates", minimum=1),
+               "k": OptionSpec("int", "demos per input for the nearest-demos candidate", minimum=1),
+               "instructions": OptionSpec("int", "proposed instructions to race (0: none)", minimum=0),
+               "first_rung": OptionSpec("int", "validation rows every candidate is first scored on", minimum=1),
+               "seed": OptionSpec("int", "shuffle seed (default: the compile seed)")}
+    defaults = {"max_demos": 4, "k": 3, "instructions": 2, "first_rung": 8}
+    trials_option = "instructions"
+
+    def optimize(self, session):
+        rng = session.rng(f"auto:{self.opts.get('seed', '')}")
+        order = list(range(len(session.valset)))
+        rng.shuffle(order)
+        rows = [session.valset[i] for i in order]
+        race = Race(session, rows, self.opts["first_rung"])
+
+        session.phase("auto: candidates")
+        candidates = self.demo_candidates(session, race, rng)
+        best = race.run(candidates)
+        if best is not None and self.opts["instructions"] and not session.out_of_budget:
+            session.phase("auto: instructions")
+            challengers = self.instruction_candidates(session, best, rng)
+            if challengers:
+                best = race.run([best, *challengers])
+        if best is None:
+            return session.baseline(), None
+        session.record(best.score, full=best.full, note=race.verdict(best))
+        return best.params, (best.score if best.full else None)
+
+    # ------------------------------------------------------------------ the families
+    def demo_candidates(self, session, race: "Race", rng) -> list["Candidate"]:
+        k, m = self.opts["k"], self.opts["max_demos"]
+        out = [Candidate("zero-shot", session.baseline())]
+        out.append(Candidate(f"{m} labeled demos", LabeledFewShot(max_labeled=m).labeled(session)))
+        out.append(Candidate(f"k={k} nearest demos per input", KNNFewShot(k=k).knn_params(session)))
+        boot = BootstrapFewShot(max_demos=m, max_labeled=m)
+        for size in dict.fromkeys((m, max(1, m // 2))):
+            # The teacher runs over training rows until it has the demos: at worst the whole trainset.
+            cost = len(session.trainset) * session.calls_per_row
+            if not race.affords(cost + race.cost_of(len(out) + 1)):
+                race.skipped.append(f"bootstrapped ({size} demos): the budget left cannot pay its teacher runs")
+                continue
+            with session.holding_back_for_validation():
+                params = boot.bootstrap(session, session.rng(f"auto:bootstrap:{size}"), max_demos=size,
+                                        max_labeled=size)
+            out.append(Candidate(f"{size} bootstrapped demos", params))
+        return unique(out)
+
+    def instruction_candidates(self, session, best: "Candidate", rng) -> list["Candidate"]:
+        count = self.opts["instructions"]
+        predictors = session.predictors()
+        if not race_affords_proposals(session, len(predictors) * count) or \
+                all("instruction" in p.pinned for p in predictors.values()):
+            return []
+        proposer = Proposer(session, calls=len(predictors) * (count + 2))   # a couple of retries
+        fields = list(session.input_names) + list(session.metric.fields)
+        summary = summarize_data(session.trainset, fields)
+        proposals = {}
+        for name in sorted(predictors):
+            if "instruction" in predictors[name].pinned:
+                continue                     # the file pins it: no proposal is spent on it
+            state = best.params[name]
+            found = propose_instructions(predictors[name], state.instruction, count + 1, [list(state.demos)],
+                                         summary, session.rng(f"auto:propose:{name}"), proposer)
+            proposals[name] = found[1:]          # the first is the instruction it already has
+        out = []
+        for i in range(count):
+            params = {name: st.model_copy(update={"instruction": proposals[name][i]})
+                      if i < len(proposals.get(name, [])) else st for name, st in best.params.items()}
+            out.append(Candidate(f"proposed instruction {i + 1} on {best.label}", params))
+        return [c for c in unique([best, *out]) if c is not best]
+
+
+def race_affords_proposals(session, calls: int) -> bool:
+    left = session.calls_left
+    return left is None or left > calls + len(session.valset) * session.calls_per_row
+
+
+def unique(candidates: list["Candidate"]) -> list["Candidate"]:
+    """Candidates with distinct parameters, the first of equals kept (labeled demos on a program whose
+    predictors take no labeled demos are the zero-shot program)."""
+    seen, out = set(), []
+    for c in candidates:
+        key = json.dumps({n: st.model_dump() for n, st in sorted(c.params.items())}, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out
+
+
+class Candidate:
+    """One parameter set in the race, with the per-row scores it has earned so far."""
+
+    __slots__ = ("label", "params", "scores", "out_at", "full")
+
+    def __init__(self, label: str, params):
+        self.label, self.params = label, params
+        self.scores: list[float] = []
+        self.out_at: int | None = None        # rows scored when it was dropped
+        self.full = False                     # scored on every validation row
+
+    @property
+    def score(self) -> float:
+        return sum(self.scores) / len(self.scores) if self.scores else 0.0
+
+
+class Race:
+    """Successive halving over a fixed order of validation rows."""
+
+    def __init__(self, session, rows: list, first_rung: int):
+        self.session, self.rows = session, rows
+        self.first = max(1, min(first_rung, len(rows)))
+        self.skipped: list[str] = []
+        self.results: list[Candidate] = []
+
+    def cost_of(self, candidates: int) -> int:
+        """LM calls a race of this many candidates costs at most: each rung halves the field and
+        doubles the rows, so every rung costs about `candidates x first` rows' calls."""
+        rungs = max(1, math.ceil(math.log2(max(1, candidates)))) + 1
+        rows = 0
+        n, alive = self.first, candidates
+        for _ in range(rungs):
+            rows += alive * min(n, len(self.rows))
+            alive, n = max(1, math.ceil(alive / 2)), n * 2
+        return rows * self.session.calls_per_row
+
+    def affords(self, calls: int) -> bool:
+        left = self.session.calls_left
+        return left is None or calls <= left
+
+    def run(self, field: list[Candidate]) -> Candidate | None:
+        """The candidate left when every other has been outscored on the same rows; it has been scored
+        on every validation row unless the budget ran out (then it is the best so far)."""
+        alive = list(field)
+        n = self.first
+        while True:
+            for c in alive:
+                if not self._score_to(c, n):
+                    return self._best_so_far(field)
+            alive.sort(key=lambda c: -c.score)             # stable: earlier (cheaper) families win ties
+            if n >= len(self.rows) or len(alive) == 1:
+                if n < len(self.rows):
+                    if not self._score_to(alive[0], len(self.rows)):
+                        return self._best_so_far(field)
+                winner = alive[0]
+                winner.full = True
+                self._seen(field)
+                return winner
+            keep = max(1, math.ceil(len(alive) / 2))
+            for c in alive[keep:]:
+                c.out_at = len(c.scores)
+                self.session.record(c.score, full=False,
+                                    note=f"auto: {c.label}: {c.score:.3f} on {len(c.scores)} rows, out")
+            alive = alive[:keep]
+            n = min(len(self.rows), n * 2)
+
+    def _score_to(self, c: Candidate, n: int) -> bool:
+        """Score `c` on rows it has not seen, up to the first `n`; False if the budget stopped it."""
+        todo = self.rows[len(c.scores):n]
+        if not todo:
+            return True
+        result = self.session.evaluate(c.params, todo)
+        if result.incomplete:
+            return False
+        c.scores.extend(r.score for r in result.rows)
+        return True
+
+    def _best_so_far(self, field: list[Candidate]) -> Candidate | None:
+        scored = [c for c in field if c.scores]
+        self._seen(field)
+        return max(scored, key=lambda c: (len(c.scores), c.score)) if scored else None
+
+    def _seen(self, field: list[Candidate]) -> None:
+        self.results += [c for c in field if c not in self.results]
+
+    def verdict(self, best: Candidate) -> str:
+        """Why the winner won: its score, the runner-up's on the same rows, the baseline's, what was
+        left out."""
+        others = [c for c in self.results if c is not best and c.scores]
+        parts = [f"auto chose {best.label}: {best.score:.3f} on {len(best.scores)} validation rows"]
+        if others:
+            runner = max(others, key=lambda c: (len(c.scores), c.score))
+            parts.append(f"runner-up {runner.label}: {runner.score:.3f} on {len(runner.scores)} rows")
+        base = self.session.baseline_score
+        if base is not None:
+            parts.append(f"uncompiled {base:.3f}")
+        if self.skipped:
+            parts.append("left out: " + "; ".join(self.skipped))
+        return "; ".join(parts)

@@ -1,0 +1,104 @@
+"""`auto`, the default optimizer: it races every family it can afford and keeps what wins on the
+validation rows, whichever family that is, and says why."""
+from __future__ import annotations
+
+import pytest
+from conftest import first_user_value
+
+import pipec
+
+pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model")
+
+PIPE = """
+signature Tag { "Tag the text." in text: str out tag: str }
+module tag = Predict(Tag)
+pipeline tagger(text: str) -> (tag) { t = tag(text: text) return tag = t.tag }
+"""
+TOPICS = ["alpha", "beta", "gamma", "delta", "omega", "sigma"]
+
+
+def rows(n, offset=0):
+    return [{"text": f"note {i + offset} about {TOPICS[(i + offset) % len(TOPICS)]}",
+             "tag": TOPICS[(i + offset) % len(TOPICS)].upper()} for i in range(n)]
+
+
+def demo_texts(request) -> list[str]:
+    users = [m["content"] for m in request.messages[1:-1] if m["role"] == "user"]
+    return [line[len("text: "):] for u in users for line in u.splitlines() if line.startswith("text: ")]
+
+
+def nearest_wins(request):
+    """Right only when a demo is about the same topic as the input: what per-input nearest demos give,
+    and a fixed demo set mostly does not."""
+    if "instruction" in (request.schema or {}).get("properties", {}):
+        return {"instruction": "Tag the text with its topic in capitals."}
+    topic = first_user_value(request, "text").split()[-1]
+    same = any(t.split()[-1] == topic for t in demo_texts(request))
+    return {"tag": topic.upper() if same else "?"}
+
+
+def demos_hurt(request):
+    """Right only without demos: zero-shot must stay possible."""
+    if "instruction" in (request.schema or {}).get("properties", {}):
+        return {"instruction": "Tag it."}
+    topic = first_user_value(request, "text").split()[-1]
+    return {"tag": "?" if demo_texts(request) else topic.upper()}
+
+
+def compile_with(write_pipe, rule, budget=None, **kw):
+    lm = pipec.ScriptedLM(rule=rule)
+    prog = pipec.load(write_pipe(PIPE), lm=lm, cache=False)
+    compiled = prog.compile(rows(30), rows(16, offset=100), "exact_match(tag)", seed=1, budget=budget, **kw)
+    return compiled, lm
+
+
+def test_auto_is_the_default_optimizer(write_pipe):
+    compiled, _ = compile_with(write_pipe, nearest_wins)
+    assert compiled.report.optimizer == "auto"
+
+
+def test_it_finds_per_input_demos_when_they_win(write_pipe):
+    compiled, _ = compile_with(write_pipe, nearest_wins)
+    state = compiled.artifact.predictors["tag"]
+    assert state.knn is not None and state.knn.k == 3
+    assert compiled.report.compiled_score == 1.0 and compiled.report.baseline_score == 0.0
+    verdict = compiled.report.trials[-1].note
+    assert verdict.startswith("auto chose k=3 nearest demos per input: 1.000 on 16 validation rows")
+    assert "runner-up" in verdict and "uncompiled 0.000" in verdict
+
+
+def test_it_keeps_zero_shot_when_demos_hurt(write_pipe):
+    compiled, _ = compile_with(write_pipe, demos_hurt)
+    state = compiled.artifact.predictors["tag"]
+    assert state.knn is None and state.demos == []
+    assert compiled.report.compiled_score == 1.0
+    assert compiled.report.trials[-1].note.startswith("auto chose zero-shot")
+
+
+def test_losers_are_dropped_on_part_of_the_rows(write_pipe):
+    """Successive halving: a candidate that loses the first rung is never scored on every row."""
+    compiled, _ = compile_with(write_pipe, nearest_wins, options={"first_rung": 4, "instructions": 0})
+    dropped = [t.note for t in compiled.report.trials if t.note.endswith(", out")]
+    assert any(n.endswith("on 4 rows, out") for n in dropped)          # the first rung: 4 rows
+    assert not any("on 16 rows" in n for n in dropped)                   # no loser saw every row
+
+
+def test_a_family_the_budget_cannot_pay_for_is_left_out_and_named(write_pipe):
+    # The baseline takes 16 calls; bootstrapping would run the teacher over 30 training rows.
+    compiled, lm = compile_with(write_pipe, nearest_wins, budget=70, options={"instructions": 0})
+    assert len(lm.requests) <= 70
+    verdict = compiled.report.trials[-1].note
+    assert "left out: bootstrapped (4 demos): the budget left cannot pay its teacher runs" in verdict
+
+
+def test_proposed_instructions_race_on_the_best_demos(write_pipe):
+    compiled, lm = compile_with(write_pipe, nearest_wins, options={"instructions": 1})
+    notes = [t.note for t in compiled.report.trials]
+    assert any("proposed instruction 1 on k=3 nearest demos per input" in n for n in notes)
+    assert any("instruction" in (r.schema or {}).get("properties", {}) for r in lm.requests)
+
+
+def test_random_search_considers_per_input_demos(write_pipe):
+    compiled, _ = compile_with(write_pipe, nearest_wins, optimizer="random_search", options={"candidates": 3})
+    assert compiled.artifact.predictors["tag"].knn is not None
+    assert "k=3 nearest demos per input" in [t.note for t in compiled.report.trials]
