@@ -49,6 +49,24 @@ class Trial(_Model):
     note: str = ""
 
 
+class LineageNode(_Model):
+    """One candidate of a search that evolves candidates from one another (a reflective optimizer's
+    pool): where it came from and how it scored. A root has no parent; a reflection has one and
+    names the predictor whose instruction it rewrote (and the new instruction); a merge has two."""
+
+    id: int
+    parents: list[int] = []
+    how: str = "root"                 # root, reflection, merge
+    predictor: str | None = None
+    instruction: str | None = None
+    note: str = ""                    # what a root is ("the uncompiled program", "labeled demos ...")
+    minibatch: list[float] = []       # [the parent's, its own] mean score on the rows it was judged on
+    score: float                      # its mean valset score
+    leads: int = 0                    # valset rows it is best on at the end (0: off the frontier)
+    trial: int | None = None          # the report trial that scored it on the valset
+    chosen: bool = False              # the candidate the optimizer returned
+
+
 class Report(_Model):
     """What a compile did. Everything here is deterministic for a given seed and LM cache."""
 
@@ -69,6 +87,7 @@ class Report(_Model):
     trials: list[Trial] = []
     fingerprint: str
     lms: dict[str, str] = {}          # role -> LM id (task, teacher, proposer)
+    lineage: list[LineageNode] = []   # the candidates of an evolutionary search (left out of the JSON when none)
 
     @model_serializer(mode="wrap")
     def _without_unset_dollars(self, handler):
@@ -77,6 +96,8 @@ class Report(_Model):
         out = handler(self)
         if out.get("budget_usd") is None:
             out.pop("budget_usd", None)
+        if not out.get("lineage"):
+            out.pop("lineage", None)      # likewise for artifacts written before lineages existed
         return out
 
     def summary(self) -> str:

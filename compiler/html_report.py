@@ -8,6 +8,8 @@ is. It shows
   each node with its module kind and LM;
 - the score over the compile's trials (each trial a point, the best-so-far as a line) against the
   baseline and the compiled score;
+- the lineage of an evolutionary search, when the compile had one (`report.lineage`): the
+  candidates as a tree, the frontier and the chosen one marked;
 - per module: the final instruction and demos, and a line diff of the prompt prefix (system message
   and demo turns) before and after compiling;
 - the eval table: every row with inputs, expected, got, the metric's feedback (a column when any row
@@ -42,7 +44,7 @@ from typing import Any
 
 from .report_data import (ReportError, as_text, clip, esc, eval_summary, line_diff, module_cards, read_eval_rows,
                           rows_of, stats_dict)
-from .report_svg import chart_svg, graph_svg
+from .report_svg import chart_svg, graph_svg, lineage_svg
 from .version import __version__
 
 __all__ = ["ReportError", "build_report", "default_output", "line_diff", "read_eval_rows", "write_report"]
@@ -232,6 +234,16 @@ def build_report(program=None, *, rows=None, data: str | None = None, source: st
                     '<span><i style="border-color:#8c959f;border-style:dashed;height:0"></i>baseline</span>'
                     '<span><i style="border-color:var(--pass);border-style:dotted;height:0"></i>compiled</span></div>'
                     + _trials_table(report) + "</section>")
+
+    # ---- lineage
+    if report is not None and report.lineage:
+        toc.append(("lineage", "Lineage"))
+        body.append('<section id="lineage"><h2>Lineage</h2><div class="box">' + lineage_svg(report) + "</div>"
+                    '<div class="legend"><span><i style="background:#fff;border-color:#8c959f"></i>candidate '
+                    '(number · valset score; an arrow from each parent)</span><span><i style="background:#fff;'
+                    'border-color:var(--accent);border-width:2px"></i>on the final Pareto frontier</span><span>'
+                    '<i style="background:#fff;border-color:var(--pass);border-width:2px"></i>chosen ★</span>'
+                    "<span>hover a candidate for the instruction its reflection wrote</span></div></section>")
 
     # ---- modules
     if program is not None:

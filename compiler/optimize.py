@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .aio import run_coroutine
-from .artifact import FORMAT_VERSION, Artifact, PredictorState, Report, Trial
+from .artifact import FORMAT_VERSION, Artifact, LineageNode, PredictorState, Report, Trial
 from .budget import Budget, BudgetExhausted, money
 from .context import RowContext, Runtime, Stats, auth_failures
 from .dataset import DatasetError, Example, examples_from, split
@@ -79,6 +79,7 @@ class CompileSession:
         self.identity = Identity(program.name, source_files(program), lm_identity(program), config.teacher,
                                  config.proposer)
         self.trials: list[Trial] = []
+        self.lineage: list[LineageNode] = []        # an evolutionary search's candidates (`record_lineage`)
         self.best_score: float | None = None
         self.baseline_score: float | None = None    # the uncompiled valset score, once measured
         self.worker_trials = 0
@@ -236,6 +237,11 @@ class CompileSession:
         """How many trials of the shared study this worker ran (its summary line says so)."""
         self.worker_trials = trials
 
+    def record_lineage(self, nodes) -> None:
+        """The candidates of a search that evolves them from one another, for the report's lineage
+        (`LineageNode`s, or dicts of their fields); replaces what was recorded before."""
+        self.lineage = [n if isinstance(n, LineageNode) else LineageNode.model_validate(n) for n in nodes]
+
 
 def open_session(program, config: CompileConfig) -> CompileSession:
     """A session over checked data, as a compile opens it: the settings checked (`check_settings`),
@@ -324,7 +330,7 @@ def compile_program(program, config: CompileConfig):
                     trainset=len(session.trainset),
                     valset=len(session.valset), baseline_score=round(baseline.score, 6), compiled_score=round(score, 6),
                     lm_requests=stats.calls + stats.cache_hits, tokens=stats.tokens, cost=round(stats.cost, 6),
-                    trials=session.trials, fingerprint=fp, lms=lms_used(session))
+                    trials=session.trials, fingerprint=fp, lms=lms_used(session), lineage=session.lineage)
     from .emit import build_artifact
     artifact = build_artifact(chosen, report, program.path.resolve().parent)
     compiled = chosen.bound(artifact=artifact, compile_result=CompileResult(artifact, stats,

@@ -3,7 +3,9 @@
 - `graph_svg(program)`: the pipeline graph in columns by `Graph.levels()`: inputs, then the nodes
   level by level (each module with its kind and LM, each map with its body drawn inside it), then
   outputs; an edge that skips columns is routed around the boxes in between;
-- `chart_svg(report)`: the score over a compile's trials against the baseline and compiled scores.
+- `chart_svg(report)`: the score over a compile's trials against the baseline and compiled scores;
+- `lineage_svg(report)`: the candidates of an evolutionary search (`report.lineage`) as a tree, each
+  in the column of its generation, with an arrow from each parent.
 
 Only the standard library is imported at module level (see `pipec.html_report`).
 """
@@ -291,3 +293,70 @@ def chart_svg(report) -> str:
     out.append("</svg>")
     return "".join(out)
 
+
+# ============================================================================ the lineage
+LIN_W, LIN_H, LIN_GAP_X, LIN_GAP_Y = 172, 46, 56, 14
+
+
+def lineage_svg(report) -> str:
+    """The lineage of an evolutionary search: each candidate a box (its number, valset score, and
+    what made it: a root's description, the predictor a reflection rewrote, or a merge) in the column
+    of its generation (a root 0, a child one more than its furthest parent), an arrow from each
+    parent; the candidates on the final Pareto frontier are outlined, the chosen one in green.
+    Hovering a box shows the instruction a reflection wrote and the minibatch scores."""
+    nodes = sorted(report.lineage, key=lambda n: n.id)
+    by_id = {n.id: n for n in nodes}
+    depth: dict[int, int] = {}
+    for n in nodes:                       # parents come before their children (ids grow)
+        depth[n.id] = 1 + max((depth.get(p, 0) for p in n.parents if p in by_id), default=-1)
+    columns: dict[int, list] = {}
+    for n in nodes:
+        columns.setdefault(depth[n.id], []).append(n)
+    pos: dict[int, tuple[float, float]] = {}
+    for d, col in columns.items():
+        for k, n in enumerate(col):
+            pos[n.id] = (d * (LIN_W + LIN_GAP_X), k * (LIN_H + LIN_GAP_Y))
+    margin = 12
+    width = (max(columns, default=0) + 1) * (LIN_W + LIN_GAP_X) - LIN_GAP_X
+    height = max((len(c) for c in columns.values()), default=1) * (LIN_H + LIN_GAP_Y) - LIN_GAP_Y
+    edges, boxes = [], []
+    for n in nodes:
+        x2, y2 = pos[n.id][0], pos[n.id][1] + LIN_H / 2
+        for p in n.parents:
+            if p not in pos:
+                continue
+            x1, y1 = pos[p][0] + LIN_W, pos[p][1] + LIN_H / 2
+            dx = max((x2 - x1) / 2, 20)
+            how = f"reflection on {n.predictor}" if n.how == "reflection" else n.how
+            edges.append(f'<path class="edge" d="M{x1:.1f},{y1:.1f} C{x1 + dx:.1f},{y1:.1f} {x2 - dx:.1f},{y2:.1f} '
+                         f'{x2 - 1:.1f},{y2:.1f}" marker-end="url(#lin-arrow)">'
+                         f"<title>{p} → {n.id}: {esc(how)}</title></path>")
+        x, y = pos[n.id]
+        if n.how == "reflection":
+            sub = f"rewrote {n.predictor}"
+        elif n.how == "merge":
+            sub = "merge of " + " + ".join(str(p) for p in n.parents)
+        else:
+            sub = n.note or n.how
+        tip = [f"candidate {n.id}: valset {n.score:.3f}" + (f", trial {n.trial}" if n.trial else ""),
+               f"leads {n.leads} validation row{'s' * (n.leads != 1)}" if n.leads else "off the final frontier"]
+        if n.minibatch:
+            tip.append(f"{'minibatch' if n.how == 'reflection' else 'judged on'}: {n.minibatch[0]:.3f} (parent) → "
+                       f"{n.minibatch[-1]:.3f}")
+        if n.instruction:
+            tip.append(f"{n.predictor}'s new instruction: {n.instruction}")
+        if n.chosen:
+            tip.append("chosen")
+        cls = "node cand" + (" cand-front" if n.leads else "") + (" cand-chosen" if n.chosen else "")
+        boxes.append(f'<g class="{cls}" data-candidate="{n.id}"><title>{esc(chr(10).join(tip))}</title>'
+                     f'<rect x="{x:.1f}" y="{y:.1f}" width="{LIN_W}" height="{LIN_H}" rx="8"/>'
+                     f'<text class="node-title" x="{x + 12:.1f}" y="{y + 19:.1f}">#{n.id} · {n.score:.3f}'
+                     f'{" ★" if n.chosen else ""}</text>'
+                     f'<text class="node-sub" x="{x + 12:.1f}" y="{y + 35:.1f}">{esc(clip(sub, 26))}</text></g>')
+    w, h = width + 2 * margin, height + 2 * margin
+    return (f'<svg id="lineage-svg" class="graph lineage" xmlns="http://www.w3.org/2000/svg" role="img" '
+            f'aria-label="lineage of {len(nodes)} candidates" width="{w:.0f}" height="{h:.0f}" '
+            f'viewBox="{-margin} {-margin} {w:.0f} {h:.0f}">'
+            '<defs><marker id="lin-arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+            'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" class="arrow-head"/></marker></defs>'
+            + "".join(edges) + "".join(boxes) + "</svg>")

@@ -20,11 +20,13 @@ What a session offers:
 - the budget: `out_of_budget`, `calls_used`, `calls_left`, `holding_back_for_validation()`;
 - bookkeeping: `record(score, full, note)` a trial (the report and the progress line show it),
   `phase(name)` and `expect_trials(n)` for the progress line, `report_worker(trials)` for a worker's
-  summary.
+  summary, `record_lineage(nodes)` for a search that evolves candidates from one another: where each
+  came from and how it scored (`LineageNode`s; the report keeps them and draws the tree).
 
 The values an optimizer builds or reads come from here too: `PredictorState` and `KnnState` (the
-artifact's parameter types), `OptionSpec` (how an optimizer declares its options), `LMRequest`,
-`fingerprint`, and how pipec shows a value or a type to an LM (`render_value`, `describe_type`).
+artifact's parameter types), `LineageNode` (the report's record of one evolved candidate),
+`OptionSpec` (how an optimizer declares its options), `LMRequest`, `fingerprint`, and how pipec
+shows a value or a type to an LM (`render_value`, `describe_type`).
 """
 from __future__ import annotations
 
@@ -172,9 +174,10 @@ class Session(Protocol):
     def phase(self, name: str) -> None: ...
     def expect_trials(self, total: int) -> None: ...
     def report_worker(self, trials: int) -> None: ...
+    def record_lineage(self, nodes: Sequence[Any]) -> None: ...   # LineageNodes; replaces any recorded before
 
 
-_ARTIFACT_TYPES = ("PredictorState", "KnnState")
+_ARTIFACT_TYPES = ("PredictorState", "KnnState", "LineageNode")
 
 
 def __getattr__(name: str):

@@ -120,11 +120,15 @@ def signature_text(predictor) -> str:
     return "\n".join(lines)
 
 
-def parse_instruction(text: str) -> str | None:
-    """The instruction in a proposer's reply, or None when the reply is unusable.
+def parse_instruction(text: str, max_chars: int = MAX_CHARS, lines: bool = False) -> str | None:
+    r"""The instruction in a proposer's reply, or None when the reply is unusable (not JSON, shorter
+    than MIN_CHARS or longer than `max_chars`). Spacing is collapsed; with `lines`, line breaks are
+    kept (a long instruction may be a list of rules), blank lines at most one at a time.
 
     >>> parse_instruction('{"instruction": "  Classify   the intent. "}')
     'Classify the intent.'
+    >>> parse_instruction('{"instruction": "Rules:\\n\\n\\n-  one\\n- two"}', lines=True)
+    'Rules:\n\n- one\n- two'
     >>> parse_instruction("Sure! Here it is") is None
     True
     """
@@ -134,8 +138,11 @@ def parse_instruction(text: str) -> str | None:
     value = obj.get("instruction")
     if not isinstance(value, str):
         return None
-    value = " ".join(value.split())
-    if not MIN_CHARS <= len(value) <= MAX_CHARS or not re.search(r"[A-Za-z]{3}", value):
+    if lines:
+        value = re.sub(r"\n{3,}", "\n\n", "\n".join(" ".join(line.split()) for line in value.strip().splitlines()))
+    else:
+        value = " ".join(value.split())
+    if not MIN_CHARS <= len(value) <= max_chars or not re.search(r"[A-Za-z]{3}", value):
         return None
     return value
 
