@@ -42,11 +42,29 @@ class PredictorState(_Model):
     knn: KnnState | None = None
 
 
+class Choice(_Model):
+    """In a parameter set, under a one_of module's name: the alternative the module runs (its label,
+    `ChainOfThought`). A module without one runs its first alternative."""
+
+    alternative: str
+
+
 class Trial(_Model):
     number: int
     score: float
     full: bool = True                 # scored on the whole valset (not a minibatch)
     note: str = ""
+    calls_per_row: float | None = None    # the candidate's measured LM requests per row (cache hits count)
+    tokens_per_row: float | None = None   # and tokens; both left out of the JSON when not measured
+
+    @model_serializer(mode="wrap")
+    def _without_unmeasured_cost(self, handler):
+        # Trials of artifacts written before costs were measured have neither: their fingerprints hold.
+        out = handler(self)
+        for key in ("calls_per_row", "tokens_per_row"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
 
 
 class LineageNode(_Model):
@@ -88,6 +106,7 @@ class Report(_Model):
     fingerprint: str
     lms: dict[str, str] = {}          # role -> LM id (task, teacher, proposer)
     lineage: list[LineageNode] = []   # the candidates of an evolutionary search (left out of the JSON when none)
+    max_calls_per_row: int | None = None  # the compile's bound on one input's LM calls (left out when unset)
 
     @model_serializer(mode="wrap")
     def _without_unset_dollars(self, handler):
@@ -98,6 +117,8 @@ class Report(_Model):
             out.pop("budget_usd", None)
         if not out.get("lineage"):
             out.pop("lineage", None)      # likewise for artifacts written before lineages existed
+        if out.get("max_calls_per_row") is None:
+            out.pop("max_calls_per_row", None)    # and before call bounds per row
         return out
 
     def summary(self) -> str:
@@ -129,8 +150,18 @@ class Artifact(_Model):
     lms: dict[str, LMState]
     predictors: dict[str, PredictorState]
     ensemble: list[dict[str, PredictorState]] = []
+    strategies: dict[str, str] = {}    # the alternative the compile chose per one_of module (left out when none)
     report: Report
     fingerprint: str = ""              # sha256 over every other field (format version 2 on)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_strategies(self, handler):
+        # Artifacts of programs without one_of modules, and all written before them, have no
+        # `strategies`: leaving it out when empty keeps their fingerprints valid.
+        out = handler(self)
+        if not out.get("strategies"):
+            out.pop("strategies", None)
+        return out
 
     def content_fingerprint(self) -> str:
         """sha256 over everything that changes what the artifact does, the metric included: every

@@ -122,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="most dollars its LM calls may cost (prices from litellm, or the lm's input_price and "
                          "output_price; local models are free); with --budget, whichever is reached first")
     cp.add_argument("--seed", help="seed for every random choice (default 0)")
+    cp.add_argument("--max-calls-per-row", metavar="N",
+                    help="most LM calls one input may make, as `pipec inspect` bounds them: one_of alternatives "
+                         "that would exceed it are not considered")
     cp.add_argument("--trainset", help="JSONL or CSV training rows")
     cp.add_argument("--valset", help="JSONL or CSV validation rows (default: a seeded split of the trainset)")
     cp.add_argument("--metric", help='e.g. "exact_match(intent)"')
@@ -532,7 +535,7 @@ def cmd_graph(args) -> int:
         if n.op == "map":
             labels[n.id] = f"map {n.var}{' ordered' if n.ordered else ''}, at most {n.bound} items"
         elif n.op == "module":
-            labels[n.id] = f"{type(prog.modules[n.target]).kind} {n.target} · {prog.lm_of(n.target)}"
+            labels[n.id] = f"{prog.modules[n.target].describe()} {n.target} · {prog.lm_of(n.target)}"
         else:
             labels[n.id] = f"tool {n.target}"
     print(render(prog.graph, args.format, labels))
@@ -719,15 +722,16 @@ def compile_flags(args):
     origin = Origin("command line")
     given: dict = {"options": {}}
     for flag in ("optimizer", "budget", "budget_usd", "seed", "trainset", "valset", "teacher", "proposer",
-                 "concurrency", "storage", "study"):
+                 "concurrency", "storage", "study", "max_calls_per_row"):
         value = getattr(args, flag, None)
         if value is None:
             continue
         if flag in ("trainset", "valset"):
             value = os.path.abspath(value)     # flags are relative to where the command runs
-        elif flag in ("optimizer", "budget", "budget_usd", "seed", "teacher", "proposer", "concurrency"):
+        elif flag in ("optimizer", "budget", "budget_usd", "seed", "teacher", "proposer", "concurrency",
+                      "max_calls_per_row"):
             origin.add(flag, f"--{flag.replace('_', '-')} ", str(value))
-            if flag in ("budget", "budget_usd", "seed", "concurrency"):
+            if flag in ("budget", "budget_usd", "seed", "concurrency", "max_calls_per_row"):
                 value = _literal(value)
         given[flag] = value
     for mode in ("worker", "finalize"):

@@ -28,15 +28,18 @@ def build_artifact(program, report: Report, folder: Path) -> Artifact:
     members = [_masked(m) for m in program.members]
     return Artifact(format_version=FORMAT_VERSION, pipec_version=__version__, pipeline=program.name,
                     sources=Sources(main=main, files=files, fingerprint=fingerprint(main, files)),
-                    graph=graph, lms=lms, predictors=_masked(program.params()), ensemble=members, report=report).sealed()
+                    graph=graph, lms=lms, predictors=_masked(program.params()), ensemble=members,
+                    strategies=program.strategies(), report=report).sealed()
 
 
 def _masked(params: dict[str, Any]) -> dict[str, PredictorState]:
     """Parameter sets with every secret value masked: demos are LM replies and data rows, and an
-    artifact is meant to be shared."""
+    artifact is meant to be shared. (The alternatives a set chooses, its `Choice` entries, are the
+    artifact's `strategies`.)"""
+    from .artifact import Choice
     from .secrets import redact_data
     return {k: PredictorState.model_validate(redact_data(v.model_dump(mode="json") if isinstance(v, PredictorState) else v))
-            for k, v in params.items()}
+            for k, v in params.items() if not isinstance(v, Choice)}
 
 
 def write_artifact(program, path: Path, remember: bool = True) -> Path:

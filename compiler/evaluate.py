@@ -35,6 +35,8 @@ class RowResult:
     misses: list[str] = field(default_factory=list)
     prediction: Prediction | None = None
     feedback: str | None = None
+    calls: int = 0                  # the program's LM requests for this row, cache hits included (not the judge's)
+    tokens: int = 0                 # and their tokens: what the row costs, the same with a warm cache
 
     @property
     def passed(self) -> bool:
@@ -55,6 +57,17 @@ class EvalResult:
     rows: list[RowResult]
     metric: str
     incomplete: bool = False          # the LM call budget ran out before every row was scored
+
+    @property
+    def calls_per_row(self) -> float:
+        """The program's mean LM requests per scored row (cache hits count: a candidate's cost does not
+        depend on what the cache holds; a judge's calls do not: they are the metric's)."""
+        return sum(r.calls for r in self.rows) / len(self.rows) if self.rows else 0.0
+
+    @property
+    def tokens_per_row(self) -> float:
+        """The program's mean tokens per scored row, counted as `calls_per_row` counts requests."""
+        return sum(r.tokens for r in self.rows) / len(self.rows) if self.rows else 0.0
 
     @property
     def failures(self) -> int:
@@ -147,6 +160,7 @@ async def evaluate_async(program, examples: list[Example], metric: Metric, concu
         pred = await run_one(program, prepared, runtime)
         if _budget_failure(pred):
             incomplete[0] = True
+        calls, tokens = _cost(pred)              # before a judge adds its own calls to the trace
         if judge is not None:
             row = RowContext(runtime, program.inline)
             try:
@@ -162,9 +176,10 @@ async def evaluate_async(program, examples: list[Example], metric: Metric, concu
                 raise                      # the metric itself is broken (wrong return type, not importable)
             except Exception as err:       # a user metric that raises on this row scores 0 for that row
                 return i, RowResult(ex.where, values, expected, pred.outputs() if pred.ok else None, 0.0,
-                                    f"metric {metric.text} raised {type(err).__name__}: {err}", prediction=pred)
+                                    f"metric {metric.text} raised {type(err).__name__}: {err}", prediction=pred,
+                                    calls=calls, tokens=tokens)
         return i, RowResult(ex.where, values, expected, pred.outputs() if pred.ok else None, score, pred.error,
-                            pred.raw, misses, pred, feedback)
+                            pred.raw, misses, pred, feedback, calls, tokens)
 
     def done(result):
         i, row = result
@@ -176,6 +191,12 @@ async def evaluate_async(program, examples: list[Example], metric: Metric, concu
     rows = [r for r in results if r is not None]
     score = sum(r.score for r in rows) / len(rows) if rows else 0.0
     return EvalResult(score, rows, metric.text, incomplete[0])
+
+
+def _cost(pred: Prediction) -> tuple[int, int]:
+    """The LM requests (cache hits included) and tokens of one prediction's trace."""
+    lm = [r for r in pred.trace if r.model[:5] != "tool:" and r.model != "map"]
+    return len(lm), sum(r.prompt_tokens + r.completion_tokens for r in lm)
 
 
 def _budget_failure(pred: Prediction) -> bool:

@@ -69,11 +69,14 @@ def compile_fingerprint(format_version: int, program, config, metric, optimizer_
                         val_id, proposer: str) -> str:
     """Everything a compile's result depends on: pipec's version and the artifact format, the
     sources (.pipe files and the Python behind tools and metric), the pipeline, the data, the metric,
-    the optimizer and its settings, seed, budget, the LMs, teacher and proposer."""
+    the optimizer and its settings, seed, budget, the LMs, teacher and proposer, and the bound on
+    LM calls per input."""
     return fingerprint(format_version, __version__, source_files(program), python_sources(program, metric),
                        program.name, train_id, val_id, config.val_fraction if config.valset is None else None,
                        metric.text, config.optimizer, optimizer_settings, config.seed, _budget(config),
-                       lm_identity(program), config.teacher, config.proposer, proposer)
+                       lm_identity(program), config.teacher, config.proposer, proposer,
+                       # Only when set, so compiles from before the setting existed keep their fingerprints.
+                       *([config.max_calls_per_row] if getattr(config, "max_calls_per_row", None) is not None else []))
 
 
 def _budget(config):

@@ -8,6 +8,8 @@ is. It shows
   each node with its module kind and LM;
 - the score over the compile's trials (each trial a point, the best-so-far as a line) against the
   baseline and the compiled score;
+- score against cost, when trials measured theirs (`Trial.calls_per_row`): each candidate's score
+  against its LM calls per row, the front of those no other beats on both, the chosen one starred;
 - the lineage of an evolutionary search, when the compile had one (`report.lineage`): the
   candidates as a tree, the frontier and the chosen one marked;
 - per module: the final instruction and demos, and a line diff of the prompt prefix (system message
@@ -44,7 +46,7 @@ from typing import Any
 
 from .report_data import (ReportError, as_text, clip, esc, eval_summary, line_diff, module_cards, read_eval_rows,
                           rows_of, stats_dict)
-from .report_svg import chart_svg, graph_svg, lineage_svg
+from .report_svg import chart_svg, front_svg, graph_svg, lineage_svg
 from .version import __version__
 
 __all__ = ["ReportError", "build_report", "default_output", "line_diff", "read_eval_rows", "write_report"]
@@ -234,6 +236,15 @@ def build_report(program=None, *, rows=None, data: str | None = None, source: st
                     '<span><i style="border-color:#8c959f;border-style:dashed;height:0"></i>baseline</span>'
                     '<span><i style="border-color:var(--pass);border-style:dotted;height:0"></i>compiled</span></div>'
                     + _trials_table(report) + "</section>")
+        if any(t.calls_per_row is not None for t in report.trials):
+            toc.append(("front", "Score against cost"))
+            body.append('<section id="front"><h2>Score against cost</h2><div class="box">' + front_svg(report)
+                        + '</div><div class="legend"><span><i style="background:var(--accent);border-color:'
+                        'var(--accent);border-radius:50%"></i>candidate (whole valset)</span><span><i style="'
+                        'background:#fff;border-color:var(--accent);border-radius:50%"></i>candidate (part of it)'
+                        '</span><span><i style="background:var(--accent);border-color:var(--accent);height:3px">'
+                        '</i>front: no other scores as well for fewer LM calls</span><span>★ chosen</span>'
+                        '<span>hover a point for its trial, tokens per row and note</span></div></section>')
 
     # ---- lineage
     if report is not None and report.lineage:
@@ -300,11 +311,17 @@ def build_report(program=None, *, rows=None, data: str | None = None, source: st
 def _trials_table(report) -> str:
     if not report.trials:
         return ""
+    cost = any(t.calls_per_row is not None for t in report.trials)    # columns only when a trial measured it
+
+    def measured(v):
+        return f'<td class="r">{"—" if v is None else f"{v:g}"}</td>' if cost else ""
     rows = "".join(f"<tr><td class=\"r\">{t.number}</td><td class=\"r\">{t.score:.3f}</td>"
-                   f"<td>{'full valset' if t.full else 'minibatch'}</td><td>{esc(t.note)}</td></tr>"
+                   f"<td>{'full valset' if t.full else 'minibatch'}</td>{measured(t.calls_per_row)}"
+                   f"{measured(t.tokens_per_row)}<td>{esc(t.note)}</td></tr>"
                    for t in sorted(report.trials, key=lambda t: t.number))
     return (f"<details><summary>All {len(report.trials)} trials</summary><table class=\"demos trials\"><thead><tr>"
-            "<th>trial</th><th>score</th><th>scored on</th><th>note</th></tr></thead>"
+            "<th>trial</th><th>score</th><th>scored on</th>"
+            + ("<th>LM calls / row</th><th>tokens / row</th>" if cost else "") + "<th>note</th></tr></thead>"
             f"<tbody>{rows}</tbody></table></details>")
 
 

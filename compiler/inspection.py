@@ -5,15 +5,18 @@ import json
 from typing import Any
 
 
-def max_calls(program, graph=None) -> int:
+def max_calls(program, graph=None, dearest: bool = False) -> int:
     """The static worst case of LM calls for one input: every module call (with its parse retries),
-    map bodies times their bounds, ensembles times their members."""
+    map bodies times their bounds, ensembles times their members. A one_of module counts the
+    alternative it runs, or with `dearest` its dearest one (the most any choice can cost)."""
     total = 0
     for node in (graph or program.graph).nodes:
         if node.op == "module":
-            total += program.modules[node.target].max_calls()
+            module = program.modules[node.target]
+            alternatives = getattr(module, "alternatives", None) if dearest else None
+            total += max(a.max_calls() for a in alternatives.values()) if alternatives else module.max_calls()
         elif node.op == "map":
-            total += node.bound * max_calls(program, node.body)
+            total += node.bound * max_calls(program, node.body, dearest)
     return total if graph is not None else total * max(1, len(program.members))
 
 
@@ -30,16 +33,41 @@ def inspect_program(program, values: dict[str, Any] | None = None) -> dict[str, 
             sites.append({"node": node.id, "tool": node.target, "target": program.checked.tools[node.target].target})
             continue
         module = program.modules[node.target]
-        sites.append({"node": node.id, "module": node.target, "kind": type(module).kind,
-                      "max_lm_calls": module.max_calls(), "predictors": _predictors(program, module, node, values)})
+        sites.append({"node": node.id, "module": node.target, "kind": module.describe(),
+                      "max_lm_calls": module.max_calls(), "predictors": _predictors(program, module, node, values),
+                      **_alternatives(program, module)})
     # Modules reached only through another module's options (a Decompose solver, RankFuse candidates).
     in_graph = {n.target for n in program.graph.walk() if n.op == "module"}
     for name, module in program.modules.items():
         if name not in in_graph:
-            sites.append({"node": "(used by options of other modules)", "module": name, "kind": type(module).kind,
-                          "max_lm_calls": module.max_calls(), "predictors": _predictors(program, module, None, None)})
+            sites.append({"node": "(used by options of other modules)", "module": name, "kind": module.describe(),
+                          "max_lm_calls": module.max_calls(), "predictors": _predictors(program, module, None, None),
+                          **_alternatives(program, module)})
     members = max(1, len(program.members))
-    return {"pipeline": program.name, "max_lm_calls": max_calls(program), "ensemble_members": members, "calls": sites}
+    out = {"pipeline": program.name, "max_lm_calls": max_calls(program), "ensemble_members": members, "calls": sites}
+    if program.strategies() and program.artifact is None:
+        out["dearest_lm_calls"] = max_calls(program, dearest=True)     # what the alternatives may cost at most
+    return out
+
+
+def _alternatives(program, module) -> dict[str, Any]:
+    """A one_of module's alternatives with the bound of each (a .pipe file: the compile may choose any
+    of them), or the one a compile chose (an artifact: that one runs, whose bound the site shows)."""
+    alternatives = getattr(module, "alternatives", None)
+    if not alternatives:
+        return {}
+    if program.artifact is not None:
+        return {"chosen": module.chosen, "alternatives": list(alternatives)}
+    from .artifact import Choice
+    block = next((b for b in program.checked.compiles if b.pipeline == program.name), None)
+    bound = next((s.value.value for s in (block.settings if block else ()) if s.name == "max_calls_per_row"
+                  and isinstance(getattr(s.value, "value", None), int)), None)
+    out = []
+    for label, alt in alternatives.items():
+        row = max_calls(program.bound({module.name: Choice(alternative=label)}))    # the pipeline running it
+        out.append({"label": label, "kind": alt.describe(), "max_lm_calls": alt.max_calls(), "row_lm_calls": row,
+                    "running": label == module.chosen, "over_bound": bound is not None and row > bound})
+    return {"alternatives": out, **({"max_calls_per_row": bound} if bound is not None else {})}
 
 
 def _predictors(program, module, node, values) -> list[dict[str, Any]]:
@@ -71,6 +99,9 @@ def _predictors(program, module, node, values) -> list[dict[str, Any]]:
 def render_inspection(report: dict[str, Any]) -> str:
     out = [f"pipeline {report['pipeline']}: at most {report['max_lm_calls']} LM calls per input "
            "(each module call may retry once when its reply does not parse)"]
+    if "dearest_lm_calls" in report:
+        out.append(f"with the first alternative of each one_of module, as it runs uncompiled; a compile may choose "
+                   f"others: at most {report['dearest_lm_calls']} LM calls with the dearest")
     if report.get("ensemble_members", 1) > 1:
         out.append(f"an ensemble of {report['ensemble_members']} parameter sets voting on every output; "
                    "the prompts below are member 1's")
@@ -83,7 +114,20 @@ def render_inspection(report: dict[str, Any]) -> str:
         if "tool" in site:
             out.append(f"== {site['node']} = tool {site['tool']} -> python {site['target']} (no LM call) ==")
             continue
-        out.append(f"== {site['node']} = {site['module']} ({site['kind']}), at most {site['max_lm_calls']} LM calls ==")
+        if "chosen" in site:
+            out.append(f"== {site['node']} = {site['module']} ({site['chosen']}, chosen by the compile from one_of "
+                       f"{', '.join(site['alternatives'])}), at most {site['max_lm_calls']} LM calls ==")
+        elif "alternatives" in site:
+            out.append(f"== {site['node']} = {site['module']} (one_of {len(site['alternatives'])} alternatives), at most "
+                       f"{site['max_lm_calls']} LM calls as it runs uncompiled ==")
+            for alt in site["alternatives"]:
+                named = alt["label"] + (f" ({alt['kind']})" if alt["kind"] != alt["label"] else "")
+                out.append(f"  {named}: at most {alt['max_lm_calls']} LM calls"
+                           + (" (runs uncompiled; its prompts are below)" if alt["running"] else "")
+                           + (f" (the pipeline: {alt['row_lm_calls']}, over the compile block's max_calls_per_row "
+                              f"{site['max_calls_per_row']}: never chosen)" if alt.get("over_bound") else ""))
+        else:
+            out.append(f"== {site['node']} = {site['module']} ({site['kind']}), at most {site['max_lm_calls']} LM calls ==")
         for p in site["predictors"]:
             params = ", ".join(f"{k}={v}" for k, v in p["params"].items())
             out.append(f"[{p['predictor']}] lm: {p['lm']}  structured output: {p['structured']}"

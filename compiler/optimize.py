@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .aio import run_coroutine
-from .artifact import FORMAT_VERSION, Artifact, LineageNode, PredictorState, Report, Trial
+from .artifact import FORMAT_VERSION, Artifact, Choice, LineageNode, PredictorState, Report, Trial
 from .budget import Budget, BudgetExhausted, money
 from .context import RowContext, Runtime, Stats, auth_failures
 from .dataset import DatasetError, Example, examples_from, split
@@ -29,7 +29,7 @@ from .fingerprints import compile_fingerprint, lm_identity, source_files
 from .lm.base import LMError, LMRequest
 from .metrics import Metric
 from .progress import CompileProgress
-from .session import Answer, Identity, MetricInfo, Mode, PredictorView
+from .session import Alternative, Answer, Identity, MetricInfo, Mode, PredictorView, choice_of
 from .settings import CompileConfig, check_settings
 
 KEPT_BASELINE = "kept the uncompiled program"
@@ -83,7 +83,9 @@ class CompileSession:
         self.best_score: float | None = None
         self.baseline_score: float | None = None    # the uncompiled valset score, once measured
         self.worker_trials = 0
-        self._baseline = program.pristine_params()
+        self.max_calls_per_row = config.max_calls_per_row
+        self._under: dict[tuple, object] = {}       # the program under each choice of alternatives asked about
+        self._baseline = self._baseline_for({})
         self._teacher = None
         self._proposer = None
         self._proposer_runtime: Runtime | None = None
@@ -92,14 +94,63 @@ class CompileSession:
 
     # -- facts
     def baseline(self) -> dict[str, PredictorState]:
-        """The uncompiled parameters: signature instructions, no demos."""
+        """The uncompiled parameters: signature instructions, no demos (the file's written ones), for
+        the predictors the uncompiled program runs (a one_of module's first alternative's)."""
         return self._baseline
 
     def predictors(self) -> dict[str, PredictorView]:
-        """Every predictor by name, read-only, with its uncompiled instruction."""
-        return {name: PredictorView(name, self._baseline[name].instruction, tuple(p.inputs), tuple(p.outputs),
-                                    p.pinned)
-                for name, p in self.program.predictors().items()}
+        """Every predictor the uncompiled program runs, by name, read-only, with its uncompiled instruction."""
+        return self._views({})
+
+    def _views(self, choice: dict[str, str]) -> dict[str, PredictorView]:
+        written = self.program.pristine_params()
+        return {name: PredictorView(name, written[name].instruction, tuple(p.inputs), tuple(p.outputs), p.pinned)
+                for name, p in self._program_under(choice).predictors().items()}
+
+    def _baseline_for(self, choice: dict[str, str]) -> dict[str, PredictorState]:
+        written = self.program.pristine_params()
+        return {name: written[name] for name in self._program_under(choice).predictors()}
+
+    def _program_under(self, choice: dict[str, str]):
+        """The program running `choice`'s alternatives (every other one_of module its first), on module
+        instances of its own; built once per choice."""
+        key = tuple(sorted(choice.items()))
+        if key not in self._under:
+            self._under[key] = self.program.bound({name: Choice(alternative=label) for name, label in key})
+        return self._under[key]
+
+    # -- strategies
+    def strategies(self, choice: dict[str, str] | None = None) -> dict[str, tuple[Alternative, ...]]:
+        """Each one_of module's alternatives with their static call bounds (one call of the module, and
+        one input of the pipeline with it and the other one_of modules on `choice`, default: their
+        first): first the one `choice` runs (the first the file lists, which the uncompiled program
+        runs, unless `choice` names another), then the others in the file's order. Another alternative
+        that would take the pipeline over `max_calls_per_row` is left out: the compile does not
+        consider it."""
+        from .inspection import max_calls
+        choice = dict(choice or {})
+        out: dict[str, tuple[Alternative, ...]] = {}
+        for name, module in self._program_under(choice).modules.items():
+            alternatives = getattr(module, "alternatives", None)
+            if not alternatives:
+                continue
+            listed = []
+            running = choice.get(name, next(iter(alternatives)))
+            for label in [running, *(a for a in alternatives if a != running)]:
+                alt = alternatives[label]
+                row = max_calls(self._program_under({**choice, name: label}))
+                if self.max_calls_per_row is not None and row > self.max_calls_per_row and label != running:
+                    continue
+                listed.append(Alternative(label, alt.describe(), alt.max_calls(), row,
+                                          tuple(p.name for p in alt.every_predictor())))
+            out[name] = tuple(listed)
+        return out
+
+    def under(self, choice: dict[str, str]) -> "SessionUnder":
+        """This session as the program runs with `choice`'s alternatives (label by module name; other
+        one_of modules run their first): see `SessionUnder`. A ValueError names an unknown module or label."""
+        self._program_under(dict(choice))            # raises for a module or label the program does not have
+        return SessionUnder(self, dict(choice))
 
     def rng(self, salt: str = "") -> random.Random:
         """A deterministic random stream for a named purpose."""
@@ -214,9 +265,14 @@ class CompileSession:
         return self._proposer
 
     # -- bookkeeping
-    def record(self, score: float, full: bool = True, note: str = "") -> Trial:
-        """Record a trial's score (shown in the progress line and kept in the report)."""
-        t = Trial(number=len(self.trials) + 1, score=round(score, 6), full=full, note=note)
+    def record(self, score: float, full: bool = True, note: str = "", calls_per_row: float | None = None,
+               tokens_per_row: float | None = None) -> Trial:
+        """Record a trial's score (shown in the progress line and kept in the report), with the
+        candidate's measured LM requests and tokens per row when given (the report's score-against-cost
+        front)."""
+        t = Trial(number=len(self.trials) + 1, score=round(score, 6), full=full, note=note,
+                  calls_per_row=None if calls_per_row is None else round(calls_per_row, 3),
+                  tokens_per_row=None if tokens_per_row is None else round(tokens_per_row, 1))
         self.trials.append(t)
         if full and (self.best_score is None or score > self.best_score):
             self.best_score = score
@@ -241,6 +297,65 @@ class CompileSession:
         """The candidates of a search that evolves them from one another, for the report's lineage
         (`LineageNode`s, or dicts of their fields); replaces what was recorded before."""
         self.lineage = [n if isinstance(n, LineageNode) else LineageNode.model_validate(n) for n in nodes]
+
+
+class SessionUnder:
+    """`CompileSession.under(choice)`: the session as the program runs with some one_of modules on
+    other alternatives. Its `predictors()`, `baseline()`, `calls_per_row` and `strategies()` are that
+    program's; its `baseline()` carries the choice as `Choice` entries, so parameters built from it (by
+    any optimizer's helpers) run those alternatives; `evaluate` and `run_teacher` add the choice to a
+    parameter set that makes none for a module. Everything else (data, budget, trials, proposer) is the
+    session's own.
+
+    >>> import pathlib, tempfile, pipec
+    >>> from pipec.settings import CompileConfig
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "p.pipe"
+    >>> _ = path.write_text('signature S { in q: str out a: str } module m = one_of(Predict, ChainOfThought)(S) '
+    ...                     'pipeline p(q: str) -> (a) { return a = m(q: q).a }')
+    >>> prog = pipec.load(path, cache=False)
+    >>> session = _session(prog, CompileConfig(), [], [], Metric.parse("exact_match(a)"))
+    >>> list(session.baseline()), list(session.under({"m": "ChainOfThought"}).baseline())
+    (['m.Predict'], ['m.ChainOfThought', 'm'])
+    """
+
+    def __init__(self, session: CompileSession, choice: dict[str, str]):
+        self._session = session
+        self.choice = choice
+        self._entries = {name: Choice(alternative=label) for name, label in choice.items()}
+
+    def predictors(self) -> dict[str, PredictorView]:
+        return self._session._views(self.choice)
+
+    def baseline(self) -> dict:
+        return {**self._session._baseline_for(self.choice), **self._entries}
+
+    @property
+    def calls_per_row(self) -> int:
+        from .inspection import max_calls
+        return max(1, max_calls(self._session._program_under(self.choice)) // 2)
+
+    def strategies(self) -> dict[str, tuple[Alternative, ...]]:
+        return self._session.strategies(self.choice)
+
+    def under(self, choice: dict[str, str]) -> "SessionUnder":
+        return self._session.under({**self.choice, **choice})
+
+    def evaluate(self, params, rows=None):
+        return self._session.evaluate(self._chosen(params), rows)
+
+    def run_teacher(self, params, rows):
+        return self._session.run_teacher(self._chosen(params), rows)
+
+    def holding_back_for_validation(self):
+        return self._session.budget.holding_back(len(self._session.valset) * self.calls_per_row)
+
+    def _chosen(self, params):
+        if isinstance(params, list):
+            return [self._chosen(member) for member in params]
+        return {**self._entries, **params}          # the set's own Choice entries win
+
+    def __getattr__(self, name: str):
+        return getattr(self._session, name)
 
 
 def open_session(program, config: CompileConfig) -> CompileSession:
@@ -319,6 +434,7 @@ def compile_program(program, config: CompileConfig):
         if score is None:
             result = session.evaluate(params)
             score = None if result.incomplete else result.score
+        params, score = within_call_bound(session, params, score)
         params, score = never_worse(session, params, score)
         params = keep_pinned(program, params)       # the artifact holds pinned parts as written, whatever was returned
     finally:
@@ -330,7 +446,8 @@ def compile_program(program, config: CompileConfig):
                     trainset=len(session.trainset),
                     valset=len(session.valset), baseline_score=round(baseline.score, 6), compiled_score=round(score, 6),
                     lm_requests=stats.calls + stats.cache_hits, tokens=stats.tokens, cost=round(stats.cost, 6),
-                    trials=session.trials, fingerprint=fp, lms=lms_used(session), lineage=session.lineage)
+                    trials=session.trials, fingerprint=fp, lms=lms_used(session), lineage=session.lineage,
+                    max_calls_per_row=config.max_calls_per_row)
     from .emit import build_artifact
     artifact = build_artifact(chosen, report, program.path.resolve().parent)
     compiled = chosen.bound(artifact=artifact, compile_result=CompileResult(artifact, stats,
@@ -351,7 +468,7 @@ def check_prices(program, config: CompileConfig, metric: Metric) -> None:
     from .lm import backend_for
     from .settings import Origin, SettingsError
     origin = config.origin or Origin()
-    predictors = list(program.predictors().values())
+    predictors = list(program.predictors(every=True).values())      # any alternative may be scored
     # (role, the setting that named it, backend, whether its requests all name max_tokens)
     used: list[tuple[str, str | None, object, bool]] = [
         ("the pipeline's", None, program.backend(p.lm), "max_tokens" in p.params) for p in predictors]
@@ -420,7 +537,7 @@ def keep_pinned(program, params):
     """
     if isinstance(params, list):
         return [keep_pinned(program, member) for member in params]
-    pinned = {name: p.pinned for name, p in program.predictors().items() if p.pinned}
+    pinned = {name: p.pinned for name, p in program.predictors(every=True).items() if p.pinned}
     if not pinned or params is None:
         return params
     written = program.pristine_params()
@@ -436,6 +553,28 @@ def keep_pinned(program, params):
             update.update(demos=list(written[name].demos), knn=None)
         out[name] = st.model_copy(update=update)
     return out
+
+
+def within_call_bound(session: CompileSession, params, score: float | None):
+    """The optimizer's result, unless it could make more LM calls per input than `max_calls_per_row`
+    allows (`pipec inspect`'s bound of it: the alternatives it chooses, an ensemble's members
+    together): then the uncompiled parameters, which keep the bound (`check_settings` saw to it), with
+    a trial that says why. The one place the bound is enforced, whatever an optimizer returns."""
+    from .inspection import max_calls
+    bound = session.max_calls_per_row
+    if bound is None:
+        return params, score
+    program = session.program
+    candidate = program.bound(members=params) if isinstance(params, list) else program.bound(params or {})
+    calls = max_calls(candidate)
+    if calls <= bound:
+        return params, score
+    chose = ", ".join(f"{m}: {label}" for m, label in choice_of(params if isinstance(params, dict) else {}).items())
+    base = session.baseline_score
+    session.record(base if base is not None else 0.0, full=base is not None,
+                   note=f"{KEPT_BASELINE}: {session.config.optimizer}'s program may make {calls} LM calls per input"
+                        + (f" ({chose})" if chose else "") + f", over max_calls_per_row {bound}")
+    return session.baseline(), base
 
 
 def never_worse(session: CompileSession, params, score: float | None):
@@ -537,5 +676,5 @@ def resolve_lm(program, choice: str):
     return choice
 
 
-__all__ = ["CompileSession", "CompileResult", "compile_program", "open_session", "never_worse", "check_prices",
-           "KEPT_BASELINE"]
+__all__ = ["CompileSession", "SessionUnder", "CompileResult", "compile_program", "open_session", "never_worse",
+           "within_call_bound", "check_prices", "KEPT_BASELINE"]

@@ -89,6 +89,10 @@ def load_compiled(path: str | Path, *, lm=None, lms=None, cache=True, trust: boo
     except ValueError as err:           # the artifact names a pipeline its sources do not have
         raise ArtifactError(f"{path}: {err}") from None
     try:
+        program.choose(art.strategies)          # the alternative the compile chose for each one_of module
+    except ValueError as err:
+        raise ArtifactError(f"{path}: {err}") from None
+    try:
         program.set_ensemble(art.ensemble)
         program.apply(art.predictors)
     except (ValueError, KeyError) as err:
@@ -127,7 +131,7 @@ class Program:
         self.modules: dict[str, ModuleKind] = self._modules()
         self.plan = self._plan(self.modules)
         # The uncompiled parameters, kept so a compile always starts (and measures its baseline) from them.
-        self._pristine = {n: (p.instruction, list(p.demos)) for n, p in self.predictors().items()}
+        self._pristine = {n: (p.instruction, list(p.demos)) for n, p in self.predictors(every=True).items()}
         self.members: list[dict[str, Any]] = []     # parameter sets of an ensemble, when compiled as one
         self.cache = None if cache is False else LMCache(None if cache is True else cache)
         self.stats = Stats()
@@ -214,7 +218,6 @@ class Program:
         parameters are also installed on `self.modules`, which `params()` and `inspect` show.
         """
         from .ensemble import EnsemblePlan
-        from .artifact import PredictorState
         if not members:
             self.members = []
             self.plan = self._plan(self.modules)
@@ -222,10 +225,7 @@ class Program:
         plans = []
         for params in members:
             modules = self._modules()
-            preds = {p.name: p for m in modules.values() for p in m.predictors()}
-            for name, state in params.items():
-                st = state if isinstance(state, PredictorState) else PredictorState.model_validate(state)
-                preds[name].set_params(st.instruction, st.demos, _knn(st))
+            _install(modules, params, self.name)
             plans.append(self._plan(modules))
         self.apply(members[0])
         self.members = list(members)
@@ -235,12 +235,12 @@ class Program:
         """Tools the graph calls, plus those named in the options of the modules it uses."""
         names = {n.target for n in self.graph.walk() if n.op == "tool"}
         for m in self._referenced():
-            decl = self.checked.modules[m]
-            spec = kinds()[decl.kind].options
-            for o in decl.options:
-                if o.name in spec and spec[o.name].type in ("tool", "tools"):
-                    names |= {r.name for r in (o.value if isinstance(o.value, list) else [o.value])
-                              if isinstance(r, A.Ref) and r.name in self.checked.tools}
+            for _, decl in self.checked.modules[m].variants():     # every alternative of a one_of module
+                spec = kinds()[decl.kind].options
+                for o in decl.options:
+                    if o.name in spec and spec[o.name].type in ("tool", "tools"):
+                        names |= {r.name for r in (o.value if isinstance(o.value, list) else [o.value])
+                                  if isinstance(r, A.Ref) and r.name in self.checked.tools}
         return names
 
     def _referenced(self) -> list[str]:
@@ -253,37 +253,44 @@ class Program:
             if name in seen:
                 continue
             seen.append(name)
-            decl = prog.modules[name]
-            spec = kinds()[decl.kind].options
-            for o in decl.options:
-                # Only options that name modules: `pin: [demos]` names a part, even beside a module `demos`.
-                if o.name not in spec or spec[o.name].type not in ("module", "modules"):
-                    continue
-                for ref in (o.value if isinstance(o.value, list) else [o.value]):
-                    if isinstance(ref, A.Ref) and ref.name in prog.modules and ref.name not in seen:
-                        todo.append(ref.name)
+            for _, decl in prog.modules[name].variants():            # every alternative of a one_of module
+                spec = kinds()[decl.kind].options
+                for o in decl.options:
+                    # Only options that name modules: `pin: [demos]` names a part, even beside a module `demos`.
+                    if o.name not in spec or spec[o.name].type not in ("module", "modules"):
+                        continue
+                    for ref in (o.value if isinstance(o.value, list) else [o.value]):
+                        if isinstance(ref, A.Ref) and ref.name in prog.modules and ref.name not in seen:
+                            todo.append(ref.name)
         return seen
 
     def _modules(self) -> dict[str, ModuleKind]:
         from .modules.base import KindEnv
+        from .modules.one_of import OneOf
         prog = self.checked
         out: dict[str, ModuleKind] = {}
         env = KindEnv(self, out)
         for name in self._referenced():
             decl = prog.modules[name]
             sig = prog.signatures[decl.signature]
-            lm_name = self._module_lm(decl)
-            lm_decl = prog.lms.get(lm_name if lm_name != DEFAULT_LM else (prog.default_lm or ""))
-            sampling = declared_sampling(lm_decl)
-            options = plain_options(decl.options)
-            spec = ModuleSpec(name, sig.decl.instruction, list(sig.inputs), list(sig.outputs), options, lm_name,
-                              sampling, env)
-            out[name] = kinds()[decl.kind](spec)
+
+            def spec(full: str, d: A.ModuleDecl) -> ModuleSpec:
+                lm_name = self._module_lm(d)
+                lm_decl = prog.lms.get(lm_name if lm_name != DEFAULT_LM else (prog.default_lm or ""))
+                return ModuleSpec(full, sig.decl.instruction, list(sig.inputs), list(sig.outputs),
+                                  plain_options(d.options), lm_name, declared_sampling(lm_decl), env)
+            if decl.alternatives:
+                # Each alternative is a module named `name.<label>`, so its predictors are named apart.
+                out[name] = OneOf(spec(name, decl), {label: kinds()[d.kind](spec(f"{name}.{label}", d))
+                                                     for label, d in decl.variants()})
+            else:
+                out[name] = kinds()[decl.kind](spec(name, decl))
             out[name].install_written()         # the file's demos and pins: an uncompiled program runs with them
         return out
 
     def _used_backends(self) -> list[LMBackend]:
-        return [self._backends[p.lm] for m in self.modules.values() for p in m.predictors()]
+        """The backends of every predictor the program may run (any alternative of a one_of module)."""
+        return [self._backends[p.lm] for m in self.modules.values() for p in m.every_predictor()]
 
     def _tool_runner(self, name: str):
         async def run(args: dict[str, Any], ctx) -> Any:
@@ -395,9 +402,32 @@ class Program:
         return out
 
     # ------------------------------------------------------------------ parameters
-    def predictors(self) -> dict[str, Predictor]:
-        """Every tunable predictor by name (a module's name; `module.part` for kinds with several)."""
-        return {p.name: p for m in self.modules.values() for p in m.predictors()}
+    def predictors(self, every: bool = False) -> dict[str, Predictor]:
+        """Every tunable predictor the program runs, by name (a module's name; `module.part` for kinds
+        with several; `module.<alternative>...` for a one_of module, whose running alternative's are
+        listed, or with `every` those of all its alternatives)."""
+        return {p.name: p for m in self.modules.values() for p in (m.every_predictor() if every else m.predictors())}
+
+    def strategies(self) -> dict[str, str]:
+        """The alternative each one_of module runs, by module name (empty when no module has any).
+
+        >>> import pathlib, tempfile, pipec
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "p.pipe"
+        >>> _ = path.write_text('signature S { in q: str out a: str } '
+        ...                     'module m = one_of(Predict, ChainOfThought)(S) '
+        ...                     'pipeline p(q: str) -> (a) { return a = m(q: q).a }')
+        >>> prog = pipec.load(path, cache=False); before = prog.strategies()
+        >>> prog.choose({"m": "ChainOfThought"}); before, prog.strategies(), list(prog.predictors())
+        ({'m': 'Predict'}, {'m': 'ChainOfThought'}, ['m.ChainOfThought'])
+        """
+        from .modules.one_of import OneOf
+        return {name: m.chosen for name, m in self.modules.items() if isinstance(m, OneOf)}
+
+    def choose(self, choice: dict[str, str]) -> None:
+        """Run the named alternative of each one_of module in `choice` (module name -> label); a
+        ValueError names a module that has no alternatives or a label it does not have."""
+        from .modules.one_of import OneOf
+        _choose(self.modules, choice, self.name, OneOf)
 
     def params(self) -> dict[str, Any]:
         """The current instruction and demos of every predictor, as artifact `PredictorState`s."""
@@ -409,19 +439,15 @@ class Program:
         return out
 
     def pristine_params(self) -> dict[str, Any]:
-        """The parameters the program had when loaded from its .pipe source (no tuning)."""
+        """The parameters the program had when loaded from its .pipe source (no tuning), for every
+        predictor it may run (each alternative's of a one_of module)."""
         from .artifact import PredictorState
         return {n: PredictorState(instruction=i, demos=d) for n, (i, d) in self._pristine.items()}
 
     def apply(self, params: dict[str, Any]) -> None:
-        """Install tuned parameters (PredictorState objects or their dicts) by predictor name."""
-        from .artifact import PredictorState
-        preds = self.predictors()
-        for name, state in params.items():
-            if name not in preds:
-                raise ValueError(f"no predictor '{name}' in {self.name}; predictors: {', '.join(preds)}")
-            st = state if isinstance(state, PredictorState) else PredictorState.model_validate(state)
-            preds[name].set_params(st.instruction, st.demos, _knn(st))
+        """Install tuned parameters (PredictorState objects or their dicts) by predictor name, and the
+        alternatives a parameter set chooses (`Choice` entries, under one_of modules' names)."""
+        _install(self.modules, params, self.name)
 
     def compile(self, trainset=None, valset=None, metric=None, optimizer: str | None = None, **settings) -> "Program":
         """Search demos and instructions against a metric; return the compiled program (a new one:
@@ -515,6 +541,31 @@ def _looks_like_json(path: Path) -> bool:
             return fh.read(64).lstrip().startswith(b"{")
     except OSError:                           # the loader then says why the file cannot be read
         return False
+
+
+def _install(modules: dict[str, ModuleKind], params: dict[str, Any], pipeline: str) -> None:
+    """Install a parameter set on one set of module instances: its `Choice` entries first (a one_of
+    module runs that alternative), then each predictor's instruction, demos and per-input pool (a
+    predictor of any alternative may be given)."""
+    from .artifact import Choice, PredictorState
+    from .modules.one_of import OneOf
+    _choose(modules, {n: c.alternative for n, c in params.items() if isinstance(c, Choice)}, pipeline, OneOf)
+    preds = {p.name: p for m in modules.values() for p in m.every_predictor()}
+    for name, state in params.items():
+        if isinstance(state, Choice):
+            continue
+        if name not in preds:
+            raise ValueError(f"no predictor '{name}' in {pipeline}; predictors: {', '.join(preds)}")
+        st = state if isinstance(state, PredictorState) else PredictorState.model_validate(state)
+        preds[name].set_params(st.instruction, st.demos, _knn(st))
+
+
+def _choose(modules: dict[str, ModuleKind], choice: dict[str, str], pipeline: str, one_of: type) -> None:
+    for name, label in choice.items():
+        module = modules.get(name)
+        if not isinstance(module, one_of):
+            raise ValueError(f"no one_of module '{name}' in {pipeline} to choose '{label}' for")
+        module.choose(label)
 
 
 def _knn(state):

@@ -130,7 +130,7 @@ def module_cards(program) -> list[dict[str, Any]]:
     for name, p in program.predictors().items():
         module = name.split(".", 1)[0]
         mod = program.modules.get(module)
-        kind = (type(mod).kind or type(mod).__name__) if mod is not None else ""
+        kind = (mod.describe() or type(mod).__name__) if mod is not None else ""
         before, after = pristine.get(name), params[name]
         b_instr = before.instruction if before else after.instruction
         b_demos = list(before.demos) if before else []

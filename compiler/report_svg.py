@@ -3,6 +3,8 @@
 - `graph_svg(program)`: the pipeline graph in columns by `Graph.levels()`: inputs, then the nodes
   level by level (each module with its kind and LM, each map with its body drawn inside it), then
   outputs; an edge that skips columns is routed around the boxes in between;
+- `front_svg(report)`: each measured trial's score against its LM calls per row, and the front of
+  those no other beats on both (`cost_front`);
 - `chart_svg(report)`: the score over a compile's trials against the baseline and compiled scores;
 - `lineage_svg(report)`: the candidates of an evolutionary search (`report.lineage`) as a tree, each
   in the column of its generation, with an arrow from each parent.
@@ -47,7 +49,7 @@ def _node_info(program, n) -> tuple[str, str, str]:
         return head, "", f"{n.id} = {head}"
     if n.op == "module":
         mod = program.modules[n.target]
-        kind = type(mod).kind or type(mod).__name__
+        kind = mod.describe() or type(mod).__name__
         lm = program.lm_of(n.target)
         return f"{n.id} · {n.target}", f"{kind} · {lm}", f"{n.id} = {n.target}({args})\n{kind} on {lm}"
     return f"{n.id} · {n.target}", "tool", f"{n.id} = {n.target}({args})\nPython tool"
@@ -214,6 +216,97 @@ def graph_svg(program) -> str:
             'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" class="arrow-head"/></marker></defs>'
             + "".join(edge_parts) + "".join(parts) + "".join(label_parts) + "</svg>")
 
+
+
+# ============================================================================ score against cost
+def cost_front(trials) -> list:
+    """The trials on the score-against-cost front: scored on the whole valset with a measured cost,
+    and beaten by no other such trial that scores at least as well for at most as many LM calls per
+    row (better in one of the two); cheapest first.
+
+    >>> from types import SimpleNamespace as T
+    >>> pts = [T(number=1, score=0.5, calls_per_row=1.0, full=True), T(number=2, score=0.5, calls_per_row=2.0, full=True),
+    ...        T(number=3, score=0.9, calls_per_row=5.0, full=True), T(number=4, score=0.9, calls_per_row=1.5, full=False)]
+    >>> [t.number for t in cost_front(pts)]
+    [1, 3]
+    """
+    measured = [t for t in trials if t.full and t.calls_per_row is not None]
+    front = [t for t in measured if not any(
+        o.score >= t.score and o.calls_per_row <= t.calls_per_row and (o.score, -o.calls_per_row) != (t.score, -t.calls_per_row)
+        for o in measured)]
+    front.sort(key=lambda t: (t.calls_per_row, -t.score, t.number))
+    out, seen = [], set()
+    for t in front:                     # equal points: the earliest trial stands for them
+        if (t.score, t.calls_per_row) not in seen:
+            seen.add((t.score, t.calls_per_row))
+            out.append(t)
+    return out
+
+
+def front_svg(report) -> str:
+    """Score against cost: every trial with a measured cost (`Trial.calls_per_row`) as a point at its
+    LM calls per row and its score (hollow when it was scored on part of the valset only), the
+    front of trials no other beats on both as a step line, the chosen program starred, and the
+    compile's `max_calls_per_row` (a static worst case, which no measured mean exceeds) as a dashed line."""
+    trials = sorted((t for t in report.trials if t.calls_per_row is not None), key=lambda t: t.number)
+    W, H, L, R, T, B = 860, 290, 52, 150, 18, 40
+    pw, ph = W - L - R, H - T - B
+    scores = [t.score for t in trials] + [report.compiled_score]
+    top, bottom = max(1.0, max(scores)), min(0.0, min(scores))
+    bound = getattr(report, "max_calls_per_row", None)
+    hi = max([t.calls_per_row for t in trials] + ([bound] if bound else []) + [1.0])
+    x_hi = hi * 1.08 + 0.2
+
+    def X(c):
+        return L + c / x_hi * pw
+
+    def Y(s):
+        return T + (top - s) / (top - bottom) * ph
+
+    out = [(f'<svg id="front-svg" class="chart" xmlns="http://www.w3.org/2000/svg" role="img" '
+            f'aria-label="score against LM calls per row" width="{W}" height="{H}" viewBox="0 0 {W} {H}">')]
+    for i in range(6):
+        s = bottom + (top - bottom) * i / 5
+        out.append(f'<line class="grid" x1="{L}" x2="{L + pw}" y1="{Y(s):.1f}" y2="{Y(s):.1f}"/>'
+                   f'<text class="tick" x="{L - 8}" y="{Y(s) + 4:.1f}" text-anchor="end">{s:.1f}</text>')
+    step = max(1, math.ceil(x_hi / 10))
+    for c in range(0, int(x_hi) + 1, step):
+        out.append(f'<text class="tick" x="{X(c):.1f}" y="{T + ph + 18}" text-anchor="middle">{c}</text>')
+    out.append(f'<text class="axis" x="{L + pw / 2:.1f}" y="{H - 4}" text-anchor="middle">LM calls per row '
+               f'(measured, cache hits included)</text><text class="axis" x="14" y="{T + ph / 2:.1f}" '
+               f'text-anchor="middle" transform="rotate(-90 14 {T + ph / 2:.1f})">score</text>')
+    if bound:
+        out.append(f'<line class="ref ref-baseline" x1="{X(bound):.1f}" x2="{X(bound):.1f}" y1="{T}" y2="{T + ph}">'
+                   f'<title>max_calls_per_row {bound}: the most LM calls one input may make</title></line>'
+                   f'<text class="ref-label ref-label-baseline" x="{X(bound) + 6:.1f}" y="{T + 12}">bound {bound}</text>')
+    front = cost_front(trials)
+    if front:
+        d = f"M{X(front[0].calls_per_row):.1f},{Y(front[0].score):.1f}"
+        for t in front[1:]:
+            d += f" H{X(t.calls_per_row):.1f} V{Y(t.score):.1f}"
+        out.append(f'<path class="best front" d="{d}"><title>the front: no other candidate scores as well '
+                   f'for fewer LM calls</title></path>')
+    chosen = trials[-1] if trials and report.trials and report.trials[-1] is trials[-1] else None
+    on_front = {id(t) for t in front}
+    for t in trials:
+        cls = "pt" if t.full else "pt pt-mini"
+        tip = (f"trial {t.number}: {t.score:.3f}{' (part of the valset)' if not t.full else ''}, "
+               f"{t.calls_per_row:g} LM calls and {t.tokens_per_row or 0:g} tokens per row"
+               + (" · on the front" if id(t) in on_front else "") + (" · chosen" if t is chosen else "")
+               + (f" — {t.note}" if t.note else ""))
+        big = id(t) in on_front or t is chosen
+        out.append(f'<circle class="{cls}{" pt-front" if id(t) in on_front else ""}" data-trial="{t.number}" '
+                   f'cx="{X(t.calls_per_row):.1f}" cy="{Y(t.score):.1f}" r="{6 if big else 4.5}">'
+                   f'<title>{esc(tip)}</title></circle>')
+    if chosen is not None:
+        x, y = X(chosen.calls_per_row), Y(chosen.score)
+        out.append(f'<text class="ref-label ref-label-compiled chosen" x="{x + 8:.1f}" y="{y - 8:.1f}">★ chosen'
+                   f'</text>')
+    if not trials:
+        out.append(f'<text class="tick" x="{L + pw / 2:.1f}" y="{T + ph / 2:.1f}" text-anchor="middle">'
+                   'no trial measured its cost</text>')
+    out.append("</svg>")
+    return "".join(out)
 
 
 # ============================================================================ the score chart

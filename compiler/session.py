@@ -17,14 +17,22 @@ What a session offers:
   traces (demo material), `ask(request)` sends one request to the proposer LM. Both return a `Scored`
   whose `rows[i]` is `rows[i]` scored (`ScoredRow`): its score, the metric's feedback on it and the
   prediction with every module call's trace, which is what a reflective optimizer reads per row;
+- strategies: `strategies()` lists the alternatives of each one_of module (label, kind, static call
+  bounds, predictors); `under(choice)` is this session as the program runs with those alternatives
+  (its `predictors()` and `baseline()` are theirs, and what is built from that baseline carries the
+  choice as `Choice` entries); a parameter set chooses an alternative with a `Choice` under the
+  module's name, and without one runs the first, so an optimizer that ignores strategies keeps the
+  uncompiled program's alternatives;
 - the budget: `out_of_budget`, `calls_used`, `calls_left`, `holding_back_for_validation()`;
-- bookkeeping: `record(score, full, note)` a trial (the report and the progress line show it),
+- bookkeeping: `record(score, full, note, calls_per_row, tokens_per_row)` a trial (the report and the
+  progress line show it; the measured cost of the candidate, `Scored.calls_per_row` and
+  `tokens_per_row`, draws it on the report's score-against-cost front),
   `phase(name)` and `expect_trials(n)` for the progress line, `report_worker(trials)` for a worker's
   summary, `record_lineage(nodes)` for a search that evolves candidates from one another: where each
   came from and how it scored (`LineageNode`s; the report keeps them and draws the tree).
 
-The values an optimizer builds or reads come from here too: `PredictorState` and `KnnState` (the
-artifact's parameter types), `LineageNode` (the report's record of one evolved candidate),
+The values an optimizer builds or reads come from here too: `PredictorState`, `KnnState` and `Choice`
+(the artifact's parameter types; `choice_of(params)` reads a set's choice), `Alternative`, `LineageNode` (the report's record of one evolved candidate),
 `OptionSpec` (how an optimizer declares its options), `LMRequest`, `fingerprint`, and how pipec
 shows a value or a type to an LM (`render_value`, `describe_type`).
 """
@@ -94,6 +102,33 @@ class Answer:
     budget_spent: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Alternative:
+    """One alternative of a one_of module as `Session.strategies()` lists it: its `label` (what a
+    `Choice` names: the kind, or `Majority_2` for a kind listed again), its `kind`, the static bound of
+    LM calls of one call of the module running it (`max_calls`) and of one input of the whole pipeline
+    (`row_calls`: the other one_of modules on the session's choice, the first alternatives unless it is
+    a view from `under`), and the names of its predictors."""
+
+    label: str
+    kind: str
+    max_calls: int
+    row_calls: int
+    predictors: tuple[str, ...]
+
+
+def choice_of(params) -> dict[str, str]:
+    """The alternatives a parameter set chooses: its `Choice` entries, as labels by module name (a
+    one_of module absent from it runs its first alternative).
+
+    >>> from pipec.session import Choice, PredictorState
+    >>> choice_of({"solve": Choice(alternative="ChainOfThought"), "solve.ChainOfThought": PredictorState(instruction="x")})
+    {'solve': 'ChainOfThought'}
+    """
+    from .artifact import Choice
+    return {name: v.alternative for name, v in params.items() if isinstance(v, Choice)}
+
+
 class Row(Protocol):
     """A labeled row: its values by field name."""
 
@@ -111,6 +146,8 @@ class ScoredRow(Protocol):
       of a built-in metric has none, nor has a row whose prediction failed: its `error` says why;
     - `error`: why the row failed (the program, or a metric that raised), else None;
     - `misses`: the metric's fields it got wrong;
+    - `calls`, `tokens`: the program's LM requests for the row (cache hits included, a judge's not) and
+      their tokens: what the candidate costs per input;
     - `prediction`: the outputs (`.outputs()`), `.ok`, and `.trace`, every predictor call with its
       `predictor` name, `inputs`, `parsed` outputs and reply; None when the row could not even run.
 
@@ -123,15 +160,20 @@ class ScoredRow(Protocol):
     error: str | None
     misses: list[str]
     prediction: Any
+    calls: int
+    tokens: int
 
 
 class Scored(Protocol):
     """What `evaluate` and `run_teacher` return: the mean score, whether the budget ran out before
-    every row was scored, and the rows (`ScoredRow`s, in the order of the rows given)."""
+    every row was scored, the rows (`ScoredRow`s, in the order of the rows given), and the mean LM
+    requests and tokens per row (`calls_per_row`, `tokens_per_row`)."""
 
     score: float
     incomplete: bool
     rows: Sequence[ScoredRow]
+    calls_per_row: float
+    tokens_per_row: float
 
 
 class Session(Protocol):
@@ -158,6 +200,9 @@ class Session(Protocol):
     @property
     def module_calls(self) -> int: ...         # module call sites per input: a floor on its LM calls
 
+    def strategies(self) -> dict[str, tuple[Alternative, ...]]: ...   # one_of modules; the first is the default
+    def under(self, choice: dict[str, str]) -> "Session": ...         # this session with those alternatives
+
     def evaluate(self, params: Any, rows: Sequence[Row] | None = None) -> Scored: ...
     def run_teacher(self, params: dict[str, Any], rows: Sequence[Row]) -> Scored: ...
     def ask(self, request: LMRequest) -> Answer: ...
@@ -170,14 +215,15 @@ class Session(Protocol):
     def calls_left(self) -> int | None: ...    # None: no budget
     def holding_back_for_validation(self) -> ContextManager: ...
 
-    def record(self, score: float, full: bool = True, note: str = "") -> Any: ...
+    def record(self, score: float, full: bool = True, note: str = "", calls_per_row: float | None = None,
+               tokens_per_row: float | None = None) -> Any: ...
     def phase(self, name: str) -> None: ...
     def expect_trials(self, total: int) -> None: ...
     def report_worker(self, trials: int) -> None: ...
     def record_lineage(self, nodes: Sequence[Any]) -> None: ...   # LineageNodes; replaces any recorded before
 
 
-_ARTIFACT_TYPES = ("PredictorState", "KnnState", "LineageNode")
+_ARTIFACT_TYPES = ("PredictorState", "KnnState", "LineageNode", "Choice")
 
 
 def __getattr__(name: str):
@@ -189,4 +235,5 @@ def __getattr__(name: str):
 
 
 __all__ = ["Session", "Mode", "PredictorView", "MetricInfo", "Identity", "Answer", "Row", "Scored", "ScoredRow",
+           "Alternative", "choice_of",
            "OptionSpec", "LMRequest", "fingerprint", "describe_type", "render_value", *_ARTIFACT_TYPES]

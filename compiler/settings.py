@@ -17,7 +17,7 @@ from .session import Mode
 
 # Settings a compile block writes as plain values (`seed = 3`, `teacher = big`); `optimizer` and
 # `metric` are calls, read apart.
-VALUE_SETTINGS = ("trainset", "valset", "seed", "budget", "teacher", "proposer", "concurrency")
+VALUE_SETTINGS = ("trainset", "valset", "seed", "budget", "teacher", "proposer", "concurrency", "max_calls_per_row")
 
 
 @dataclass
@@ -36,6 +36,7 @@ class CompileConfig:
     teacher: str | None = None        # an LM id or a declared lm name
     proposer: str | None = None
     concurrency: int = 4
+    max_calls_per_row: int | None = None    # most LM calls one input may make (`pipec inspect`'s bound)
     storage: str | None = None        # an optuna storage URL
     study: str | None = None
     mode: Mode = Mode.SINGLE          # WORKER: join a shared study and run trials; FINALIZE: write the result
@@ -167,7 +168,7 @@ def check_settings(program, config: CompileConfig, near: Path | None = None) -> 
         args.append(A.Arg(at, str(name), _setting_expr(value, at, kind)))
     at = span("optimizer", "optimizer=", optimizer)
     settings.append(A.Setting(at, "optimizer", A.Call(at, optimizer, args, at)))
-    for name in ("seed", "concurrency"):
+    for name in ("seed", "concurrency", "max_calls_per_row"):
         value = getattr(config, name)
         if value is not None:
             at = span(name, f"{name}=", _shown(value))
@@ -218,12 +219,41 @@ def check_settings(program, config: CompileConfig, near: Path | None = None) -> 
         elif not (config.storage and config.study):
             problems.append(Diagnostic("error", "--worker and --finalize need the shared study: --storage URL and "
                                                 "--study NAME", where, "", "bad-option"))
+    if not problems and config.max_calls_per_row is not None:
+        problems += _over_the_call_bound(program, config.max_calls_per_row, origin.spans.get("max_calls_per_row")
+                                         or span("max_calls_per_row", "max_calls_per_row=",
+                                                 _shown(config.max_calls_per_row)),
+                                         config.origin is not None and "max_calls_per_row" in config.origin.spans)
     if problems:
         sources = {**program.loaded.sources, origin.file: origin.text, spare.file: spare.text}
         raise SettingsError(render_all(problems, sources), problems, sources)
     if isinstance(config.metric, Metric):
         return config.metric
     return Metric.from_expr(metric_expr, str(config.metric), near)
+
+
+def _over_the_call_bound(program, bound: int, at: A.Span, flag: bool) -> list[Diagnostic]:
+    """`max_calls_per_row` is a promise about the compiled program, which is never worse than the
+    uncompiled one and may be it: the uncompiled program (each one_of module on its first
+    alternative) must keep it, or no compile could. Pointed at the compile block's setting when the
+    bound came from there (not from a flag, `flag`)."""
+    from .inspection import max_calls
+    written = program.bound({})         # fresh modules: every one_of module on its first alternative
+    calls = max_calls(written)
+    if calls <= bound:
+        return []
+    block = next((b for b in program.checked.compiles if b.pipeline == program.name), None)
+    setting = next((s for s in (block.settings if block else ()) if s.name == "max_calls_per_row"
+                    and A.plain(s.value) == bound), None)
+    where = setting.value.span if setting is not None and not flag else at
+    dear = [f"{name} ({getattr(module, 'chosen', None) or module.describe()}, {module.max_calls()} calls)"
+            for name, module in written.modules.items() if module.max_calls() > 2]
+    return [Diagnostic("error", f"the uncompiled program may make {calls} LM calls per input, over "
+                                f"max_calls_per_row {bound}", where,
+                       "a compile keeps the uncompiled program when nothing beats it, so it must fit too: raise the "
+                       "bound, or put a cheaper alternative first in a one_of module (it runs the first until "
+                       "compiled)" + (f"; the dearest calls: {', '.join(dear)}" if dear else "") +
+                       "; `pipec inspect` shows every bound", "bad-option")]
 
 
 def _shown(value: Any) -> str:

@@ -118,16 +118,55 @@ class Record:
     name_span: Span
 
 
+ONE_OF = "one_of"      # the `kind` of a module that declares alternatives
+
+
+@dataclass(slots=True)
+class Alternative:
+    """One kind a `one_of(...)` module may run, with options of its own: `Majority(n: 5)`. Its `label`
+    names it in predictor names (`solve.Majority.reason`), in a compile's choice and in reports: the
+    kind, or `Kind_2`, `Kind_3`, ... for a kind listed again (`one_of(Majority(n: 3), Majority(n: 9))`)."""
+
+    span: Span
+    kind: str
+    options: list[Option]
+    kind_span: Span
+    label: str
+
+
 @dataclass(slots=True)
 class ModuleDecl:
     span: Span
     name: str
-    kind: str
+    kind: str                      # the kind, or ONE_OF for a module with alternatives
     signature: str
-    options: list[Option]
+    options: list[Option]          # a one_of module's common options: they apply to every alternative
     name_span: Span
     kind_span: Span
     signature_span: Span
+    alternatives: list[Alternative] = field(default_factory=list)     # a one_of module's kinds, in order
+
+    def variants(self) -> list[tuple[str, "ModuleDecl"]]:
+        """Each kind this module may run as a declaration of its own, with its label: the module
+        itself (label ""), or for a `one_of` module each alternative, whose options are the module's
+        common ones with the alternative's own over them.
+
+        >>> s = Span("m.pipe", 1, 1, 1, 2)
+        >>> m = ModuleDecl(s, "solve", ONE_OF, "Task", [Option(s, "temperature", 0)], s, s, s,
+        ...                [Alternative(s, "Predict", [], s, "Predict"),
+        ...                 Alternative(s, "Majority", [Option(s, "temperature", 0.7)], s, "Majority")])
+        >>> [(label, d.kind, [(o.name, o.value) for o in d.options]) for label, d in m.variants()]
+        [('Predict', 'Predict', [('temperature', 0)]), ('Majority', 'Majority', [('temperature', 0.7)])]
+        """
+        if not self.alternatives:
+            return [("", self)]
+        out = []
+        for alt in self.alternatives:
+            own = {o.name for o in alt.options}
+            options = [o for o in self.options if o.name not in own] + list(alt.options)
+            out.append((alt.label, ModuleDecl(self.span, self.name, alt.kind, self.signature, options, self.name_span,
+                                              alt.kind_span, self.signature_span)))
+        return out
 
 
 @dataclass(slots=True)

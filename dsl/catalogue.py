@@ -96,4 +96,6 @@ class Catalogue:
         "teacher": OptionSpec("lm", "LM that runs the program while bootstrapping demos"),
         "proposer": OptionSpec("lm", "LM that proposes instructions"),
         "concurrency": OptionSpec("int", "parallel evaluations", minimum=1),
+        "max_calls_per_row": OptionSpec("int", "most LM calls one input may make, as `pipec inspect` bounds them: "
+                                               "one_of alternatives that would exceed it are not considered", minimum=1),
     })

@@ -51,9 +51,13 @@ class CheckedProgram:
         return self.files[0]
 
     def module_outputs(self, module: str, catalogue: Catalogue) -> list[tuple[str, Type, str]]:
-        """Fields a call of `module` returns: its signature's outputs plus what its kind adds."""
+        """Fields a call of `module` returns: its signature's outputs plus what its kind adds (for a
+        `one_of` module, what every alternative adds: a pipeline may read only what the chosen one
+        surely returns)."""
         decl = self.modules[module]
         sig = self.signatures.get(decl.signature)
-        kind = catalogue.kinds.get(decl.kind)
-        extra = list(kind.extra_outputs) if kind else []
+        kinds = [catalogue.kinds.get(v.kind) for _, v in decl.variants()]
+        extra = list(kinds[0].extra_outputs) if all(kinds) else []
+        for kind in kinds[1:]:
+            extra = [f for f in extra if f[0] in {n for n, _, _ in kind.extra_outputs}]
         return extra + (sig.outputs if sig else [])

@@ -544,8 +544,25 @@ class _Builder:
 
     def module_decl(self, meta, ch):
         name, kind, sig, *opts = ch
-        return A.ModuleDecl(self._s(meta), str(name), str(kind), str(sig), [o for o in opts if o is not None],
-                            self._t(name), self._t(kind), self._t(sig))
+        options = [o for o in opts if o is not None]
+        if isinstance(kind, _OneOf):
+            return A.ModuleDecl(self._s(meta), str(name), A.ONE_OF, str(sig), options, self._t(name), kind.span,
+                                self._t(sig), kind.alternatives)
+        return A.ModuleDecl(self._s(meta), str(name), str(kind), str(sig), options, self._t(name), self._t(kind),
+                            self._t(sig))
+
+    def kind_alt(self, meta, ch):
+        return A.Alternative(self._s(meta), str(ch[0]), ch[1] or [], self._t(ch[0]), str(ch[0]))
+
+    def one_of(self, meta, ch):
+        alts = [c for c in ch if c is not None]
+        seen: dict[str, int] = {}
+        for alt in alts:            # a kind listed again is told apart by its place: Majority, Majority_2
+            seen[alt.kind] = seen.get(alt.kind, 0) + 1
+            if seen[alt.kind] > 1:
+                alt.label = f"{alt.kind}_{seen[alt.kind]}"
+        start = self._s(meta)       # the caret of a one_of module's diagnostics: the word `one_of`
+        return _OneOf(alts, A.Span(start.file, start.line, start.col, start.line, start.col + len(A.ONE_OF)))
 
     def param(self, meta, ch):
         return A.Field(self._s(meta), str(ch[0]), ch[1], ch[2].value if ch[2] else "")
@@ -625,6 +642,15 @@ class _Builder:
 
     def call(self, meta, ch):
         return A.Call(self._s(meta), str(ch[0]), [c for c in ch[1:] if c is not None], self._t(ch[0]))
+
+
+class _OneOf:
+    """A module's `one_of(...)` before the declaration is built: its alternatives and where it is."""
+
+    __slots__ = ("alternatives", "span")
+
+    def __init__(self, alternatives: list[A.Alternative], span: A.Span):
+        self.alternatives, self.span = alternatives, span
 
 
 class _Str:

@@ -44,6 +44,19 @@ KNOWN_MISTAKES: dict[str, list[str]] = {
         "module m = Predict(lm: local)",
         "module m = Predict(\"S\")",
     ],
+    "a one_of module lists its kinds, then takes the signature in parentheses of its own|write `module name = one_of(Predict, ChainOfThought)(Signature)`": [
+        "module m = one_of(Predict, ChainOfThought)",
+        "module m = one_of(Predict, ChainOfThought) Task",
+    ],
+    "one_of takes the kinds it chooses between in parentheses|write `one_of(Predict, ChainOfThought, Majority(n: 5))(Signature)`": [
+        "module m = one_of Predict, ChainOfThought (S)",
+        "module m = one_of[Predict, ChainOfThought](S)",
+        "module m = one_of",
+    ],
+    "one_of names module kinds, each with its own options in parentheses|write `one_of(Predict, Majority(n: 5))(Signature)`": [
+        "module m = one_of()(S)",
+        "module m = one_of(Predict, \"CoT\")(S)",
+    ],
     "options are written `name: value`|for example `temperature: 0.7`": [
         "module m = Predict(S, lm = local)",
         "module m = Predict(S, lm local)",

@@ -8,7 +8,9 @@ auto does not guess: it builds candidates from every family it can afford, cheap
 - labeled demos,
 - per-input nearest demos (knn),
 - bootstrapped demos (teacher traces that pass the metric), at two sizes,
-- proposed instructions, each on the best demo family so far,
+- the other alternatives of each one_of module (strategy search), each zero-shot and with the
+  winning demo family built for its own predictors, under the winner's choice for the other modules,
+- proposed instructions, each on the best candidate so far (its alternatives included),
 
 and races them on growing slices of the validation set (successive halving, Jamieson & Talwalkar
 2016; the same schedule AutoPDL uses over prompting patterns): every survivor is scored on the next
@@ -19,15 +21,23 @@ whole valset would cost `C x valset`. A family whose construction
 the remaining budget cannot pay for (bootstrapping runs the teacher over training rows) is left out,
 and the report says so. The compile keeps the uncompiled program if the winner scores below it.
 
-Each candidate's trial note says which family it is and how far it got, and a last trial says why
-the winner won (its valset score against the runner-up and the baseline).
+Each candidate's trial note says which family it is and how far it got, with its measured LM calls
+and tokens per row (the report draws score against cost), and a last trial says why the winner won
+(its valset score against the runner-up and the baseline).
+
+Strategy search is cost-aware. Alternatives over the compile's `max_calls_per_row` are never
+candidates (the session does not list them), and the alternatives race in the order of their static
+call bounds, cheapest first, with the incumbent first among equals: a candidate must outscore every
+cheaper one on the same rows to win, so a tie goes to the cheaper program. A family that would
+need teacher runs the budget left cannot pay for is built only zero-shot for an alternative, and the
+verdict says which alternatives the budget left out.
 """
 from __future__ import annotations
 
 import json
 import math
 
-from pipec.session import OptionSpec
+from pipec.session import OptionSpec, choice_of
 
 from .base import Optimizer
 from .bootstrap_fewshot import BootstrapFewShot
@@ -60,22 +70,26 @@ class Auto(Optimizer):
         session.phase("auto: candidates")
         candidates = self.demo_candidates(session, race, rng)
         best = race.run(candidates)
+        if best is not None and session.strategies() and not session.out_of_budget:
+            session.phase("auto: strategies")
+            best = self.strategy_search(session, race, best)
         if best is not None and self.opts["instructions"] and not session.out_of_budget:
             session.phase("auto: instructions")
-            challengers = self.instruction_candidates(session, best, rng)
+            chosen = choice_of(best.params)     # proposals go to the predictors the winner runs
+            challengers = self.instruction_candidates(session.under(chosen) if chosen else session, best, rng)
             if challengers:
                 best = race.run([best, *challengers])
         if best is None:
             return session.baseline(), None
-        session.record(best.score, full=best.full, note=race.verdict(best))
+        session.record(best.score, full=best.full, note=race.verdict(best), **best.cost())
         return best.params, (best.score if best.full else None)
 
     # ------------------------------------------------------------------ the families
     def demo_candidates(self, session, race: "Race", rng) -> list["Candidate"]:
         k, m = self.opts["k"], self.opts["max_demos"]
         out = [Candidate("zero-shot", session.baseline())]
-        out.append(Candidate(f"{m} labeled demos", LabeledFewShot(max_labeled=m).labeled(session)))
-        out.append(Candidate(f"k={k} nearest demos per input", KNNFewShot(k=k).knn_params(session)))
+        out.append(Candidate(f"{m} labeled demos", LabeledFewShot(max_labeled=m).labeled(session), ("labeled",)))
+        out.append(Candidate(f"k={k} nearest demos per input", KNNFewShot(k=k).knn_params(session), ("knn",)))
         boot = BootstrapFewShot(max_demos=m, max_labeled=m)
         for size in dict.fromkeys((m, max(1, m // 2))):
             # The teacher runs over training rows until it has the demos: at worst the whole trainset.
@@ -86,8 +100,54 @@ class Auto(Optimizer):
             with session.holding_back_for_validation():
                 params = boot.bootstrap(session, session.rng(f"auto:bootstrap:{size}"), max_demos=size,
                                         max_labeled=size)
-            out.append(Candidate(f"{size} bootstrapped demos", params))
+            out.append(Candidate(f"{size} bootstrapped demos", params, ("bootstrap", size)))
         return unique(out)
+
+    def strategy_search(self, session, race: "Race", best: "Candidate") -> "Candidate":
+        """One one_of module at a time, the winner against that module's other alternatives (the other
+        modules as the winner chose): each zero-shot and with the winner's demo family rebuilt for the
+        alternative's own predictors, raced cheapest first (see the module's docstring)."""
+        for module in session.strategies():
+            here = choice_of(best.params)
+            listed = session.under(here).strategies()[module]         # the one `best` runs is listed first
+            field: list[tuple[int, Candidate]] = [(listed[0].row_calls, best)]
+            for alt in sorted(listed[1:], key=lambda a: a.row_calls):
+                view = session.under({**here, module: alt.label})
+                cost = race.cost_of(len(field) + 2) * max(1, view.calls_per_row) // max(1, session.calls_per_row)
+                if not race.affords(cost):
+                    race.skipped.append(f"{module}: {alt.label}: the budget left cannot pay for scoring it")
+                    continue
+                name = f"{module}: {alt.label}"
+                field.append((alt.row_calls, Candidate(f"{name}, zero-shot", view.baseline())))
+                params = self.rebuild(view, best.family, race, name)
+                if params is not None:
+                    field.append((alt.row_calls, Candidate(f"{name}, {best.label}", params, best.family)))
+            challengers = unique([c for _, c in field])
+            if len(challengers) > 1:
+                order = {id(c): calls for calls, c in field}
+                best = race.run(sorted(challengers, key=lambda c: order[id(c)]))   # stable: best first among equals
+                if best is None or session.out_of_budget:
+                    break
+        return best
+
+    def rebuild(self, view, family: tuple, race: "Race", name: str):
+        """The demo family `family` built for the predictors `view` runs, or None for zero-shot (its
+        zero-shot candidate is it) or when its teacher runs do not fit the budget left."""
+        k, m = self.opts["k"], self.opts["max_demos"]
+        if family[0] == "labeled":
+            return LabeledFewShot(max_labeled=m).labeled(view)
+        if family[0] not in ("knn", "bootstrap"):
+            return None
+        # Bootstrapping (and a pool for predictors that no labeled row fills) runs the teacher over the trainset.
+        if not race.affords(len(view.trainset) * view.calls_per_row + race.cost_of(2)):
+            race.skipped.append(f"{name} with {family[0]} demos: the budget left cannot pay its teacher runs")
+            return None
+        if family[0] == "knn":
+            return KNNFewShot(k=k).knn_params(view)
+        size = family[1]
+        with view.holding_back_for_validation():
+            return BootstrapFewShot(max_demos=size, max_labeled=size).bootstrap(
+                view, view.rng(f"auto:bootstrap:{size}:{name}"), max_demos=size, max_labeled=size)
 
     def instruction_candidates(self, session, best: "Candidate", rng) -> list["Candidate"]:
         count = self.opts["instructions"]
@@ -132,15 +192,22 @@ def unique(candidates: list["Candidate"]) -> list["Candidate"]:
 
 
 class Candidate:
-    """One parameter set in the race, with the per-row scores it has earned so far."""
+    """One parameter set in the race, with the per-row scores it has earned so far, what they cost
+    (LM requests and tokens, cache hits included), and the demo family it was built from."""
 
-    __slots__ = ("label", "params", "scores", "out_at", "full")
+    __slots__ = ("label", "params", "family", "scores", "calls", "tokens", "out_at", "full")
 
-    def __init__(self, label: str, params):
-        self.label, self.params = label, params
+    def __init__(self, label: str, params, family: tuple = ("zero-shot",)):
+        self.label, self.params, self.family = label, params, family
         self.scores: list[float] = []
+        self.calls = self.tokens = 0
         self.out_at: int | None = None        # rows scored when it was dropped
         self.full = False                     # scored on every validation row
+
+    def cost(self) -> dict[str, float]:
+        """Its measured LM requests and tokens per scored row, as `Session.record` takes them."""
+        n = len(self.scores)
+        return {"calls_per_row": self.calls / n, "tokens_per_row": self.tokens / n} if n else {}
 
     @property
     def score(self) -> float:
@@ -187,13 +254,16 @@ class Race:
                         return self._best_so_far(field)
                 winner = alive[0]
                 winner.full = True
+                for c in alive[1:]:         # scored on every row too: their trials complete the cost front
+                    self.session.record(c.score, note=f"auto: {c.label}: {c.score:.3f} on {len(c.scores)} rows, "
+                                                      f"beaten by {winner.label}", **c.cost())
                 self._seen(field)
                 return winner
             keep = max(1, math.ceil(len(alive) / 2))
             for c in alive[keep:]:
                 c.out_at = len(c.scores)
                 self.session.record(c.score, full=False,
-                                    note=f"auto: {c.label}: {c.score:.3f} on {len(c.scores)} rows, out")
+                                    note=f"auto: {c.label}: {c.score:.3f} on {len(c.scores)} rows, out", **c.cost())
             alive = alive[:keep]
             n = min(len(self.rows), n * 2)
 
@@ -206,6 +276,8 @@ class Race:
         if result.incomplete:
             return False
         c.scores.extend(r.score for r in result.rows)
+        c.calls += sum(r.calls for r in result.rows)
+        c.tokens += sum(r.tokens for r in result.rows)
         return True
 
     def _best_so_far(self, field: list[Candidate]) -> Candidate | None:

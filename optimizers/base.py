@@ -58,8 +58,11 @@ def labeled_demo(predictor, example_values: dict[str, Any]) -> dict[str, Any] | 
 
 
 def with_demos(base: dict[str, PredictorState], demos: dict[str, list[dict]]) -> dict[str, PredictorState]:
-    """`base` with the demos of the named predictors replaced."""
+    """`base` with the demos of the named predictors replaced (a `Choice` entry, the alternative a
+    one_of module runs, is kept as it is)."""
+    from pipec.session import Choice
     out = {}
     for name, st in base.items():
-        out[name] = st.model_copy(update={"demos": demos.get(name, st.demos), "knn": st.knn})
+        out[name] = st if isinstance(st, Choice) else st.model_copy(update={"demos": demos.get(name, st.demos),
+                                                                            "knn": st.knn})
     return out

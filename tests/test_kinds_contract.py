@@ -21,7 +21,10 @@ example with `pipec.ScriptedLM` (no model, no network):
    `M` or `M.<part>`, where <part> is one or more dot-separated identifiers; the bare `M` only when it
    is the module's one predictor; no two predictors of the program share a name (the program keys
    parameters by it); and every LM call in a trace comes from a listed predictor of the module that
-   made it (else an optimizer could not tune it and `max_calls` could not count it).
+   made it (else an optimizer could not tune it and `max_calls` could not count it). A one_of
+   module's alternative with label L (`one_of(Predict, Majority(n: 5))`: Predict, Majority) is built
+   as a module named `M.L`, so the same rule names its predictors `M.L` or `M.L.<part>`
+   (`solve.Majority.reason`); tests/test_strategy_search.py runs every kind as an alternative.
 4. Every extra output a kind declares (`ModuleKind.extra_outputs`, which the checker lets a pipeline
    read, like `r.transcript`) is in the result of each successful call of the module, with its
    declared type.

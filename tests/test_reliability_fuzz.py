@@ -42,7 +42,8 @@ LIMIT_S = 1.0          # CPU seconds per input
 
 _TOKEN = re.compile(r'"""[\s\S]*?"""|"(?:[^"\\\n]|\\.)*"|#[^\n]*|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|\w+|->|==|!=|\S')
 
-KEYWORDS = [*ITEM_KEYWORDS, "in", "out", "enum", "list", "map", "ordered", "max", "return", "true", "false", "contains", "python"]
+KEYWORDS = [*ITEM_KEYWORDS, "in", "out", "enum", "list", "map", "ordered", "max", "return", "true", "false", "contains", "python",
+            "one_of"]
 PUNCT = ["{", "}", "(", ")", "[", "]", ":", "=", ",", ".", "+", "->", "==", "!=", "?", "-"]
 NAMES = sorted({m for s in SEEDS for m in re.findall(r"\b[A-Za-z_]\w*\b", s)} | {"str", "int", "float", "bool", "x", "_"})
 LITERALS = ['"text"', '""', '"esc \\n \\t \\" \\\\ \\u00e9"', '"bad \\u12"', '"bad \\q"', '"unterminated',
@@ -282,7 +283,13 @@ def program_text(draw):
             out.append(f"record {name} {{ {fields} }}")
         elif what == 3:
             opts = "".join(f", {o}: {v}" for o, v in draw(st.lists(st.tuples(st.sampled_from(MOD_OPTS), value), max_size=3)))
-            out.append(f"module {name} = {draw(st.sampled_from(KINDS))}({draw(ident)}{opts})")
+            kind = draw(st.sampled_from(KINDS))
+            if draw(st.integers(0, 3)) == 0:       # a one_of module: alternatives, some with options of their own
+                alts = [draw(st.sampled_from(KINDS)) + "".join(f"({o}: {v})" for o, v in draw(
+                        st.lists(st.tuples(st.sampled_from(MOD_OPTS), value), max_size=1)))
+                        for _ in range(draw(st.integers(1, 3)))]
+                kind = f"one_of({', '.join(alts)})"
+            out.append(f"module {name} = {kind}({draw(ident)}{opts})")
         elif what == 4:
             target = draw(st.sampled_from(['"examples.tools:calculate"', '"examples.corpus:search"', '"no.such:thing"',
                                            '"os:getcwd"', '"json"']))

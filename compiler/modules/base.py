@@ -259,6 +259,15 @@ class ModuleKind:
         """The predictors optimizers may tune (their instruction and demos)."""
         raise NotImplementedError
 
+    def every_predictor(self) -> list[Predictor]:
+        """Every predictor the module may run: its `predictors()`, and for a `one_of` module those of
+        each alternative, not only the one it runs (`pipec.modules.one_of`)."""
+        return self.predictors()
+
+    def describe(self) -> str:
+        """The module's kind as `pipec inspect`, `pipec graph` and reports name it."""
+        return type(self).kind
+
     def install_written(self) -> None:
         """Install what the .pipe file writes beyond the instruction: its demos on `demo_parts`, and its
         pins on every predictor of the module (a pin covers the module's parts too). Called once the

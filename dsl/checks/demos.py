@@ -45,6 +45,37 @@ def check_demos_and_pins(state: CheckState, mod: A.ModuleDecl, kind: KindSpec, s
             _check_demos(state, mod, opt, kind, sig)
 
 
+def check_common_demos_and_pins(state: CheckState, mod: A.ModuleDecl, kinds: list[tuple[str, KindSpec]],
+                                sig: SigInfo) -> None:
+    """A `one_of` module's common `pin:` and `demos:` (written after its signature) apply to every
+    alternative, `kinds` (name and spec each, in order): a pin covers the predictors of each; demos go
+    to each, so every alternative must take written demos, and of the same fields (a ChainOfThought
+    demo gives `reasoning`, a Predict demo does not: such demos are written in each alternative)."""
+    seen: set[str] = set()
+    for opt in mod.options:
+        if opt.name in seen or opt.name not in ("pin", "demos"):
+            continue
+        seen.add(opt.name)
+        if opt.name == "pin":
+            _check_pin(state, mod, opt)
+            continue
+        none = [name for name, kind in kinds if kind.demo_fields is None]
+        if none:
+            state.error(opt.span, f"{none[0]}, an alternative of one_of module {mod.name}, takes no written demos",
+                        "demos written after the signature go to every alternative; write them in the alternatives "
+                        "that take them, like `Predict(demos: [...])`", "bad-option")
+            continue
+        shapes = {name: tuple(n for n, _, _ in kind.demo_fields) for name, kind in kinds}
+        if len(set(shapes.values())) > 1:
+            a = next(n for n, f in shapes.items() if f)       # shapes differ: at least one has extra fields
+            b = next(n for n, f in shapes.items() if f != shapes[a])
+            state.error(opt.span, f"the alternatives of one_of module {mod.name} take demos of different fields: "
+                        f"a {a} demo gives {' and '.join(shapes[a])}, a {b} demo does not",
+                        f"write the demos in each alternative, like `{a}(demos: [...])`", "bad-option")
+            continue
+        _check_demos(state, mod, opt, kinds[0][1], sig)
+
+
 def _check_pin(state: CheckState, mod: A.ModuleDecl, opt: A.Option) -> None:
     names = pin_names(opt.value)
     if names is None:
@@ -77,8 +108,9 @@ def _check_demos(state: CheckState, mod: A.ModuleDecl, opt: A.Option, kind: Kind
         return
     fields = list(sig.inputs) + list(kind.demo_fields) + list(sig.outputs)
     extra = [n for n, _, _ in kind.demo_fields]
+    writer = "its alternatives write" if mod.alternatives else f"{mod.kind} writes"
     shape = (f"a demo gives every input and output of signature {mod.signature}"
-             + (f", and the {' and '.join(extra)} {mod.kind} writes before the outputs" if extra else "")
+             + (f", and the {' and '.join(extra)} {writer} before the outputs" if extra else "")
              + " (optional fields may be left out)")
     for i, demo in enumerate(opt.value, 1):
         what = f"demo {i} of module {mod.name}"

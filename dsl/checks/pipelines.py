@@ -151,6 +151,20 @@ def _callee(state: CheckState, name: str) -> tuple:
     return state.calls[name]
 
 
+def _only_some_alternatives(state: CheckState, result: Type, name: str) -> str:
+    """Why a one_of module's result lacks a field some of its alternatives add (ChainOfThought's
+    `reasoning`), or "" when that is not why."""
+    decl = state.program.modules.get((result.name or "").removesuffix(" result"))
+    if decl is None or not decl.alternatives:
+        return ""
+    adders = [alt.kind for alt in decl.alternatives
+              if any(n == name for n, _, _ in getattr(state.catalogue.kinds.get(alt.kind), "extra_outputs", ()))]
+    if not adders:
+        return ""
+    return (f"'{name}' comes from {' and '.join(dict.fromkeys(adders))} only, not from every alternative of one_of "
+            f"module {decl.name}: the one the compile chooses may not return it")
+
+
 def _field(state: CheckState, record: Type, name: str) -> Type | None:
     """`record.field(name)`, through an index for records with many fields (a signature with
     thousands of outputs, read thousands of times)."""
@@ -276,7 +290,8 @@ class _PipelineScope:
             if ft is None:
                 names = [n for n, _, _ in base.fields]
                 state.error(e.span, f"{base.name or 'this value'} has no field '{e.name}'",
-                            did_you_mean(e.name, names) or "its fields are: " + listing(names), "bad-field")
+                            _only_some_alternatives(state, base, e.name) or did_you_mean(e.name, names)
+                            or "its fields are: " + listing(names), "bad-field")
                 return ANY
             return ft
         if isinstance(e, A.ListLit):
