@@ -11,6 +11,8 @@ auto does not guess: it builds candidates from every family it can afford, cheap
 - the other alternatives of each one_of module (strategy search), each zero-shot and with the
   winning demo family built for its own predictors, under the winner's choice for the other modules,
 - proposed instructions, each on the best candidate so far (its alternatives included),
+- reflective evolution (`reflect`, after GEPA) from the winner: the proposer reads the winner's
+  traces and the metric's feedback and rewrites one module's instruction at a time,
 
 and races them on growing slices of the validation set (successive halving, Jamieson & Talwalkar
 2016; the same schedule AutoPDL uses over prompting patterns): every survivor is scored on the next
@@ -44,20 +46,22 @@ from .bootstrap_fewshot import BootstrapFewShot
 from .knn_fewshot import KNNFewShot
 from .labeled_fewshot import LabeledFewShot
 from .propose import Proposer, propose_instructions, summarize_data
+from .reflect import Reflect
 
 
 class Auto(Optimizer):
     """compile block: `optimizer = auto` (the default when a compile block names no optimizer), or
-    `optimizer = auto(max_demos: 4, k: 3, instructions: 2, first_rung: 8)`"""
+    `optimizer = auto(max_demos: 4, k: 3, instructions: 2, reflect: 6, first_rung: 8)`"""
 
     name = "auto"
     doc = "races zero-shot, labeled, nearest, bootstrapped demos and proposed instructions (successive halving)"
     options = {"max_demos": OptionSpec("int", "demos per predictor for labeled and bootstrapped candidates", minimum=1),
                "k": OptionSpec("int", "demos per input for the nearest-demos candidate", minimum=1),
                "instructions": OptionSpec("int", "proposed instructions to race (0: none)", minimum=0),
+               "reflect": OptionSpec("int", "rounds of reflective evolution from the winner (0: none)", minimum=0),
                "first_rung": OptionSpec("int", "validation rows every candidate is first scored on", minimum=1),
                "seed": OptionSpec("int", "shuffle seed (default: the compile seed)")}
-    defaults = {"max_demos": 4, "k": 3, "instructions": 2, "first_rung": 8}
+    defaults = {"max_demos": 4, "k": 3, "instructions": 2, "reflect": 6, "first_rung": 8}
     trials_option = "instructions"
 
     def optimize(self, session):
@@ -79,6 +83,10 @@ class Auto(Optimizer):
             challengers = self.instruction_candidates(session.under(chosen) if chosen else session, best, rng)
             if challengers:
                 best = race.run([best, *challengers])
+        if best is not None and best.full and self.opts["reflect"] and not session.out_of_budget:
+            session.phase("auto: reflect")
+            chosen = choice_of(best.params)
+            best = self.reflective(session.under(chosen) if chosen else session, race, best, order)
         if best is None:
             return session.baseline(), None
         session.record(best.score, full=best.full, note=race.verdict(best), **best.cost())
@@ -148,6 +156,26 @@ class Auto(Optimizer):
         with view.holding_back_for_validation():
             return BootstrapFewShot(max_demos=size, max_labeled=size).bootstrap(
                 view, view.rng(f"auto:bootstrap:{size}:{name}"), max_demos=size, max_labeled=size)
+
+    def reflective(self, session, race: "Race", best: "Candidate", order: list[int]) -> "Candidate":
+        """Reflective evolution with the winner as its only root (its per-row scores handed over, so
+        nothing is scored twice); the evolved program if it beats the winner on the valset."""
+        per_row = [0.0] * len(order)
+        for j, i in enumerate(order):         # the race's row order back to the valset's
+            per_row[i] = best.scores[j]
+        params, scores = Reflect(trials=self.opts["reflect"], max_labeled=0, merges=2).evolve(
+            session, [(best.params, per_row, best.label)])
+        if params is best.params or not scores or sum(scores) <= sum(per_row):
+            race.notes.append(f"reflective evolution from {best.label} found nothing better")
+            return best
+        evolved = Candidate(f"reflective evolution from {best.label}", params, best.family)
+        evolved.scores = [scores[i] for i in order]
+        # Only instructions changed: the winner's measured cost per row stands for the child's.
+        evolved.calls, evolved.tokens = best.calls, best.tokens
+        evolved.full = True
+        race.record(best, f"beaten by {evolved.label}")
+        race._seen([evolved])
+        return evolved
 
     def instruction_candidates(self, session, best: "Candidate", rng) -> list["Candidate"]:
         count = self.opts["instructions"]
@@ -221,6 +249,7 @@ class Race:
         self.session, self.rows = session, rows
         self.first = max(1, min(first_rung, len(rows)))
         self.skipped: list[str] = []
+        self.notes: list[str] = []
         self.results: list[Candidate] = []
 
     def cost_of(self, candidates: int) -> int:
@@ -255,8 +284,7 @@ class Race:
                 winner = alive[0]
                 winner.full = True
                 for c in alive[1:]:         # scored on every row too: their trials complete the cost front
-                    self.session.record(c.score, note=f"auto: {c.label}: {c.score:.3f} on {len(c.scores)} rows, "
-                                                      f"beaten by {winner.label}", **c.cost())
+                    self.record(c, f"beaten by {winner.label}")
                 self._seen(field)
                 return winner
             keep = max(1, math.ceil(len(alive) / 2))
@@ -266,6 +294,11 @@ class Race:
                                     note=f"auto: {c.label}: {c.score:.3f} on {len(c.scores)} rows, out", **c.cost())
             alive = alive[:keep]
             n = min(len(self.rows), n * 2)
+
+    def record(self, c: Candidate, how: str) -> None:
+        """A trial for a candidate scored on every row that did not win."""
+        self.session.record(c.score, note=f"auto: {c.label}: {c.score:.3f} on {len(c.scores)} rows, {how}",
+                            **c.cost())
 
     def _score_to(self, c: Candidate, n: int) -> bool:
         """Score `c` on rows it has not seen, up to the first `n`; False if the budget stopped it."""
@@ -299,6 +332,7 @@ class Race:
         base = self.session.baseline_score
         if base is not None:
             parts.append(f"uncompiled {base:.3f}")
+        parts += self.notes
         if self.skipped:
             parts.append("left out: " + "; ".join(self.skipped))
         return "; ".join(parts)

@@ -105,6 +105,19 @@ class Reflect(Optimizer):
     def optimize(self, session):
         return Evolution(session, self.opts, self.study_settings()).run()
 
+    def evolve(self, session, roots: list[tuple[dict[str, PredictorState], list[float], str]]):
+        """Evolve from roots another optimizer hands over — (params, score per valset row in the
+        session's order, note) — instead of this optimizer's own; returns the best candidate's
+        params and its per-row scores. Not stored in a study (the roots are the caller's).
+
+        `auto` does this with the winner of its race: `Reflect(trials=4).evolve(session, [(params,
+        scores, "k=3 nearest demos")])`.
+        """
+        evolution = Evolution(session, self.opts, self.study_settings(), roots=roots)
+        params, _ = evolution.run()
+        best = max(evolution.pool, key=lambda c: (c.score, -c.id)) if evolution.pool else None
+        return params, (list(best.scores) if best is not None else [])
+
     def study_settings(self) -> dict[str, Any]:
         """The settings a stored search depends on (everything but `trials`): its study's identity."""
         return {k: v for k, v in self.settings().items() if k != "trials"}
@@ -186,8 +199,9 @@ class Stop(Exception):
 class Evolution:
     """One search: the pool, the rounds, and the study they are stored in."""
 
-    def __init__(self, session, opts: dict[str, Any], settings: dict[str, Any]):
+    def __init__(self, session, opts: dict[str, Any], settings: dict[str, Any], roots=None):
         self.session = session
+        self.given_roots = roots                 # (params, per-row scores, note) from another optimizer
         self.opts = opts
         self.names = sorted(session.predictors())
         self.views = session.predictors()
@@ -202,7 +216,7 @@ class Evolution:
         self.calls = 0                           # LM calls of evaluations so far, and their rows:
         self.rows = 0                            # the per-row cost that plans the rounds
         self.orders: dict[int, list[int]] = {}
-        self.store = Store(session, settings, self.names) if session.storage is not None else None
+        self.store = Store(session, settings, self.names) if session.storage is not None and roots is None else None
 
     # -- the search
     def run(self) -> tuple[dict[str, PredictorState], float | None]:
@@ -248,6 +262,10 @@ class Evolution:
 
     def roots(self) -> None:
         """Candidate 0, the uncompiled program, and the labeled root: stored ones, or scored now."""
+        if self.given_roots is not None:
+            for params, scores, note in self.given_roots:
+                self.add_root(params, scores, note)
+            return
         base = self.session.baseline()
         stored = self.store.roots() if self.store is not None else None
         if stored is not None:

@@ -102,3 +102,57 @@ def test_random_search_considers_per_input_demos(write_pipe):
     compiled, _ = compile_with(write_pipe, nearest_wins, optimizer="random_search", options={"candidates": 3})
     assert compiled.artifact.predictors["tag"].knn is not None
     assert "k=3 nearest demos per input" in [t.note for t in compiled.report.trials]
+
+
+# ---------------------------------------------------------------------------- reflective evolution
+SENTI = """
+signature Classify { "Label the text." in text: str out label: enum(pos, neg) }
+module classify = Predict(Classify)
+pipeline senti(text: str) -> (label) { c = classify(text: text) return label = c.label }
+"""
+ZEBRA_METRIC = '''
+def zebra(example, prediction):
+    if prediction.get("label") == example["label"]:
+        return 1.0
+    return 0.0, "wrong label: this task follows the ZEBRA rule, which the instruction must state"
+'''
+
+
+def senti_rows(prefix, n):
+    return [{"text": f"{prefix} {'good' if i % 4 == 0 else 'bad'} item {i}", "label": "pos" if i % 4 == 0 else "neg"}
+            for i in range(n)]
+
+
+def zebra_rule(request):
+    """Right only with the ZEBRA rule in the instruction, which only the metric's feedback names; demos
+    never help, and instruction proposals (which see no feedback) stay bland."""
+    from pipec.optimizers import reflect
+    if request.messages[0]["content"] == reflect.SYSTEM:
+        text = request.messages[1]["content"]
+        return {"instruction": "Apply the ZEBRA rule: 'good' means pos." if "ZEBRA" in text else "Label it."}
+    if "instruction" in (request.schema or {}).get("properties", {}):
+        return {"instruction": "Label the review's sentiment."}
+    right = "pos" if " good " in first_user_value(request, "text") else "neg"
+    return {"label": right if "ZEBRA" in request.messages[0]["content"] else "pos"}
+
+
+def test_reflective_evolution_from_the_winner_finds_what_only_the_feedback_says(write_pipe, tool_module):
+    metric = tool_module(ZEBRA_METRIC)
+    lm = pipec.ScriptedLM(rule=zebra_rule)
+    prog = pipec.load(write_pipe(SENTI), lm=lm, cache=False)
+    compiled = prog.compile(senti_rows("train", 12), senti_rows("val", 8), f'python("{metric}:zebra")', seed=3)
+    assert "ZEBRA" in compiled.params()["classify"].instruction
+    assert compiled.report.baseline_score == 0.25 and compiled.report.compiled_score == 1.0
+    assert compiled.report.trials[-1].note.startswith("auto chose reflective evolution from zero-shot: 1.000")
+    assert compiled.report.lineage and compiled.report.lineage[0].note == "zero-shot"
+
+
+def test_no_reflection_when_turned_off(write_pipe, tool_module):
+    metric = tool_module(ZEBRA_METRIC)
+    lm = pipec.ScriptedLM(rule=zebra_rule)
+    prog = pipec.load(write_pipe(SENTI), lm=lm, cache=False)
+    compiled = prog.compile(senti_rows("train", 12), senti_rows("val", 8), f'python("{metric}:zebra")', seed=3,
+                            options={"reflect": 0})
+    from pipec.optimizers import reflect
+    assert not [r for r in lm.requests if r.messages[0]["content"] == reflect.SYSTEM]
+    assert compiled.report.compiled_score == 0.25
