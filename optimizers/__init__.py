@@ -15,35 +15,54 @@ from functools import lru_cache
 from .base import Optimizer
 
 
+# Files of this folder that hold helpers the optimizers share, not an optimizer. Every other file is
+# one optimizer named after the file (tests/test_optimizers_contract.py holds both rules), so the
+# names are known without importing anything, and checking a compile block imports only the
+# optimizer it names.
+HELPERS = frozenset({"base", "propose", "study_storage"})
+
+
 @lru_cache(maxsize=1)
+def names() -> tuple[str, ...]:
+    """The optimizers' compile-block names, read from the folder's file names (nothing imported).
+
+    >>> names()[:2]
+    ('auto', 'bootstrap_fewshot')
+    """
+    return tuple(sorted(info.name for info in pkgutil.iter_modules(__path__)
+                        if info.name not in HELPERS and not info.name.startswith("_")))
+
+
+@lru_cache(maxsize=None)
+def _load(name: str) -> type[Optimizer]:
+    mod = importlib.import_module(f"{__name__}.{name}")
+    found = [value for value in vars(mod).values()
+             if isinstance(value, type) and issubclass(value, Optimizer) and value.name and value.__module__ == mod.__name__]
+    if len(found) != 1 or found[0].name != name:
+        raise ImportError(f"optimizers/{name}.py must define one Optimizer subclass whose name is {name!r} "
+                          f"(found {', '.join(repr(c.name) for c in found) or 'none'}); a file of helpers goes in "
+                          "pipec.optimizers.HELPERS")
+    return found[0]
+
+
 def optimizers() -> dict[str, type[Optimizer]]:
-    """Compile-block name → class, for every optimizer file in `pipec/optimizers/`.
+    """Compile-block name → class, for every optimizer file in `pipec/optimizers/` (imports them all).
 
     >>> sorted(optimizers())[:2]
     ['auto', 'bootstrap_fewshot']
     """
-    found: dict[str, type[Optimizer]] = {}
-    for info in pkgutil.iter_modules(__path__):
-        if info.name == "base":
-            continue
-        mod = importlib.import_module(f"{__name__}.{info.name}")
-        for value in vars(mod).values():
-            if isinstance(value, type) and issubclass(value, Optimizer) and value.name and \
-                    value.__module__ == mod.__name__:
-                found[value.name] = value
-    return found
+    return {name: _load(name) for name in names()}
 
 
 def get_optimizer(name: str) -> type[Optimizer]:
-    """The optimizer class for a compile-block name.
+    """The optimizer class for a compile-block name (imports that optimizer's file only).
 
     >>> get_optimizer("bootstrap_fewshot").name
     'bootstrap_fewshot'
     """
-    found = optimizers()
-    if name not in found:
-        raise ValueError(f"unknown optimizer '{name}'; known: {', '.join(sorted(found))}")
-    return found[name]
+    if name not in names():
+        raise ValueError(f"unknown optimizer '{name}'; known: {', '.join(names())}")
+    return _load(name)
 
 
-__all__ = ["Optimizer", "optimizers", "get_optimizer"]
+__all__ = ["Optimizer", "HELPERS", "names", "optimizers", "get_optimizer"]

@@ -253,3 +253,32 @@ def test_every_spec_option_is_accepted(chain, optimizer):
     cls = get_optimizer(optimizer)
     accepted = {k: values.get(o.type, 2) for k, o in spec.items() if k in cls.options}
     cls(**accepted)                                     # does not raise
+
+
+def test_every_file_is_one_optimizer_named_after_it_and_helpers_are_none():
+    """The registry knows the names from the file names alone; that holds only while each file of
+    optimizers/ is one optimizer of its own name, or a helper listed in HELPERS."""
+    import importlib
+    import pkgutil
+    from pipec.optimizers import HELPERS, Optimizer, names
+    for info in pkgutil.iter_modules(optimizers_pkg.__path__):
+        mod = importlib.import_module(f"pipec.optimizers.{info.name}")
+        own = [v for v in vars(mod).values() if isinstance(v, type) and issubclass(v, Optimizer) and v.name
+               and v.__module__ == mod.__name__]
+        if info.name in HELPERS:
+            assert not own, f"{info.name}.py is listed as a helper but defines {own}"
+        else:
+            assert [c.name for c in own] == [info.name], f"{info.name}.py must define one optimizer {info.name!r}"
+    assert set(names()) == set(optimizers())
+
+
+def test_checking_a_compile_block_imports_only_the_optimizer_it_names(write_pipe):
+    import subprocess
+    import sys
+    path = write_pipe(CHAIN + '\ncompile chain { trainset = "t.jsonl" metric = exact_match(a) optimizer = labeled_fewshot }\n',
+                      "lazy.pipe")
+    (path.parent / "t.jsonl").write_text('{"text": "x", "a": "x"}\n')
+    code = ("import sys, pipec; pipec.load(sys.argv[1]); "
+            "print(sorted(m for m in sys.modules if m.startswith('pipec.optimizers.')))")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['pipec.optimizers.base', 'pipec.optimizers.labeled_fewshot']"
