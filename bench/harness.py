@@ -244,6 +244,40 @@ def render_markdown(title: str, command: str, env: dict[str, str], metrics: Sequ
     return "\n".join(out) + "\n"
 
 
+# A section of BENCHMARKS.md that another script writes (bench/compile_real.py): run_all.py, which
+# rewrites the file, carries it over.
+REAL_DATA_BEGIN, REAL_DATA_END = "<!-- compile_real.py: begin -->", "<!-- compile_real.py: end -->"
+
+
+def splice_block(doc: str, block: str, begin: str = REAL_DATA_BEGIN, end: str = REAL_DATA_END) -> str:
+    """`doc` with `block` (which starts with `begin` and ends with `end`) in place of its earlier
+    copy, else before the doc's final "## Notes", else at the end.
+
+    >>> splice_block("# B\\n\\n## Notes\\n\\n- n\\n", "<a>\\nX\\n</a>", "<a>", "</a>")
+    '# B\\n\\n<a>\\nX\\n</a>\\n\\n## Notes\\n\\n- n\\n'
+    >>> splice_block("a\\n<a>\\nold\\n</a>\\nb\\n", "<a>\\nnew\\n</a>", "<a>", "</a>")
+    'a\\n<a>\\nnew\\n</a>\\nb\\n'
+    """
+    if begin in doc and end in doc:
+        head, rest = doc.split(begin, 1)
+        return head + block + rest.split(end, 1)[1]
+    if "\n## Notes\n" in doc:
+        head, tail = doc.rsplit("\n## Notes\n", 1)
+        return head + "\n" + block + "\n\n## Notes\n" + tail
+    return doc.rstrip("\n") + "\n\n" + block + "\n"
+
+
+def kept_block(old_doc: str, begin: str = REAL_DATA_BEGIN, end: str = REAL_DATA_END) -> str | None:
+    """The block from `begin` to `end` in a document, if it has one.
+
+    >>> kept_block("x <a>y</a> z", "<a>", "</a>"), kept_block("x", "<a>", "</a>")
+    ('<a>y</a>', None)
+    """
+    if begin not in old_doc or end not in old_doc.split(begin, 1)[1]:
+        return None
+    return begin + old_doc.split(begin, 1)[1].split(end, 1)[0] + end
+
+
 def summary(metrics: Sequence[Metric]) -> str:
     counts = {s: sum(m.status == s for m in metrics) for s in ("pass", "FAIL", "info", "ERROR")}
     return ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n) or "no metrics"

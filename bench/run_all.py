@@ -35,7 +35,7 @@ from typing import Any, Callable
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench_env  # noqa: E402
-from harness import REPO, environment, fmt_num, rerun_command, subprocess_walls  # noqa: E402
+from harness import REPO, environment, fmt_num, kept_block, rerun_command, splice_block, subprocess_walls  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 SECTIONS_DIR = RESULTS / "sections"
@@ -827,6 +827,9 @@ def main(argv: list[str] | None = None) -> int:
                   env_info, versions(sides), cfg.smoke, notes)
     out = Path(a.out) if a.out else (RESULTS / "BENCHMARKS-smoke.md" if cfg.smoke else REPO / "BENCHMARKS.md")
     out.parent.mkdir(parents=True, exist_ok=True)
+    kept = kept_block(out.read_text()) if out.exists() else None
+    if kept:
+        text = splice_block(text, kept)      # the real-data section that bench/compile_real.py writes
     out.write_text(text)
     print(text)
     print(f"wrote {out}", file=sys.stderr)

@@ -25,7 +25,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="dspy-cache-"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import per_call, traced_peak  # noqa: E402
-from tasks import TASKS, load_rows, scripted_answer  # noqa: E402
+from tasks import TASKS, load_rows, real_rows, real_task, scripted_answer  # noqa: E402
 
 import dspy  # noqa: E402
 from dspy.utils.dummies import DummyLM  # noqa: E402
@@ -37,8 +37,8 @@ def maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def signature(task: str):
-    t = TASKS[task]
+def signature(task: str, spec: dict | None = None):
+    t = spec or TASKS[task]
     (inp, inp_desc), (out, out_desc) = t["input"], t["output"]
     return dspy.Signature({inp: (str, dspy.InputField(desc=inp_desc)),
                            out: (Literal[tuple(t["labels"])], dspy.OutputField(desc=out_desc))},
@@ -213,6 +213,98 @@ def compile_task(p: dict) -> dict:
             "demos": {name: len(pr.demos) for name, pr in compiled.named_predictors()}}
 
 
+def same_label(got, expected) -> bool:
+    """The held-out metric of the real-data benchmark (as side_pipec.same_label)."""
+    return str(got if got is not None else "").strip().lower() == str(expected).strip().lower()
+
+
+def compile_real(p: dict) -> dict:
+    """DSPy's MIPROv2 or GEPA on one real task (bench/compile_real.py): the same rows, LM, server,
+    proxy and held-out scoring as side_pipec.compile_real."""
+    import httpx
+    task, url, sizes, seed = p["task"], p["url"], p["sizes"], p["seed"]
+    spec = real_task(task)
+    inp, out = spec["input"][0], spec["output"][0]
+    base = url.rsplit("/v1", 1)[0]
+
+    def stats():
+        return httpx.post(base + "/_stats/reset", timeout=10).json()
+
+    cache(True, f"real-{task}-{p['optimizer']}")
+    never = 10 ** 6
+    dspy.configure(max_errors=never)
+    # engine="litellm": see compile_task (the server ignores DSPy's own engine's max_completion_tokens).
+    lm = dspy.LM("openai/smollm2", api_base=url, api_key="bench", temperature=0, max_tokens=p["max_tokens"],
+                 num_retries=1, cache=True, engine="litellm")
+    # The proposing / reflecting LM: the same model, sampled as pipec's proposer samples it.
+    sampling = p["options"]["proposer"]
+    proposer = dspy.LM("openai/smollm2", api_base=url, api_key="bench", temperature=sampling["temperature"],
+                       max_tokens=sampling["max_tokens"], num_retries=1, cache=True, engine="litellm", seed=seed)
+    dspy.configure(lm=lm)
+    student = dspy.Predict(signature(task, spec))
+
+    def ex(rows):
+        return [dspy.Example(**{inp: r[inp], out: r[out]}).with_inputs(inp) for r in rows]
+
+    train = ex(real_rows(task, "train", sizes["train"]))
+    dev = ex(real_rows(task, "dev", sizes["dev"]))
+    test = ex(real_rows(task, "test", sizes["test"]))
+    conc = p.get("concurrency", 2)
+
+    def metric(example, pred, trace=None):
+        return float(same_label(getattr(pred, out, None), getattr(example, out)))
+
+    def metric_feedback(gold, pred, trace=None, pred_name=None, pred_trace=None):
+        # The feedback pipec's built-in exact_match gives (pipec.metrics.exact_match_feedback).
+        got = getattr(pred, out, None)
+        ok = same_label(got, getattr(gold, out))
+        return dspy.Prediction(score=float(ok), feedback="correct" if ok else
+                               f"expected {getattr(gold, out)}, got {got if got is not None else '(nothing)'}")
+
+    def score(program, rows) -> dict:
+        t0 = time.perf_counter()
+        results = program.batch(rows, num_threads=conc, disable_progress_bar=True, return_failed_examples=True,
+                                max_errors=never)
+        preds, failed = results[0], results[1]
+        good = sum(1 for x, e in zip(preds, rows) if x is not None and metric(e, x))
+        return {"score": good / len(rows), "failed": len(failed), "wall": time.perf_counter() - t0}
+
+    stats()
+    opts = p.get("options", {})
+    t0 = time.perf_counter()
+    extra = {}
+    if p["optimizer"] == "mipro":
+        tp = dspy.MIPROv2(metric=metric, prompt_model=proposer, auto=None, num_candidates=opts["candidates"],
+                          max_bootstrapped_demos=opts["max_demos"], max_labeled_demos=opts["max_labeled"],
+                          num_threads=conc, seed=seed, verbose=False, max_errors=never)
+        compiled = tp.compile(student, trainset=train, valset=dev, num_trials=opts["trials"], minibatch=True,
+                              minibatch_size=opts["minibatch"], minibatch_full_eval_steps=opts["full_every"])
+    elif p["optimizer"] == "gepa":
+        tp = dspy.GEPA(metric=metric_feedback, max_metric_calls=opts["max_metric_calls"],
+                       reflection_minibatch_size=opts["minibatch"], reflection_lm=proposer,
+                       use_merge=opts["merges"] > 0, max_merge_invocations=opts["merges"], num_threads=conc,
+                       seed=seed, track_stats=True)
+        compiled = tp.compile(student, trainset=train, valset=dev)
+        res = getattr(compiled, "detailed_results", None)
+        if res is not None:
+            extra = {"candidates": len(res.candidates), "metric_calls": getattr(res, "total_metric_calls", None),
+                     "val_baseline": res.val_aggregate_scores[0], "val_compiled": res.val_aggregate_scores[res.best_idx]}
+    else:
+        raise ValueError(f"unknown DSPy optimizer {p['optimizer']!r}")
+    wall = time.perf_counter() - t0
+    compile_stats = stats()
+    test_score = score(compiled, test)
+    (_, pred), = compiled.named_predictors()
+    instruction = pred.signature.instructions
+    chosen = []
+    if instruction.strip() != spec["instruction"].strip():
+        chosen.append(f"new instruction ({len(instruction)} chars)")
+    if pred.demos:
+        chosen.append(f"{len(pred.demos)} demos")
+    return {"test": test_score, "compile_wall": wall, "compile_proxy": compile_stats,
+            "chosen": ", ".join(chosen) or "the uncompiled parameters", **extra}
+
+
 # ---------------------------------------------------------------------- scaling
 class Chain(dspy.Module):
     def __init__(self, k: int):
@@ -265,7 +357,7 @@ def scale_rows(p: dict) -> dict:
 
 
 TASKS_BY_NAME = {"overhead": overhead, "memory": memory, "batch": batch, "compile": compile_task,
-                 "scale_modules": scale_modules, "scale_rows": scale_rows}
+                 "compile_real": compile_real, "scale_modules": scale_modules, "scale_rows": scale_rows}
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import per_call, traced_peak  # noqa: E402
-from tasks import REPO, TASKS, load_rows, pipe_source, scripted_answer  # noqa: E402
+from tasks import REPO, TASKS, load_rows, pipe_source, real_rows, real_task, scripted_answer  # noqa: E402
 
 TMP = Path(tempfile.mkdtemp(prefix="pipec-side-"))
 
@@ -247,6 +247,77 @@ def compile_task(p: dict) -> dict:
             "demos": {k: len(v.demos) for k, v in compiled.artifact.predictors.items()}}
 
 
+def same_label(got, expected) -> bool:
+    """The held-out metric of the real-data benchmark, the same function on both sides."""
+    return str(got if got is not None else "").strip().lower() == str(expected).strip().lower()
+
+
+def compile_real(p: dict) -> dict:
+    """One optimizer on one real task (bench/compile_real.py): held-out test score of the compiled
+    program, compile LM calls counted by the proxy, compile wall time, and what the compile chose.
+    Optimizer "uncompiled" scores the program as written (the valset too), with no compile."""
+    import pipec
+    from pipec.lm.openai_compat import OpenAICompatLM
+    task, url, sizes, seed = p["task"], p["url"], p["sizes"], p["seed"]
+    spec = real_task(task)
+    inp, out = spec["input"][0], spec["output"][0]
+    lm = OpenAICompatLM("openai/smollm2", url, num_retries=1, timeout=600)
+    decl = f'lm remote = "openai/smollm2" (api_base: "{url}", temperature: 0, max_tokens: {p["max_tokens"]})'
+    path = TMP / f"{task}.pipe"
+    path.write_text(pipe_source(task, lm_decl=decl, spec=spec))
+    prog = pipec.load(path, lm=lm, cache=TMP / f"cache-{task}")
+    train = real_rows(task, "train", sizes["train"])
+    dev = real_rows(task, "dev", sizes["dev"])
+    test = real_rows(task, "test", sizes["test"])
+    conc = p.get("concurrency", 2)
+    stats = p["stats"]
+
+    def score(program, rows) -> dict:
+        t0 = time.perf_counter()
+        preds = program.run_batch([{inp: r[inp]} for r in rows], concurrency=conc)
+        good = sum(1 for x, r in zip(preds, rows) if x.ok and same_label(getattr(x, out), r[out]))
+        return {"score": good / len(rows), "failed": sum(not x.ok for x in preds),
+                "wall": time.perf_counter() - t0}
+
+    stats("reset")
+    code = pipec_code()
+    if p["optimizer"] == "uncompiled":
+        val = score(prog, dev)
+        return {"test": score(prog, test), "val_baseline": val["score"], "val_compiled": val["score"],
+                "compile_wall": 0.0, "compile_proxy": {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                                        "errors": 0}, "chosen": "the program as written", "code": code}
+    t0 = time.perf_counter()
+    compiled = prog.compile(trainset=train, valset=dev, metric=f"exact_match({out})", optimizer=p["optimizer"],
+                            seed=seed, budget=p["budget"], options=dict(p.get("options", {})), concurrency=conc)
+    wall = time.perf_counter() - t0
+    compile_stats = stats("reset")
+    test_score = score(compiled, test)
+    report = compiled.report
+    (_, state), = compiled.artifact.predictors.items()
+    chosen = []
+    if state.instruction.strip() != spec["instruction"].strip():
+        chosen.append(f"new instruction ({len(state.instruction)} chars)")
+    if state.knn is not None:
+        chosen.append(f"{state.knn.k} nearest demos per input")
+    elif state.demos:
+        chosen.append(f"{len(state.demos)} demos")
+    return {"test": test_score, "compile_wall": wall, "compile_proxy": compile_stats,
+            "val_baseline": report.baseline_score, "val_compiled": report.compiled_score, "valset": report.valset,
+            "report_lm_requests": report.lm_requests, "trials": len(report.trials),
+            "why": report.trials[-1].note[:300] if report.trials else "",
+            "chosen": ", ".join(chosen) or "the uncompiled parameters", "code": code}
+
+
+def pipec_code() -> str:
+    """The commit of the checkout this cell ran (other work may commit to it during a long run)."""
+    import subprocess
+
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, timeout=30).stdout.strip()
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "compiler", "optimizers", "dsl")
+    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if dirty else "")
+
+
 # ---------------------------------------------------------------------- scaling
 def scale_modules(p: dict) -> dict:
     """Per-call time and traced peak memory of a chain of K Predict modules on the scripted LM."""
@@ -305,12 +376,12 @@ def proxy_stats(url: str):
 
 
 TASKS_BY_NAME = {"overhead": overhead, "memory": memory, "batch": batch, "compile": compile_task,
-                 "scale_modules": scale_modules, "scale_rows": scale_rows}
+                 "compile_real": compile_real, "scale_modules": scale_modules, "scale_rows": scale_rows}
 
 
 def main() -> int:
     name, params = sys.argv[1], json.loads(sys.argv[2])
-    if name == "compile":
+    if name in ("compile", "compile_real"):
         params["stats"] = proxy_stats(params["url"])
     result = TASKS_BY_NAME[name](params)
     print(json.dumps({"side": "pipec", "task": name, "result": result}))
