@@ -281,16 +281,16 @@ def targets(summary: dict, tasks: list[str], has_reflect: bool, has_gepa: bool, 
 
 
 def why(text: str) -> str:
-    """auto's reason (saved cut at 300 characters), cut at its last whole clause.
+    """auto's reason, cut at its last whole clause within 200 characters.
 
     >>> why("a; b")
     'a; b'
-    >>> why("a" * 290 + "; b" + "c" * 10)[-6:]
+    >>> why("a" * 190 + "; b" + "c" * 10)[-6:]
     'aa ...'
     """
-    if len(text) < 300:
+    if len(text) < 200:
         return text
-    cut = text.rfind("; ")
+    cut = text[:200].rfind("; ")
     return (text[:cut] if cut > 0 else text) + " ..."
 
 
