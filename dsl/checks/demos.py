@@ -32,13 +32,18 @@ def pin_names(value) -> list[str] | None:
     return names if all(isinstance(n, str) for n in names) else None
 
 
+def _first_pin_and_demos(mod: A.ModuleDecl) -> list[A.Option]:
+    """The first `pin:` and the first `demos:` option of a module (a second is reported as given twice)."""
+    first: dict[str, A.Option] = {}
+    for opt in mod.options:
+        if opt.name in ("pin", "demos"):
+            first.setdefault(opt.name, opt)
+    return sorted(first.values(), key=mod.options.index)
+
+
 def check_demos_and_pins(state: CheckState, mod: A.ModuleDecl, kind: KindSpec, sig: SigInfo | None) -> None:
     """Check the first `pin:` and `demos:` of a module (a second one is already reported as given twice)."""
-    seen: set[str] = set()
-    for opt in mod.options:
-        if opt.name in seen or opt.name not in ("pin", "demos"):
-            continue
-        seen.add(opt.name)
+    for opt in _first_pin_and_demos(mod):
         if opt.name == "pin":
             _check_pin(state, mod, opt)
         elif sig is not None:
@@ -51,11 +56,7 @@ def check_common_demos_and_pins(state: CheckState, mod: A.ModuleDecl, kinds: lis
     alternative, `kinds` (name and spec each, in order): a pin covers the predictors of each; demos go
     to each, so every alternative must take written demos, and of the same fields (a ChainOfThought
     demo gives `reasoning`, a Predict demo does not: such demos are written in each alternative)."""
-    seen: set[str] = set()
-    for opt in mod.options:
-        if opt.name in seen or opt.name not in ("pin", "demos"):
-            continue
-        seen.add(opt.name)
+    for opt in _first_pin_and_demos(mod):
         if opt.name == "pin":
             _check_pin(state, mod, opt)
             continue
