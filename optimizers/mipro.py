@@ -3,7 +3,9 @@
 Three stages, after DSPy's MIPROv2:
 
 1. Demo sets per predictor: always the empty one (for small models demos can hurt, and the search
-   must be free to say so), labeled rows, and bootstrapped sets of different seeds and sizes.
+   must be free to say so), labeled rows, bootstrapped sets of different seeds and sizes, and per-input
+   nearest demos (knn: the k training rows most like each input; on a 7-label intent task they beat
+   every fixed demo set by 25 points, and a search without them cannot find that).
 2. Instruction candidates per predictor: the original instruction first, then proposals written by
    the proposer LM from a summary of the data, the signature and bootstrapped demos (`propose.py`).
    What the .pipe file pins is not searched: a pinned instruction or demo set is the only candidate.
@@ -24,15 +26,16 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from typing import TYPE_CHECKING
 
-from pipec.session import Mode, OptionSpec, fingerprint
+from pipec.session import KnnState, Mode, OptionSpec, fingerprint
 
 from .base import Optimizer
 from .bootstrap_fewshot import BootstrapFewShot
+from .knn_fewshot import KNNFewShot
 from .labeled_fewshot import LabeledFewShot
 from .propose import Proposer, propose_instructions, summarize_data
 from .study_storage import HEARTBEAT_SECONDS, fail_stale, heartbeat, make_storage, study_lock
@@ -50,16 +53,17 @@ RECORD_ATTR = "pipec:record"   # a trial's report line: {"score", "full", "note"
 
 
 class MIPRO(Optimizer):
-    """compile block: `optimizer = mipro(trials: 12, instructions: 4, minibatch: 25, max_demos: 4)`"""
+    """compile block: `optimizer = mipro(trials: 12, instructions: 4, minibatch: 25, max_demos: 4, k: 3)`"""
 
     name = "mipro"
-    doc = "joint TPE search over proposed instructions and bootstrapped demo sets, scored on minibatches"
+    doc = "joint TPE search over proposed instructions and demo sets (bootstrapped, labeled, per-input nearest), scored on minibatches"
     options = {**BootstrapFewShot.options,
                "trials": OptionSpec("int", "search trials (finished trials of a resumed study count)", minimum=1),
                "instructions": OptionSpec("int", "instruction candidates (and demo sets) per predictor, the "
                                                  "original instruction included", minimum=1),
-               "minibatch": OptionSpec("int", "valset rows a trial is scored on", minimum=1)}
-    defaults = {**BootstrapFewShot.defaults, "trials": 12, "instructions": 4, "minibatch": 25}
+               "minibatch": OptionSpec("int", "valset rows a trial is scored on", minimum=1),
+               "k": OptionSpec("int", "demos per input of the nearest-demos candidate (0: none)", minimum=0)}
+    defaults = {**BootstrapFewShot.defaults, "trials": 12, "instructions": 4, "minibatch": 25, "k": 3}
     shares_studies = True
 
     def optimize(self, session):
@@ -135,13 +139,15 @@ def open_study(optuna, session, space_settings: dict[str, Any], seed: int):
 @dataclass
 class Space:
     """The candidates: per predictor, instructions (index 0 the original) and demo sets (index 0 the
-    uncompiled one: empty unless the .pipe file writes demos)."""
+    uncompiled one: empty unless the .pipe file writes demos), then its per-input nearest demos, if
+    any (`knn`: the `KnnState` as JSON; demo index `len(demo_sets[name])` stands for it)."""
 
     instructions: dict[str, list[str]]
     demo_sets: dict[str, list[list[dict]]]
+    knn: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"instructions": self.instructions, "demo_sets": self.demo_sets}
+        return {"instructions": self.instructions, "demo_sets": self.demo_sets, "knn": self.knn}
 
     @classmethod
     def load(cls, study, session, settings: dict[str, Any]) -> "Space | None":
@@ -153,14 +159,15 @@ class Space:
         if stored.get("settings") != settings or sorted(stored.get("instructions", {})) != names:
             raise ValueError(f"optuna study '{study.study_name}' was made with other settings or predictors "
                              f"({stored.get('settings')}); name another study")
-        return cls(stored["instructions"], stored["demo_sets"])
+        return cls(stored["instructions"], stored["demo_sets"], stored.get("knn", {}))
 
     def distributions(self, optuna) -> dict[str, Any]:
         out = {}
         for name in sorted(self.instructions):
             out[f"{name}/instruction"] = optuna.distributions.CategoricalDistribution(
                 list(range(len(self.instructions[name]))))
-            out[f"{name}/demos"] = optuna.distributions.CategoricalDistribution(list(range(len(self.demo_sets[name]))))
+            choices = len(self.demo_sets[name]) + (name in self.knn)
+            out[f"{name}/demos"] = optuna.distributions.CategoricalDistribution(list(range(choices)))
         return out
 
     def params(self, base: dict[str, PredictorState], config: dict[str, int]) -> dict[str, PredictorState]:
@@ -170,16 +177,27 @@ class Space:
             if name not in self.instructions:
                 out[name] = st
                 continue
-            out[name] = st.model_copy(update={"instruction": self.instructions[name][config[f"{name}/instruction"]],
-                                              "demos": self.demo_sets[name][config[f"{name}/demos"]], "knn": None})
+            instruction = self.instructions[name][config[f"{name}/instruction"]]
+            index = config[f"{name}/demos"]
+            if index == len(self.demo_sets[name]):
+                knn = KnnState.model_validate(self.knn[name])
+                out[name] = st.model_copy(update={"instruction": instruction, "demos": [], "knn": knn})
+            else:
+                out[name] = st.model_copy(update={"instruction": instruction, "demos": self.demo_sets[name][index],
+                                                  "knn": None})
         return out
 
     def describe(self, config: dict[str, int]) -> str:
         """A short note for the report, e.g. 'classify: instruction 2, 3 demos'."""
         parts = []
         for name in sorted(self.instructions):
-            demos = len(self.demo_sets[name][config[f"{name}/demos"]])
-            parts.append(f"{name}: instruction {config[f'{name}/instruction']}, {demos} demo{'s' * (demos != 1)}")
+            index = config[f"{name}/demos"]
+            if index == len(self.demo_sets[name]):
+                shown = f"{self.knn[name]['k']} nearest demos per input"
+            else:
+                demos = len(self.demo_sets[name][index])
+                shown = f"{demos} demo{'s' * (demos != 1)}"
+            parts.append(f"{name}: instruction {config[f'{name}/instruction']}, {shown}")
         return "; ".join(parts)
 
     def baseline_config(self) -> dict[str, int]:
@@ -224,9 +242,10 @@ def build_space(session, opts: dict[str, Any], seed: int, plan: Spend) -> Space:
     """Demo sets first (proposals are grounded in them), then instruction candidates."""
     session.phase("demo sets")
     demo_sets = build_demo_sets(session, opts, seed, plan)
+    knn = build_knn(session, opts, plan) if opts["k"] else {}
     session.phase("proposing")
     instructions = build_instructions(session, opts["instructions"], demo_sets, seed)
-    return Space(instructions, demo_sets)
+    return Space(instructions, demo_sets, knn)
 
 
 def build_demo_sets(session, opts: dict[str, Any], seed: int, plan: Spend) -> dict[str, list[list[dict]]]:
@@ -263,6 +282,23 @@ def build_demo_sets(session, opts: dict[str, Any], seed: int, plan: Spend) -> di
             size = opts["max_demos"] if i == 0 else rng.randint(1, opts["max_demos"])
             add(boot.bootstrap(session, rng, max_demos=size, max_labeled=size))
     return sets
+
+
+def build_knn(session, opts: dict[str, Any], plan: Spend) -> dict[str, dict[str, Any]]:
+    """Per predictor, its per-input nearest demos (`KnnState` as JSON), as `knn_fewshot` builds them:
+    a pool of labeled training rows, or of bootstrapped traces for a predictor whose fields the rows do
+    not label. Those teacher runs are spent only if the budget leaves enough to score trials and the
+    winner; a predictor whose demos the file pins has none.
+
+    Labeled pools cost no LM call, so a budget that paid for nothing else still gets the candidate."""
+    views = session.predictors()
+    labeled = LabeledFewShot(max_labeled=1).labeled(session)
+    needs_teacher = any(not labeled[n].demos for n in views if "demos" not in views[n].pinned)
+    reserve = len(session.valset) + 2 * min(opts["minibatch"], len(session.valset))
+    if needs_teacher and (session.out_of_budget or not plan.affords(reserve + len(session.trainset))):
+        return {}
+    params = KNNFewShot(k=opts["k"]).knn_params(session)
+    return {n: params[n].knn.model_dump() for n in sorted(views) if params[n].knn is not None}
 
 
 def build_instructions(session, count: int, demo_sets: dict[str, list[list[dict]]], seed: int) -> dict[str, list[str]]:

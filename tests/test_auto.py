@@ -156,3 +156,86 @@ def test_no_reflection_when_turned_off(write_pipe, tool_module):
     from pipec.optimizers import reflect
     assert not [r for r in lm.requests if r.messages[0]["content"] == reflect.SYSTEM]
     assert compiled.report.compiled_score == 0.25
+
+
+# ---------------------------------------------------------------------------- the race itself
+class TableSession:
+    """Just what `Race` uses of a session: each candidate's params name a row of fixed per-row scores,
+    one LM call per row, and an optional call budget."""
+
+    calls_per_row = 1
+
+    def __init__(self, budget=None):
+        self.budget, self.spent, self.trials = budget, 0, []
+
+    @property
+    def calls_left(self):
+        return None if self.budget is None else self.budget - self.spent
+
+    def evaluate(self, params, rows):
+        from types import SimpleNamespace as NS
+        done = []
+        for i in rows:
+            if self.budget is not None and self.spent >= self.budget:
+                return NS(incomplete=True, rows=done)
+            self.spent += 1
+            done.append(NS(score=params["scores"][i], calls=1, tokens=10))
+        return NS(incomplete=False, rows=done)
+
+    def record(self, score, full=True, note="", **cost):
+        self.trials.append(note)
+
+
+def race_of(table, first=8, budget=None):
+    from pipec.optimizers.auto import Candidate, Race
+    session = TableSession(budget)
+    n = len(next(iter(table.values())))
+    field = [Candidate(name, {"scores": scores}) for name, scores in table.items()]
+    return Race(session, list(range(n)), first), field, session
+
+
+def test_a_family_within_the_noise_on_the_first_rung_is_not_dropped():
+    """BBH disambiguation_qa, seed 1: on the first 8 rows nearest demos trailed labeled demos by a row,
+    plain halving dropped them, and on the whole valset they were 15 points better."""
+    labeled = [1, 1, 1, 0, 1, 0, 0, 0] + [0] * 12                       # 0.20 on 20 rows
+    nearest = [1, 1, 0, 0, 1, 0, 0, 0] + [1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 0]   # 0.45: a row behind on 8
+    booted = [1, 0, 1, 1, 0, 1, 0, 0] + [0, 1, 0] * 4                   # 0.40: level with labeled on 8
+    zero = [0, 1, 1, 0, 1, 0, 0, 0] + [0, 0, 1, 0] * 3                   # 0.30: level with nearest on 8
+    weak = [0] * 20
+    race, field, session = race_of({"zero-shot": zero, "labeled": labeled, "booted": booted, "nearest": nearest,
+                                    "weak": weak})
+    winner = race.run(field)
+    assert winner.label == "nearest" and winner.full and winner.score == 0.45
+    assert "auto: weak: 0.000 on 8 rows, out" in session.trials        # clearly worse: out on the first rung
+    assert session.spent < 5 * 20
+
+
+def test_the_race_still_halves_when_the_losers_are_clearly_worse():
+    best = [1] * 16
+    race, field, session = race_of({f"c{i}": [0] * 16 for i in range(3)} | {"best": best}, first=4)
+    assert race.run(field).label == "best"
+    assert session.spent == 4 * 4 + 12          # every loser out after 4 rows; the winner goes on alone
+    assert len(session.trials) == 3
+    assert all(t.endswith("on 4 rows, out") for t in session.trials)
+
+
+def test_an_incumbent_is_compared_on_the_challengers_rows():
+    """An incumbent arrives scored on every row (0.75 overall, right on all of the first 4): compared
+    with its overall score, a challenger right on the first 4 rows would have knocked it out there."""
+    from pipec.optimizers.auto import Candidate
+    incumbent_scores = [1, 1, 1, 1, 1, 1, 0, 0]
+    race, field, session = race_of({"challenger": [1, 1, 1, 1, 0, 0, 0, 0]}, first=4)
+    incumbent = Candidate("incumbent", {"scores": incumbent_scores})
+    incumbent.scores = list(incumbent_scores)
+    winner = race.run([incumbent, *field])
+    assert winner is incumbent
+    assert session.spent == 8                    # the incumbent's rows are never scored again
+
+
+def test_a_survivor_the_budget_cannot_pay_for_goes_out():
+    labeled = [1, 1, 1, 0, 1, 0, 0, 0] + [0] * 8
+    nearest = [1, 1, 0, 0, 1, 0, 0, 0] + [1] * 8
+    race, field, session = race_of({"labeled": labeled, "nearest": nearest}, budget=24)
+    winner = race.run(field)
+    assert winner.label == "labeled" and winner.full
+    assert session.spent == 24 and "auto: nearest: 0.375 on 8 rows, out" in session.trials

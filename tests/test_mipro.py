@@ -422,3 +422,42 @@ def test_summarize_data_is_statistics_not_an_lm():
 ])
 def test_parse_instruction(reply, expected):
     assert propose.parse_instruction(reply) == expected
+
+
+# ---------------------------------------------------------------------------- per-input demos
+TOPICS = ["alpha", "beta", "gamma", "delta", "omega", "sigma"]
+TAGGER = """
+signature Tag { "Tag the text." in text: str out tag: str }
+module tag = Predict(Tag)
+pipeline tagger(text: str) -> (tag) { t = tag(text: text) return tag = t.tag }
+"""
+
+
+def topic_rows(n, offset=0):
+    return [{"text": f"note {i + offset} about {TOPICS[(i + offset) % len(TOPICS)]}",
+             "tag": TOPICS[(i + offset) % len(TOPICS)].upper()} for i in range(n)]
+
+
+def nearest_only(request):
+    """Right only when a demo is about the input's topic: what per-input nearest demos give, and no
+    fixed demo set of 4 (of 6 topics) or instruction does."""
+    if is_proposal(request):
+        return {"instruction": "Tag the text with its topic."}
+    topic = first_user_value(request, "text").split()[-1]
+    users = [m["content"] for m in request.messages[1:-1] if m["role"] == "user"]
+    same = any(line.split()[-1] == topic for u in users for line in u.splitlines() if line.startswith("text: "))
+    return {"tag": topic.upper() if same else "?"}
+
+
+def test_mipro_considers_per_input_nearest_demos(write_pipe, tmp_path):
+    lm = pipec.ScriptedLM(rule=nearest_only)
+    prog = pipec.load(write_pipe(TAGGER, "tagger.pipe"), lm=lm, cache=tmp_path / "c")
+    compiled = prog.compile(trainset=topic_rows(30), valset=topic_rows(12, offset=100), metric="exact_match(tag)",
+                            optimizer="mipro", seed=3, options={"trials": 10, "minibatch": 4, "instructions": 2})
+    state = compiled.params()["tag"]
+    assert state.knn is not None and state.knn.k == 3 and state.demos == []
+    assert compiled.report.compiled_score == 1.0
+    assert any("tag: instruction 0, 3 nearest demos per input" in t.note for t in compiled.report.trials)
+    off = prog.compile(trainset=topic_rows(30), valset=topic_rows(12, offset=100), metric="exact_match(tag)",
+                       optimizer="mipro", seed=3, options={"trials": 10, "minibatch": 4, "instructions": 2, "k": 0})
+    assert off.params()["tag"].knn is None and off.report.compiled_score < 1.0
