@@ -141,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="once the study's trials are done, score the best configuration and write the artifact")
     cp.add_argument("--output", "-o", help="artifact path (default: FILE with .compiled.json)")
     cp.add_argument("--report", metavar="REPORT.html", help="also write a self-contained HTML report of the compile")
+    cp.add_argument("--emit", choices=("pipe",), action="append", default=[],
+                    help="also write the compiled program as readable .pipe source beside the artifact "
+                         "(X.compiled.pipe: instructions and demos written in, the chosen strategies)")
     cp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="show a progress line (default: when stderr is a terminal)")
     lm_opts(cp)
@@ -197,6 +200,13 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("files", nargs="+", metavar="ARTIFACT", help="compiled artifacts")
     tr.add_argument("--revoke", action="store_true", help="withdraw the approval instead")
     tr.add_argument("--show", action="store_true", help="only show what each file would run, and whether it is trusted")
+
+    fm = sub.add_parser("fmt", help="write .pipe files in the canonical layout (--check for CI)",
+                        description="Format .pipe files in place (only those whose layout changes). Exit 0; "
+                                    "with --check, 1 when a file would change; 1 when a file does not parse.")
+    fm.add_argument("files", nargs="*", metavar="file", help=".pipe files; '-' or none: stdin to stdout")
+    fm.add_argument("--check", action="store_true", help="write nothing; exit 1 and print a diff if a file would change")
+    fm.add_argument("--diff", action="store_true", help="write nothing; print what would change as a diff")
 
     t = sub.add_parser("test", help="run the file's test blocks")
     t.add_argument("file", help="a .pipe file")
@@ -259,7 +269,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         return {"check": cmd_check, "run": cmd_run, "graph": cmd_graph, "inspect": cmd_inspect,
                 "test": cmd_test, "compile": cmd_compile, "eval": cmd_eval, "merge": cmd_merge, "report": cmd_report,
-                "trust": cmd_trust}[args.command](args)
+                "trust": cmd_trust, "fmt": cmd_fmt}[args.command](args)
     except UsageError as err:
         print(err.shown if err.shown is not None else f"pipec {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -334,6 +344,11 @@ def _pairs(items: list[str], prog=None) -> dict[str, object]:
 
 
 # ---------------------------------------------------------------------- commands
+def cmd_fmt(args) -> int:
+    from .fmt_command import run_fmt
+    return run_fmt(args.files, check=args.check, diff=args.diff)
+
+
 def cmd_check(args) -> int:
     from .registry import catalogue
     from .dsl.diagnostics import render_all
@@ -795,6 +810,8 @@ def cmd_compile(args) -> int:
         guard_output(args.output or prog.path.with_suffix(".compiled.json"), "artifact", prog, reads)
         if args.report:
             guard_output(args.report, "report", prog, reads)
+        if "pipe" in args.emit:
+            guard_output(_emitted_pipe(args, prog), "compiled .pipe", prog, reads)
     try:
         compiled = compile_program(prog, config)
     except SettingsError as err:
@@ -829,6 +846,10 @@ def cmd_compile(args) -> int:
         if role in report.lms:
             print(f"  {'LM requests' if role == 'requests' else role + ' LM'}: {report.lms[role]}")
     print(f"  {how}, {done.seconds:.1f}s\nwrote {out}")
+    if "pipe" in args.emit:
+        from .artifact import read_artifact
+        from .emit_pipe import write_pipe
+        print(f"wrote {write_pipe(compiled, _emitted_pipe(args, prog), read_artifact(out).fingerprint)}")
     if args.report:
         from .html_report import write_report
         write_report(args.report, compiled, source=str(out), compile_seconds=done.seconds, compile_stats=done.stats,
@@ -931,6 +952,13 @@ def eval_metric(prog, text: str | None):
     return metric
 
 
+def _emitted_pipe(args, prog):
+    """Where `--emit pipe` writes: beside the artifact, X.compiled.json -> X.compiled.pipe."""
+    from pathlib import Path
+    out = Path(args.output) if args.output else prog.path.with_suffix(".compiled.json")
+    return out.with_name((out.name[:-5] if out.name.endswith(".json") else out.name) + ".pipe")
+
+
 def guard_output(path: str | os.PathLike, kind: str, prog=None, reads=()) -> None:
     """Refuse (a usage error, nothing touched) to write a `kind` file ("artifact", "eval rows" or
     "report") over one of the program's sources, a file the command reads, or a file that holds
@@ -965,6 +993,8 @@ def _holds(path, kind: str) -> bool:
         return '"format": "pipec-compiled"' in text
     if kind == "report":
         return text.startswith("<!DOCTYPE html>") and "pipec report</title>" in text
+    if kind == "compiled .pipe":
+        return text.startswith("# Compiled by pipec ")
     first = text.lstrip().split("\n", 1)[0]
     try:
         row = json.loads(first)

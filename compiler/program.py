@@ -16,7 +16,7 @@ from .cache import LMCache
 from .registry import catalogue
 from .context import Runtime, Stats
 from .dsl import ast as A
-from .dsl.diagnostics import PipeError, did_you_mean
+from .dsl.diagnostics import Diagnostic, PipeError, did_you_mean
 from .dsl.files import SourceError, open_regular
 from .dsl.loader import Loaded, load as load_source
 from .dsl.types import Type
@@ -270,6 +270,7 @@ class Program:
         prog = self.checked
         out: dict[str, ModuleKind] = {}
         env = KindEnv(self, out)
+        problems: list[Diagnostic] = []
         for name in self._referenced():
             decl = prog.modules[name]
             sig = prog.signatures[decl.signature]
@@ -285,7 +286,14 @@ class Program:
                                                      for label, d in decl.variants()})
             else:
                 out[name] = kinds()[decl.kind](spec(name, decl))
-            out[name].install_written()         # the file's demos and pins: an uncompiled program runs with them
+            try:
+                out[name].install_written()     # the file's demos and pins: an uncompiled program runs with them
+            except ValueError as err:           # `parts:` naming a part or field the kind does not have
+                problems.append(Diagnostic("error", str(err), decl.span, "`pipec inspect` shows each part of a "
+                                           "module (its predictor's name after the module's) and its fields",
+                                           "bad-option"))
+        if problems:
+            raise PipeError(problems, self.loaded.sources)
         return out
 
     def _used_backends(self) -> list[LMBackend]:
@@ -471,6 +479,12 @@ class Program:
             raise ValueError("only a compiled program can be saved; call .compile(...) first")
         from .emit import write_artifact
         return write_artifact(self, Path(path))
+
+    def save_pipe(self, path: str | Path) -> Path:
+        """Write the compiled program as readable .pipe source (its instructions, demos and chosen
+        strategies written in; see `pipec.emit_pipe`), e.g. `compiled.save_pipe("intent.compiled.pipe")`."""
+        from .emit_pipe import write_pipe
+        return write_pipe(self, path)
 
     @property
     def report(self):

@@ -429,3 +429,65 @@ def test_an_artifact_keeps_pins_and_the_report_marks_them(write_pipe, tmp_path):
     page = build_report(loaded)
     assert "Instruction (pinned)" in page and "Demos (1, pinned)" in page
     assert page.count("pinned)") == 2                  # the two labels above: `second` is not pinned
+
+
+# ---------------------------------------------------------------------------- nearest: and parts:
+ECHO = """
+    signature Echo { "Echo it." in q: str out a: str }
+    module m = Predict(Echo, demos: [{q: "the weather in Paris", a: "W"}, {q: "play a song", a: "S"},
+                                     {q: "book a table", a: "B"}], nearest: 1)
+    module r = Refine(Echo, rounds: 1, parts: {critique: {instruction: "Be harsh.", demos: [{q: "x", a: "y",
+                      critique: "too short", done: false}]}})
+    pipeline p(q: str) -> (a) { x = m(q: q) y = r(q: x.a) return a = y.a }
+"""
+
+
+def echo_rule(request):
+    props = (request.schema or {}).get("properties", {})
+    return {n: (False if s.get("type") == "boolean" else "ok") for n, s in props.items()}
+
+
+def test_nearest_gives_each_input_the_written_demos_most_like_it(write_pipe):
+    lm = pipec.ScriptedLM(rule=echo_rule)
+    prog = pipec.load(write_pipe(ECHO), lm=lm, cache=False)
+    prog(q="what is the weather in Rome")
+    shown = [m["content"] for m in lm.requests[0].messages[1:-1] if m["role"] == "user"]
+    assert shown == ["q: the weather in Paris"]
+    lm.requests.clear()
+    prog(q="please play my song")
+    assert [m["content"] for m in lm.requests[0].messages[1:-1] if m["role"] == "user"] == ["q: play a song"]
+
+
+def test_parts_set_an_inner_predictors_instruction_and_demos(write_pipe):
+    prog = pipec.load(write_pipe(ECHO), lm=pipec.ScriptedLM(rule=echo_rule), cache=False)
+    critique = prog.predictors()["r.critique"]
+    assert critique.instruction == "Be harsh." and critique.demos[0]["critique"] == "too short"
+    assert critique.demos[0]["done"] is False
+    assert prog.predictors()["r.answer"].instruction == "Echo it."
+
+
+@pytest.mark.parametrize("options,message", [
+    ("nearest: 2", "option 'nearest' of module m picks from its written demos, and it has none"),
+    ("parts: 3", "option 'parts' of module m must be a record of parts"),
+    ("parts: {critique: \"x\"}", "part 'critique' of module m must be a record of its options, not a string"),
+    ("parts: {critique: {instuction: \"x\"}}", "part 'critique' of module m has no option 'instuction'"),
+    ("parts: {critique: {nearest: 2}}", "part 'critique' of module m: 'nearest' picks from the part's written demos"),
+    ("parts: {critique: {demos: [1]}}", "part 'critique' of module m: 'demos' must be a list of records"),
+])
+def test_nearest_and_parts_are_checked(options, message):
+    src = f'signature S {{ "Do." in q: str out a: str }}\nmodule m = Refine(S, {options})\n' \
+          'pipeline p(q: str) -> (a) { return a = m(q: q).a }\n'
+    from pipec.dsl.loader import load as load_source
+    messages = [d.message for d in load_source("m.pipe", catalogue(), source=src).diagnostics]
+    assert any(message in m for m in messages), messages
+
+
+def test_a_part_the_kind_does_not_have_is_an_error_at_its_declaration(write_pipe):
+    from pipec.dsl.diagnostics import PipeError
+    path = write_pipe('signature S { "Do." in q: str out a: str }\n'
+                      'module m = Refine(S, parts: {critic: {instruction: "x"}})\n'
+                      'pipeline p(q: str) -> (a) { return a = m(q: q).a }\n')
+    with pytest.raises(PipeError) as err:
+        pipec.load(path, lm=pipec.ScriptedLM(rule=echo_rule), cache=False)
+    text = err.value.render()
+    assert f"{path}:2:1: error: Refine module m has no part 'critic' (its parts: answer, critique, revise)" in text

@@ -27,9 +27,34 @@ COMMON_OPTIONS: dict[str, OptionSpec] = {
     "demos": OptionSpec("demos", "worked examples, a record of the signature's fields each: "
                                  "[{utterance: \"...\", intent: book_restaurant}, ...]"),
     "pin": OptionSpec("pins", "what no optimizer may change: [instruction, demos], or one of them"),
+    "nearest": OptionSpec("int", "with demos: per input, only the k written demos most like it (as knn_fewshot)",
+                          minimum=1),
+    "parts": OptionSpec("parts", "an inner predictor's own instruction, demos and nearest, by part: "
+                                 "{critique: {instruction: \"...\", demos: [...]}}"),
 }
 # The sampling options a module may set for its own calls, over its LM's declared ones.
 MODULE_SAMPLING = ("temperature", "max_tokens")
+
+
+def _install_demos(p: Predictor, demos: list[dict[str, Any]], nearest: int | None) -> None:
+    """Written demos on a predictor: fixed, or with `nearest: k` a pool it picks k of per input."""
+    if nearest:
+        from ..knn import KnnPool
+        p.set_params(demos=[], knn=KnnPool(demos, [n for n, _, _ in p.inputs], nearest))
+    else:
+        p.set_params(demos=demos)
+
+
+def _part_demo(p: Predictor, demo: dict[str, Any], i: int) -> dict[str, Any]:
+    """A demo written for an inner predictor (`parts:`), whose fields the checker cannot see."""
+    types = {n: t for n, t, _ in p.inputs + p.outputs}
+    unknown = [k for k in demo if k not in types]
+    if unknown:
+        raise ValueError(f"demo {i} of {p.name} has no field '{unknown[0]}' (its fields: {', '.join(types)})")
+    try:
+        return {k: coerce(v, types[k]) for k, v in demo.items()}
+    except ReplyError as err:
+        raise ValueError(f"demo {i} of {p.name}: {err}") from None
 
 
 class ModuleFailure(Exception):
@@ -290,7 +315,18 @@ class ModuleKind:
                 p = parts[f"{self.spec.name}.{part}" if part else self.spec.name]
                 types = {n: t for n, t, _ in p.inputs + p.outputs}
                 # As the checker passed them; coerced as a parsed reply would be (3 for a float is 3.0).
-                p.set_params(demos=[{k: coerce(v, types[k]) for k, v in d.items() if k in types} for d in written])
+                _install_demos(p, [{k: coerce(v, types[k]) for k, v in d.items() if k in types} for d in written],
+                               opts.get("nearest"))
+        for part, own in (opts.get("parts") or {}).items():
+            p = parts.get(f"{self.spec.name}.{part}")
+            if p is None:
+                names = sorted(n[len(self.spec.name) + 1:] for n in parts if n != self.spec.name)
+                raise ValueError(f"{type(self).kind} module {self.spec.name} has no part '{part}' "
+                                 f"(its parts: {', '.join(names) or 'none: write its options on the module'})")
+            if own.get("instruction") is not None:
+                p.set_params(instruction=own["instruction"], knn=p.knn)
+            if own.get("demos") is not None:
+                _install_demos(p, [_part_demo(p, d, i) for i, d in enumerate(own["demos"], 1)], own.get("nearest"))
         for p in parts.values():
             p.pinned = pinned
 

@@ -32,22 +32,69 @@ def pin_names(value) -> list[str] | None:
     return names if all(isinstance(n, str) for n in names) else None
 
 
+PART_OPTIONS = ("instruction", "demos", "nearest")
+
+
 def _first_pin_and_demos(mod: A.ModuleDecl) -> list[A.Option]:
-    """The first `pin:` and the first `demos:` option of a module (a second is reported as given twice)."""
+    """The first `pin:`, `demos:`, `nearest:` and `parts:` option of a module (a second is reported as
+    given twice)."""
     first: dict[str, A.Option] = {}
     for opt in mod.options:
-        if opt.name in ("pin", "demos"):
+        if opt.name in ("pin", "demos", "nearest", "parts"):
             first.setdefault(opt.name, opt)
     return sorted(first.values(), key=mod.options.index)
 
 
 def check_demos_and_pins(state: CheckState, mod: A.ModuleDecl, kind: KindSpec, sig: SigInfo | None) -> None:
-    """Check the first `pin:` and `demos:` of a module (a second one is already reported as given twice)."""
-    for opt in _first_pin_and_demos(mod):
+    """Check the first `pin:`, `demos:`, `nearest:` and `parts:` of a module (a second one is already
+    reported as given twice)."""
+    written = _first_pin_and_demos(mod)
+    for opt in written:
         if opt.name == "pin":
             _check_pin(state, mod, opt)
+        elif opt.name == "parts":
+            _check_parts(state, mod, opt)
+        elif opt.name == "nearest":
+            _check_nearest(state, mod, opt, any(o.name == "demos" for o in written))
         elif sig is not None:
             _check_demos(state, mod, opt, kind, sig)
+
+
+def _check_nearest(state: CheckState, mod: A.ModuleDecl, opt: A.Option, has_demos: bool) -> None:
+    if not has_demos:
+        state.error(opt.span, f"option 'nearest' of module {mod.name} picks from its written demos, and it has none",
+                    "write `demos: [{...}, ...]` for it to pick from, or leave `nearest` out", "bad-option")
+
+
+def _check_parts(state: CheckState, mod: A.ModuleDecl, opt: A.Option) -> None:
+    """`parts: {part: {instruction: "...", demos: [{...}], nearest: k}}`: the shape only. The parts a
+    kind has, and their fields, exist once the kind builds its predictors: the program says then."""
+    example = '`parts: {critique: {instruction: "...", demos: [{...}]}}`'
+    if not isinstance(opt.value, A.RecordLit):
+        state.error(opt.span, f"option 'parts' of module {mod.name} must be a record of parts", example, "bad-option")
+        return
+    for part in opt.value.fields:
+        what = f"part '{part.name}' of module {mod.name}"
+        if not isinstance(part.value, A.RecordLit):
+            state.error(part.span, f"{what} must be a record of its options, not {_got(part.value)}", example,
+                        "bad-option")
+            continue
+        given = {o.name for o in part.value.fields}
+        for o in part.value.fields:
+            v = o.value
+            if o.name not in PART_OPTIONS:
+                state.error(o.span, f"{what} has no option '{o.name}'",
+                            did_you_mean(o.name, PART_OPTIONS) or "a part takes " + listing(list(PART_OPTIONS)),
+                            "unknown-option")
+            elif o.name == "instruction" and not isinstance(v, str):
+                state.error(o.span, f"{what}: 'instruction' must be a string, not {_got(v)}", example, "bad-option")
+            elif o.name == "demos" and not (isinstance(v, list) and all(isinstance(d, A.RecordLit) for d in v)):
+                state.error(o.span, f"{what}: 'demos' must be a list of records", example, "bad-option")
+            elif o.name == "nearest" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                state.error(o.span, f"{what}: 'nearest' must be a whole number of at least 1", example, "bad-option")
+            elif o.name == "nearest" and "demos" not in given:
+                state.error(o.span, f"{what}: 'nearest' picks from the part's written demos, and it has none",
+                            "write `demos: [...]` in the part", "bad-option")
 
 
 def check_common_demos_and_pins(state: CheckState, mod: A.ModuleDecl, kinds: list[tuple[str, KindSpec]],
@@ -56,9 +103,16 @@ def check_common_demos_and_pins(state: CheckState, mod: A.ModuleDecl, kinds: lis
     alternative, `kinds` (name and spec each, in order): a pin covers the predictors of each; demos go
     to each, so every alternative must take written demos, and of the same fields (a ChainOfThought
     demo gives `reasoning`, a Predict demo does not: such demos are written in each alternative)."""
-    for opt in _first_pin_and_demos(mod):
+    written = _first_pin_and_demos(mod)
+    for opt in written:
         if opt.name == "pin":
             _check_pin(state, mod, opt)
+            continue
+        if opt.name == "parts":
+            _check_parts(state, mod, opt)
+            continue
+        if opt.name == "nearest":
+            _check_nearest(state, mod, opt, any(o.name == "demos" for o in written))
             continue
         none = [name for name, kind in kinds if kind.demo_fields is None]
         if none:
