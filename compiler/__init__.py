@@ -14,6 +14,7 @@ from .version import __version__
 _LAZY = {
     "load": ("pipec.program", "load"),
     "load_compiled": ("pipec.program", "load_compiled"),
+    "export_prompts": ("pipec.prompt_export", "export_prompts"),
     "ArtifactError": ("pipec.artifact", "ArtifactError"),
     "ApprovalRequired": ("pipec.trust", "ApprovalRequired"),
     "DatasetError": ("pipec.dataset", "DatasetError"),

@@ -208,6 +208,26 @@ def _parser() -> argparse.ArgumentParser:
     fm.add_argument("--check", action="store_true", help="write nothing; exit 1 and print a diff if a file would change")
     fm.add_argument("--diff", action="store_true", help="write nothing; print what would change as a diff")
 
+    ex = sub.add_parser("export", help="export a compiled program for use outside pipec (--prompts: its prompts)",
+                        description="Export what a compiled artifact holds, for use outside pipec. The artifact is "
+                                    "read and verified as `pipec run` reads it, but nothing of it runs (no tool, "
+                                    "metric or LM call), so an artifact from elsewhere needs no approval.")
+    ex.add_argument("file", metavar="ARTIFACT", help="a compiled artifact (or a .pipe file: its uncompiled prompts)")
+    export_modes = [("--prompts", "every predictor's system and user message templates with {placeholders} for "
+                                  "the inputs, its demos as pipec sends them (per-input demos: their pool), its "
+                                  "reply schema"),
+                    ("--pipe", "the compiled program as readable .pipe source: its instructions, demos and chosen "
+                               "strategies written into the original declarations")]
+    mode = ex.add_mutually_exclusive_group()
+    for flag, text in export_modes:
+        mode.add_argument(flag, action="store_true", help=text)
+    ex.add_argument("--format", "-f", choices=("text", "json", "python"), default="text",
+                    help="--prompts as text to read (default), json, or a standard-library Python module whose "
+                         "render(name, **inputs) returns the exact messages pipec sends")
+    ex.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout (never over an existing file)")
+    ex.add_argument("--force", action="store_true", help="let --output replace an earlier export")
+    ex.set_defaults(export_modes=export_modes, no_cache=True)
+
     t = sub.add_parser("test", help="run the file's test blocks")
     t.add_argument("file", help="a .pipe file")
     t.add_argument("-k", dest="name", help="only tests whose name contains this text (an error when none does)")
@@ -269,7 +289,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         return {"check": cmd_check, "run": cmd_run, "graph": cmd_graph, "inspect": cmd_inspect,
                 "test": cmd_test, "compile": cmd_compile, "eval": cmd_eval, "merge": cmd_merge, "report": cmd_report,
-                "trust": cmd_trust, "fmt": cmd_fmt}[args.command](args)
+                "trust": cmd_trust, "fmt": cmd_fmt, "export": cmd_export}[args.command](args)
     except UsageError as err:
         print(err.shown if err.shown is not None else f"pipec {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -995,6 +1015,9 @@ def _holds(path, kind: str) -> bool:
         return text.startswith("<!DOCTYPE html>") and "pipec report</title>" in text
     if kind == "compiled .pipe":
         return text.startswith("# Compiled by pipec ")
+    if kind == "prompt export":
+        from .prompt_export import is_export
+        return is_export(text)
     first = text.lstrip().split("\n", 1)[0]
     try:
         row = json.loads(first)
@@ -1010,6 +1033,49 @@ def add_trust_options(sp) -> None:
                          "or package (pkg.mod), or an LM endpoint (URL); repeatable")
     sp.add_argument("--trust", action="store_true",
                     help="approve everything the artifact uses, for this run (see also `pipec trust`)")
+
+
+def cmd_export(args) -> int:
+    """`pipec export ARTIFACT --prompts` or `--pipe`: the artifact is read and verified as `pipec run`
+    reads it, but nothing of it runs, so it needs no approval. Output to stdout, or to a new file (-o;
+    --force replaces an earlier export, never another file)."""
+    chosen = [flag for flag, _ in args.export_modes if getattr(args, flag[2:].replace("-", "_"), False)]
+    if not chosen:
+        raise UsageError("say what to export: " + "; or ".join(f"{flag} ({text})" for flag, text in args.export_modes))
+    from .prompt_export import ExportError, export_prompts, write_output
+    from .secrets import redact
+    kind = "compiled .pipe" if chosen == ["--pipe"] else "prompt export"
+    prog = _load(args)
+    try:
+        if args.output:
+            if os.path.lexists(args.output) and not args.force:
+                raise UsageError(f"{args.output} exists; it was not changed (--force replaces an earlier export)")
+            guard_output(args.output, kind, prog, [args.file])
+        if kind == "compiled .pipe":
+            from .emit_pipe import program_as_pipe
+            try:
+                text = program_as_pipe(prog, args.output)
+            except ValueError as err:
+                raise ExportError(str(err)) from None
+        else:
+            text = export_prompts(prog, args.format, source=args.file)
+    except ExportError as err:
+        print(f"pipec export: error: {err}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        prog.close()
+    if not args.output:
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        write_output(args.output, redact(text), replace=args.force)     # as stdout would show it: keys masked
+    except FileExistsError:
+        raise UsageError(f"{args.output} exists; it was not changed (--force replaces an earlier export)") from None
+    except OSError as err:
+        print(f"pipec export: error: cannot write {args.output}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"wrote {args.output}", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_trust(args) -> int:

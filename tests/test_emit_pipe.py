@@ -224,3 +224,17 @@ def test_cli_compile_emit_pipe_writes_the_program_beside_the_artifact(tmp_path, 
     pipe.write_text("my notes")
     assert cli.main(["compile", str(src), "--no-cache", "--budget", "60", "-o", str(out), "--emit", "pipe"]) == 2
     assert pipe.read_text() == "my notes"
+
+
+def test_cli_export_pipe_writes_an_artifact_as_source(tmp_path, capsys):
+    from pipec import cli
+    art = ROOT / "examples" / "support.compiled.json"
+    out = tmp_path / "support.pipe"
+    assert cli.main(["export", str(art), "--pipe", "-o", str(out)]) == 0
+    assert out.read_text() == program_as_pipe(pipec.load_compiled(art, cache=False), out)
+    assert cli.main(["check", str(out)]) == 0
+    assert cli.main(["export", str(art), "--pipe", "-o", str(out)]) == 2          # never over an existing file
+    assert cli.main(["export", str(art), "--pipe"]) == 0
+    assert capsys.readouterr().out.endswith(program_as_pipe(pipec.load_compiled(art, cache=False)))
+    assert cli.main(["export", str(ROOT / "examples" / "support.pipe"), "--pipe"]) == 1
+    assert "only a compiled program" in capsys.readouterr().err
