@@ -228,6 +228,11 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--force", action="store_true", help="let --output replace an earlier export")
     ex.set_defaults(export_modes=export_modes, no_cache=True)
 
+    sub.add_parser("lsp", help="run the language server on stdin and stdout (for editors)",
+                   description="A language server for .pipe files (diagnostics as you type, hover, go to "
+                               "definition, references, completion, rename, outline, formatting). Needs the lsp "
+                               "extra: pip install 'pipec[lsp]'.")
+
     t = sub.add_parser("test", help="run the file's test blocks")
     t.add_argument("file", help="a .pipe file")
     t.add_argument("-k", dest="name", help="only tests whose name contains this text (an error when none does)")
@@ -289,7 +294,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         return {"check": cmd_check, "run": cmd_run, "graph": cmd_graph, "inspect": cmd_inspect,
                 "test": cmd_test, "compile": cmd_compile, "eval": cmd_eval, "merge": cmd_merge, "report": cmd_report,
-                "trust": cmd_trust, "fmt": cmd_fmt, "export": cmd_export}[args.command](args)
+                "trust": cmd_trust, "fmt": cmd_fmt, "export": cmd_export, "lsp": cmd_lsp}[args.command](args)
     except UsageError as err:
         print(err.shown if err.shown is not None else f"pipec {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -1112,6 +1117,18 @@ def cmd_trust(args) -> int:
                   "writable by you alone)", file=sys.stderr)
             status = EXIT_FAIL
     return status
+
+
+def cmd_lsp(args) -> int:
+    try:                                # the lsp extra is optional: say how to get it, not a traceback
+        import lsprotocol  # noqa: F401
+        import pygls  # noqa: F401
+    except ImportError:
+        print("pipec lsp needs the lsp extra: pip install 'pipec[lsp]'", file=sys.stderr)
+        return EXIT_USAGE
+    from .lsp_server import serve
+    serve()
+    return EXIT_OK
 
 
 def _short(v, n: int = 60) -> str:
