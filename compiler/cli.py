@@ -60,8 +60,12 @@ def _parser() -> argparse.ArgumentParser:
         if pipeline:
             sp.add_argument("--pipeline", "-p", help="which pipeline to use when the file declares several")
 
-    def lm_opts(sp):
-        sp.add_argument("--lm", help="run every module on this LM id instead (e.g. openai/gpt-4o-mini, local/smollm2)")
+    def lm_opts(sp, many=False):
+        if many:
+            sp.add_argument("--lm", action="append", help="run every module on this LM id instead (e.g. "
+                            "openai/gpt-4o-mini, local/smollm2); repeat it to score each program on each LM")
+        else:
+            sp.add_argument("--lm", help="run every module on this LM id instead (e.g. openai/gpt-4o-mini, local/smollm2)")
         sp.add_argument("--no-cache", action="store_true", help="do not read or write the LM cache")
         sp.add_argument("--cache-dir", help="LM cache directory (default: $PIPEC_CACHE_DIR or ~/.cache/pipec)")
 
@@ -148,10 +152,19 @@ def _parser() -> argparse.ArgumentParser:
                     help="show a progress line (default: when stderr is a terminal)")
     lm_opts(cp)
 
-    ev = sub.add_parser("eval", help="score a pipeline or compiled artifact on labeled data",
+    ev = sub.add_parser("eval", help="score pipelines or compiled artifacts on labeled data (several: one table)",
                         description="Run a .pipe file or a compiled artifact on labeled rows and report the score, "
-                                    "failures per field and a table of misses.")
-    common(ev)
+                                    "failures per field and a table of misses. Several files and --lm flags score "
+                                    "every program on every LM in one table; --baseline compares them row by row "
+                                    "and exits 1 when one scores more than --max-drop below it.")
+    ev.add_argument("files", nargs="+", metavar="FILE_OR_ARTIFACT", help=".pipe files or compiled artifacts")
+    ev.add_argument("--pipeline", "-p", help="which pipeline to use when a file declares several")
+    ev.add_argument("--baseline", metavar="FILE", help="one of the files: every other program is compared with it "
+                                                       "row by row, on each LM")
+    ev.add_argument("--max-drop", type=float, default=0.0, metavar="SCORE",
+                    help="with --baseline: exit 1 when a program scores more than this below it (default 0)")
+    ev.add_argument("--format", choices=("text", "markdown"), default="text",
+                    help="the table as text, or Markdown for a pull-request comment")
     ev.add_argument("--data", required=True, help="JSONL or CSV rows with inputs and expected outputs")
     ev.add_argument("--metric", help="default: the compile block's (or the artifact's) metric")
     ev.add_argument("--concurrency", "-c", type=int, default=4)
@@ -159,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", "-o", help="write every row's result as JSONL here")
     ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     ev.add_argument("--report", metavar="REPORT.html", help="also write a self-contained HTML report with every row")
-    lm_opts(ev)
+    lm_opts(ev, many=True)
     add_trust_options(ev)
 
     mg = sub.add_parser("merge", help="merge sharded batch outputs, checking every row appears once",
@@ -885,6 +898,10 @@ def cmd_compile(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    lms = args.lm or [None]
+    if len(args.files) > 1 or len(lms) > 1 or args.baseline or args.format != "text":
+        return cmd_eval_matrix(args, lms)
+    args.file, args.lm = args.files[0], lms[0]
     from .dataset import DatasetError, load_examples
     from .evaluate import evaluate
     from .metrics import MetricError
@@ -949,6 +966,64 @@ def cmd_eval(args) -> int:
     refused = _explain_refused_keys(prog, "eval", "then run the eval again")
     prog.close()
     return EXIT_FAIL if refused else EXIT_OK
+
+
+def cmd_eval_matrix(args, lms: list[str | None]) -> int:
+    """`pipec eval A B --lm x --lm y --data rows [--baseline A]`: see `pipec.eval_matrix`."""
+    import time
+    from .dataset import DatasetError, load_examples
+    from .eval_matrix import Cell, compare_all, regressions, render
+    from .evaluate import evaluate
+    from .metrics import MetricError
+    from .progress import Progress
+    if not os.path.isfile(args.data):
+        raise UsageError(f"no such file: {args.data}")
+    if args.report:
+        raise UsageError("--report writes one program on one LM; give one file and at most one --lm")
+    if args.baseline and args.baseline not in args.files:
+        raise UsageError(f"--baseline {args.baseline} is not one of the files: {', '.join(args.files)}")
+    if len(set(args.files)) < len(args.files) or len(set(lms)) < len(lms):
+        raise UsageError("a file or an --lm is given twice")
+    programs = []
+    for file in args.files:
+        for lm in lms:
+            prog = _load(argparse.Namespace(**{**vars(args), "file": file, "lm": lm}))
+            prog.approve_running()
+            programs.append((file, lm, prog))
+    if args.output:
+        guard_output(args.output, "eval rows", programs[0][2], [args.data])
+    cells, rows_out = [], []
+    try:
+        metric = eval_metric(programs[0][2], args.metric)
+        for file, lm, prog in programs:
+            examples = load_examples(args.data, prog, metric.fields)
+            bar = Progress(len(examples), prog.stats, enabled=args.progress)
+            started = time.perf_counter()
+            result = evaluate(prog, examples, metric, args.concurrency, progress=bar)
+            bar.finish()
+            st = prog.stats
+            cells.append(Cell(file, lm or "as declared", result, time.perf_counter() - started, st.calls,
+                              st.cache_hits, st.prompt_tokens + st.completion_tokens, st.cost))
+            rows_out += [{"program": file, "lm": lm or "as declared", **r.to_dict()} for r in result.rows]
+    except (DatasetError, MetricError) as err:
+        print(f"pipec eval: error: {err}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        for _, _, prog in programs:
+            prog.close()
+    if args.output:
+        from .jsonl import dump_line
+        tmp = f"{args.output}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:          # in full or not at all
+            for row in rows_out:
+                fh.write(dump_line(row))
+        os.replace(tmp, args.output)
+    against = compare_all(cells, args.baseline)
+    print(render(cells, against, data=args.data, metric=metric.text, fmt=args.format, show=args.show), end="")
+    failed = regressions(cells, against, args.max_drop)
+    for line in failed:
+        print(f"pipec eval: regression: {line}", file=sys.stderr)
+    return EXIT_FAIL if failed else EXIT_OK
 
 
 def eval_metric(prog, text: str | None):
