@@ -20,6 +20,7 @@ class BudgetExhausted(LMError):
 
     MARK = "LM call budget is spent"
     waitable = False
+    falls_back = False          # the budget is the compile's, whichever lm would answer
 
 
 class Budget:

@@ -567,10 +567,14 @@ def render_trace(trace) -> str:
         if r.attempt > 1:
             facts.append(f"attempt {r.attempt}")
         who = f"node {r.node} ({r.module})" + (f", predictor {r.predictor}" if r.predictor else "")
-        out.append(f"[{i}] {who}, {r.model}: " + ", ".join(facts))
+        lm = f"lm {r.lm} ({r.model})" if r.lm else r.model      # through a fallback: the lm that answered
+        out.append(f"[{i}] {who}, {lm}: " + ", ".join(facts))
         for m in r.messages or []:
             out.append(f"--- {m.get('role', '?')}")
             out.append(str(m.get("content", "")))
+        for failed in r.fell_back:
+            name, _, error = failed.partition(": ")
+            out += [f"--- lm {name} failed", error]
         if r.error:
             out.append("--- error")
             out.append(r.error)

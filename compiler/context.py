@@ -16,6 +16,7 @@ from typing import Any
 
 from .cache import LMCache, cache_key
 from .lm.base import AuthLMError, LMBackend, LMError, LMReply, LMRequest, TransientLMError
+from .lm.fallback import FallbackLM
 from .secrets import redact
 
 
@@ -39,6 +40,10 @@ class CallRecord:
     attempt: int = 1
     inputs: dict | None = None      # the values the predictor was called with (demo material)
     cache_key: str = ""
+    # Through a fallback lm: the declared lm that answered (`model` is its model) and, before it, each
+    # lm that failed, as "name: error". Empty for a call on an lm that declares a model.
+    lm: str = ""
+    fell_back: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -170,23 +175,70 @@ class NodeContext:
         return out
 
     async def complete(self, predictor: str, lm: str, request: LMRequest, attempt: int = 1) -> tuple[LMReply, CallRecord]:
+        """Ask lm `lm` (a runtime key: a declared name) for a reply, through the cache, retries and the
+        budget; the call is recorded in the row's trace. A fallback lm asks its lms in turn."""
         row = self.row
-        rt = row.runtime
-        backend = rt.lms[lm]
+        backend = row.runtime.lms[lm]
         rec = CallRecord(self.node_id, self.module, predictor, backend.model, request.messages, attempt=attempt)
         row.trace.append(rec)
-        cache = rt.cache if backend.cacheable else None
-        key = None
-        if cache is not None:
-            key = cache_key(backend.describe(), request)
-            # Off the event loop's thread when rows run concurrently: a slow disk delays this row only.
-            hit = cache.get(key) if row.inline else await cache.aget(key)
+        if isinstance(backend, FallbackLM):
+            return await self._fall_back(backend, request, rec), rec
+        key = self._key(backend, request)
+        hit = await self._cached(key, backend, rec) if key is not None else None
+        return (hit if hit is not None else await self._answer(backend, request, rec, key)), rec
+
+    async def _fall_back(self, fallback: FallbackLM, request: LMRequest, rec: CallRecord) -> LMReply:
+        """The first answer of a fallback's lms: a reply one of them has in the cache (in their order:
+        a rerun replays what answered, without asking an lm that failed before), else each asked in
+        turn until one answers or one fails in a way no other lm can help (`LMError.falls_back`)."""
+        asked = []
+        for member in fallback.members:
+            sent = member.request(request)
+            asked.append((member, sent, self._key(member.backend, sent)))
+        for member, _, key in asked:
+            hit = await self._cached(key, member.backend, rec) if key is not None else None
             if hit is not None:
-                hit = _valid_text(hit)
-                rt.stats.hit(hit, backend.model)
-                rec.cache_hit = True
-                rec.raw, rec.prompt_tokens, rec.completion_tokens = hit.text, hit.prompt_tokens, hit.completion_tokens
-                return hit, rec
+                rec.lm, rec.model = member.name, member.backend.model
+                return hit
+        for i, (member, sent, key) in enumerate(asked):
+            rec.lm, rec.model = member.name, member.backend.model
+            try:
+                reply = await self._answer(member.backend, sent, rec, key)
+            except LMError as err:
+                if not err.falls_back:
+                    raise
+                rec.fell_back.append(f"{member.name}: {err}")
+                if i == len(asked) - 1:
+                    raise LMError(f"fallback {fallback.name}: every lm it tries failed: "
+                                  + "; ".join(rec.fell_back)) from None
+                continue
+            rec.error = None
+            return reply
+        raise AssertionError("unreachable")
+
+    def _key(self, backend: LMBackend, request: LMRequest) -> str | None:
+        """The cache key of `backend`'s reply to `request`; None when its replies are not cached."""
+        if self.row.runtime.cache is None or not backend.cacheable:
+            return None
+        return cache_key(backend.describe(), request)
+
+    async def _cached(self, key: str, backend: LMBackend, rec: CallRecord) -> LMReply | None:
+        """The cached reply under `key` (counted and recorded as a hit), or None."""
+        rt = self.row.runtime
+        # Off the event loop's thread when rows run concurrently: a slow disk delays this row only.
+        hit = rt.cache.get(key) if self.row.inline else await rt.cache.aget(key)
+        if hit is None:
+            return None
+        hit = _valid_text(hit)
+        rt.stats.hit(hit, backend.model)
+        rec.cache_hit = True
+        rec.raw, rec.prompt_tokens, rec.completion_tokens = hit.text, hit.prompt_tokens, hit.completion_tokens
+        return hit
+
+    async def _answer(self, backend: LMBackend, request: LMRequest, rec: CallRecord, key: str | None) -> LMReply:
+        """Ask `backend` (retries included), record the reply or the error, count it, and cache it
+        under `key` (None: not cached)."""
+        rt = self.row.runtime
         start = time.perf_counter()
         try:
             reply = await self._call(backend, request)
@@ -200,9 +252,9 @@ class NodeContext:
             reply.text, reply.prompt_tokens, reply.completion_tokens, reply.cost)
         rt.stats.add(reply, backend.model)
         if key is not None:
-            cache.put(key, reply)
+            rt.cache.put(key, reply)
             rec.cache_key = key
-        return reply, rec
+        return reply
 
     def forget(self, rec: "CallRecord") -> None:
         """Drop a cached reply that turned out unusable (did not parse), so a rerun asks the LM again
@@ -230,7 +282,8 @@ class NodeContext:
             except TransientLMError as err:
                 if i == tries - 1:
                     raise LMError(f"{err} (gave up after {tries} attempts)") from None
-                delay = min(MAX_RETRY_AFTER, _retry_delay(err.retry_after, i) * (1.0 + random.random() * 0.25))
+                delay = min(MAX_RETRY_AFTER,
+                            _retry_delay(err.retry_after, i, backend.backoff) * (1.0 + random.random() * 0.25))
                 if self.row.inline:
                     self.row.runtime.sleep(delay)
                 else:
@@ -298,12 +351,20 @@ def _priced(reply: LMReply, backend: LMBackend) -> LMReply:
 
 
 def auth_failures(backends) -> list[AuthLMError]:
-    """The authentication failures among these LM backends that still apply, one per LM."""
+    """The authentication failures among these LM backends that still apply, one per LM. An lm that
+    a fallback among them tries is left out while another lm of that fallback can still answer (the
+    fallback does); a fallback none of whose lms can answer brings each of theirs.
+
+    An lm both used on its own and tried by such a fallback is left out too: its calls on its own
+    still fail, each naming the key, but this summary does not repeat it."""
+    backends = list(backends)
+    covered = {id(m.backend) for b in backends if isinstance(b, FallbackLM) and not b.refused() for m in b.members}
     out: list[AuthLMError] = []
     for b in backends:
-        err = b.auth_failure
-        if err is not None and err.still_applies() and err not in out:
-            out.append(err)
+        for one in ([m.backend for m in b.members] if isinstance(b, FallbackLM) else [b]):
+            err = one.auth_failure
+            if err is not None and err.still_applies() and err not in out and id(one) not in covered:
+                out.append(err)
     return out
 
 
@@ -319,12 +380,13 @@ def _valid_text(reply: LMReply) -> LMReply:
     return reply if clean is text else dataclasses.replace(reply, text=clean)
 
 
-def _retry_delay(retry_after, attempt: int) -> float:
+def _retry_delay(retry_after, attempt: int, backoff: float = 0.5) -> float:
     """Seconds before the next attempt: the server's Retry-After when it is sane (finite, from 0 to a
-    minute), else exponential backoff; a hostile or broken value (a day, infinity) cannot stall a row.
+    minute), else exponential backoff from `backoff` seconds (the lm's option), at most 30 s; a hostile
+    or broken value (a day, infinity) cannot stall a row.
 
-    >>> _retry_delay(2.0, 0), _retry_delay(float("inf"), 1), _retry_delay(86400, 0)
-    (2.0, 1.0, 0.5)
+    >>> _retry_delay(2.0, 0), _retry_delay(float("inf"), 1), _retry_delay(86400, 0), _retry_delay(None, 3, 0.1)
+    (2.0, 1.0, 0.5, 0.8)
     """
     import math
     if retry_after is not None:
@@ -334,4 +396,4 @@ def _retry_delay(retry_after, attempt: int) -> float:
             value = float("nan")
         if math.isfinite(value) and 0 <= value <= MAX_RETRY_AFTER:
             return value
-    return min(30.0, 0.5 * 2 ** attempt)
+    return min(30.0, backoff * 2 ** attempt)

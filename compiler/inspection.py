@@ -5,19 +5,30 @@ import json
 from typing import Any
 
 
-def max_calls(program, graph=None, dearest: bool = False) -> int:
+def max_calls(program, graph=None, dearest: bool = False, requests: bool = False) -> int:
     """The static worst case of LM calls for one input: every module call (with its parse retries),
     map bodies times their bounds, ensembles times their members. A one_of module counts the
-    alternative it runs, or with `dearest` its dearest one (the most any choice can cost)."""
+    alternative it runs, or with `dearest` its dearest one (the most any choice can cost).
+
+    A call is one question to an lm, however many requests answering it takes. With `requests`, the
+    worst case of requests instead: each call times the most requests one call of that module may
+    send (every attempt, `num_retries` of them after the first, on each lm a fallback tries)."""
     total = 0
     for node in (graph or program.graph).nodes:
         if node.op == "module":
             module = program.modules[node.target]
             alternatives = getattr(module, "alternatives", None) if dearest else None
-            total += max(a.max_calls() for a in alternatives.values()) if alternatives else module.max_calls()
+            calls = max(a.max_calls() for a in alternatives.values()) if alternatives else module.max_calls()
+            total += calls * (_requests_per_call(program, module) if requests else 1)
         elif node.op == "map":
-            total += node.bound * max_calls(program, node.body, dearest)
+            total += node.bound * max_calls(program, node.body, dearest, requests)
     return total if graph is not None else total * max(1, len(program.members))
+
+
+def _requests_per_call(program, module) -> int:
+    """The most requests one LM call of `module` may send, over every lm its predictors may use."""
+    from .lm.fallback import attempts_per_call
+    return max((attempts_per_call(program.backend(p.lm)) for p in module.every_predictor()), default=1)
 
 
 def inspect_program(program, values: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -44,7 +55,8 @@ def inspect_program(program, values: dict[str, Any] | None = None) -> dict[str, 
                           "max_lm_calls": module.max_calls(), "predictors": _predictors(program, module, None, None),
                           **_alternatives(program, module)})
     members = max(1, len(program.members))
-    out = {"pipeline": program.name, "max_lm_calls": max_calls(program), "ensemble_members": members, "calls": sites}
+    out = {"pipeline": program.name, "max_lm_calls": max_calls(program), "ensemble_members": members, "calls": sites,
+           "max_lm_requests": max_calls(program, requests=True)}
     if program.strategies() and program.artifact is None:
         out["dearest_lm_calls"] = max_calls(program, dearest=True)     # what the alternatives may cost at most
     return out
@@ -99,6 +111,9 @@ def _predictors(program, module, node, values) -> list[dict[str, Any]]:
 def render_inspection(report: dict[str, Any]) -> str:
     out = [f"pipeline {report['pipeline']}: at most {report['max_lm_calls']} LM calls per input "
            "(each module call may retry once when its reply does not parse)"]
+    if "max_lm_requests" in report:
+        out.append(f"at most {report['max_lm_requests']} LM requests per input, counting each call's retries on "
+                   "provider faults (the lm's num_retries) and, for a fallback lm, every lm it tries")
     if "dearest_lm_calls" in report:
         out.append(f"with the first alternative of each one_of module, as it runs uncompiled; a compile may choose "
                    f"others: at most {report['dearest_lm_calls']} LM calls with the dearest")

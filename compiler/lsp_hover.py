@@ -134,7 +134,9 @@ def _option_text(analysis, o: A.Option) -> str:
 
 
 def _lm(analysis, lm: A.LMDecl) -> str:
-    out = [f"**lm {lm.name}** = \"{lm.model}\""]
+    out = [f"**lm {lm.name}** = " + (lm.model if lm.fallbacks else f"\"{lm.model}\"")]
+    if lm.fallbacks:
+        out.append("tries each lm in order, with its own retries, until one answers")
     if analysis.program.default_lm == lm.name:
         out.append("the default LM of modules that name none")
     if lm.options:

@@ -230,6 +230,8 @@ class _Walker:
 
     def LMDecl(self, item: A.LMDecl) -> None:
         self.define(item)
+        for name, span in zip(item.fallbacks, item.fallback_spans):      # `fallback(gpt, local)` names lms
+            self.ref(span, name)
         for o in item.options:
             self.index.add(leading(o.span, o.name), ("lmoption", o.name))
 

@@ -25,6 +25,7 @@ from .graph import Graph
 from .lower import lower, plain_options
 from .lm import DEFAULT_MODEL, LMBackend, backend_for
 from .lm.base import declared_sampling
+from .lm.fallback import FallbackLM, Member
 from .modules import ModuleKind, ModuleSpec, Predictor, kinds
 from .prediction import Prediction
 from .reply_parser import ReplyError, coerce
@@ -164,8 +165,17 @@ class Program:
                 out[name] = by_name[name]
             elif name == DEFAULT_LM and prog.default_lm in by_name:
                 out[name] = by_name[prog.default_lm]
+            elif decl is not None and decl.fallbacks and not isinstance(override, str):
+                continue            # below, over the backends of the lms it tries
             else:
                 out[name] = backend_for(model, opts)
+        for name in self.lm_ids:
+            if name not in out:
+                # Its lms' own backends (an `lms=` override included), so a key one of them refused, its
+                # rate limit and its answers are shared with the modules that use that lm directly.
+                declared = name if name != DEFAULT_LM else prog.default_lm
+                out[name] = FallbackLM(declared, [Member(n, out[n], _sampling_through(prog, n, via))
+                                                  for n, via in prog.lms_tried(declared)])
         return out
 
     def _module_lm(self, decl: A.ModuleDecl) -> str:
@@ -532,6 +542,16 @@ class Program:
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
+
+
+def _sampling_through(prog, lm: str, via: tuple[str, ...]) -> dict[str, Any]:
+    """The sampling lm `lm` gets when tried by the fallbacks `via` (outermost first): its own, under
+    each fallback's that names it on the way down, the outermost last (a request's own, from the
+    module and the fallback it names, goes over all of them)."""
+    out = declared_sampling(prog.lms[lm])
+    for name in reversed(via):
+        out.update(declared_sampling(prog.lms[name]))
+    return out
 
 
 def show_ref(ref) -> str:

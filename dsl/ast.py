@@ -77,12 +77,27 @@ class Import:
 
 @dataclass(slots=True)
 class LMDecl:
+    """`lm NAME = "provider/model" (options)`, or a fallback `lm NAME = fallback(a, b) (options)`: the
+    lms it names, tried in order until one answers. A fallback's `model` is how it is shown,
+    `fallback(a, b)`; nothing reads it as a model id (`fallbacks` says it is one)."""
+
     span: Span
     name: str
     model: str
     options: list[Option]
     name_span: Span
-    model_span: Span | None = None     # the model id string
+    model_span: Span | None = None     # the model id string, or the `fallback(...)` of a fallback
+    fallbacks: list[str] = field(default_factory=list)      # a fallback's lms, in order; empty for a model
+    fallback_spans: list[Span] = field(default_factory=list)
+
+
+def fallback_text(names: list[str]) -> str:
+    """How a fallback lm is shown where a model id would be.
+
+    >>> fallback_text(["gpt", "local"])
+    'fallback(gpt, local)'
+    """
+    return f"fallback({', '.join(names)})"
 
 
 @dataclass(slots=True)

@@ -66,7 +66,11 @@ LM_OPTIONS: dict[str, OptionSpec] = {
     "api_base": OptionSpec("str", "base URL of an OpenAI-compatible server"),
     "api_key_env": OptionSpec("str", "name of the environment variable holding the API key"),
     "timeout": OptionSpec("number", "seconds before a request is abandoned and retried", minimum=0),
-    "num_retries": OptionSpec("int", "retries on timeouts, rate limits and server errors", minimum=0),
+    "num_retries": OptionSpec("int", "retries after the first attempt, on timeouts, rate limits, server errors and "
+                                     "dropped connections (never on a refused key, a bad request or a prompt over "
+                                     "the context window)", minimum=0),
+    "backoff": OptionSpec("number", "seconds before the first retry (default 0.5), doubled for each next one up to "
+                                    "30 s, plus up to 25% jitter; a server's Retry-After wins", minimum=0),
     "structured": OptionSpec("str", "how to ask for structured output",
                              choices=("auto", "json_schema", "json_object", "text")),
     "cache": OptionSpec("bool", "whether replies are cached"),
@@ -76,6 +80,12 @@ LM_OPTIONS: dict[str, OptionSpec] = {
                                         "budget when litellm does not know the model", minimum=0),
     "output_price": OptionSpec("number", "dollars per million reply tokens (with input_price)", minimum=0),
 }
+
+# What a fallback lm (`lm robust = fallback(gpt, local) (...)`) may set: sampling, over each of its lms'
+# own. Everything else (endpoint, key, retries, backoff, rate, prices) belongs to the lms it names, each
+# tried with its own.
+FALLBACK_OPTIONS: dict[str, OptionSpec] = {
+    name: LM_OPTIONS[name] for name in ("temperature", "max_tokens", "top_p", "seed", "stop")}
 
 
 @dataclass(slots=True)

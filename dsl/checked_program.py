@@ -50,6 +50,39 @@ class CheckedProgram:
     def main(self) -> A.File:
         return self.files[0]
 
+    def lms_tried(self, name: str) -> list[tuple[str, tuple[str, ...]]]:
+        """The lms a request to lm `name` may go to, in the order they are tried, each with the
+        fallbacks it is reached through (from `name` down): `name` itself when it declares a model; for
+        a fallback, the lms it names, a fallback among them replaced by its own, each lm once (at its
+        first place), a chain that comes back skipped (a check error).
+
+        >>> S = None
+        >>> p = CheckedProgram([], lms={"gpt": A.LMDecl(S, "gpt", "openai/gpt-4o-mini", [], S),
+        ...     "local": A.LMDecl(S, "local", "local/smollm2", [], S),
+        ...     "a": A.LMDecl(S, "a", "", [], S, fallbacks=["gpt", "local"]),
+        ...     "b": A.LMDecl(S, "b", "", [], S, fallbacks=["a", "gpt"])})
+        >>> p.lms_tried("b")
+        [('gpt', ('b', 'a')), ('local', ('b', 'a'))]
+        >>> p.lms_tried("gpt")
+        [('gpt', ())]
+        """
+        out: dict[str, tuple[str, ...]] = {}
+        path: list[str] = []
+
+        def walk(lm: str) -> None:
+            decl = self.lms.get(lm)
+            if decl is None or not decl.fallbacks:
+                out.setdefault(lm, tuple(path))
+                return
+            if lm in path:
+                return
+            path.append(lm)
+            for member in decl.fallbacks:
+                walk(member)
+            path.pop()
+        walk(name)
+        return list(out.items())
+
     def module_outputs(self, module: str, catalogue: Catalogue) -> list[tuple[str, Type, str]]:
         """Fields a call of `module` returns: its signature's outputs plus what its kind adds (for a
         `one_of` module, what every alternative adds: a pipeline may read only what the chosen one

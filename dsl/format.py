@@ -186,12 +186,16 @@ class _Printer:
         self.string(node.children[0])
 
     def item_lm_decl(self, node):
-        name, model, opts = node.children
+        name, source, opts = node.children
         self.put("lm ", self._pos(node))
         self.token(name)
         self.aligned("lm_decl")
         self.put(" = ")
-        self.string(model)
+        if source.data == "fallback":
+            self.put("fallback", source.meta.start_pos)
+            self.sequence(source.children, self.token, "(", ")", source.meta.end_pos, source)
+        else:
+            self.string(source)
         if opts is not None:
             self.put(" ")
             self.option_list(opts)

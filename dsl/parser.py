@@ -519,7 +519,15 @@ class _Builder:
         return A.Import(self._s(meta), ch[0].value)
 
     def lm_decl(self, meta, ch):
-        return A.LMDecl(self._s(meta), str(ch[0]), ch[1].value, ch[2] or [], self._t(ch[0]), ch[1].span)
+        name, source, opts = ch
+        if isinstance(source, _Fallback):
+            return A.LMDecl(self._s(meta), str(name), A.fallback_text(source.names), opts or [], self._t(name),
+                            source.span, source.names, source.spans)
+        return A.LMDecl(self._s(meta), str(name), source.value, opts or [], self._t(name), source.span)
+
+    def fallback(self, meta, ch):
+        names = [c for c in ch if c is not None]
+        return _Fallback([str(n) for n in names], [self._t(n) for n in names], self._s(meta))
 
     def default_decl(self, meta, ch):
         return A.DefaultLM(self._s(meta), str(ch[0]), self._t(ch[0]))
@@ -651,6 +659,15 @@ class _OneOf:
 
     def __init__(self, alternatives: list[A.Alternative], span: A.Span):
         self.alternatives, self.span = alternatives, span
+
+
+class _Fallback:
+    """An lm's `fallback(a, b)` before the declaration is built: the names and where each is."""
+
+    __slots__ = ("names", "spans", "span")
+
+    def __init__(self, names: list[str], spans: list[A.Span], span: A.Span):
+        self.names, self.spans, self.span = names, spans, span
 
 
 class _Str:

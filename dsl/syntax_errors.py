@@ -28,6 +28,18 @@ KNOWN_MISTAKES: dict[str, list[str]] = {
         'lm local: "local/smollm2"',
         'lm local local/smollm2',
     ],
+    "an lm is a model id in quotes, or a fallback over other lms|write `lm name = \"provider/model\"` or `lm name = fallback(gpt, local)`": [
+        "lm a = gpt",
+        "lm a = [gpt, local]",
+        "lm a = 3",
+    ],
+    "a fallback names the lms it tries in parentheses, unquoted|write `lm name = fallback(gpt, local)`: the first that answers wins": [
+        "lm a = fallback gpt, local",
+        "lm a = fallback[gpt, local]",
+        'lm a = fallback("gpt", "local")',
+        "lm a = fallback()",
+        'lm a = fallback(gpt, "local")',
+    ],
     "the default LM is set with `default lm = name`|for example `default lm = local`": [
         "default = local",
         "default local",

@@ -20,7 +20,9 @@ empty), "truncated" (a 200 whose message is cut mid-object, finish_reason "lengt
 "bad_json" (a 200 application/json body that is not JSON), "401_echo" (a 401 whose message
 echoes the credential sent, as some proxies do), and "401_echo_text" (a 401 text/plain page that
 echoes the key at byte `FaultPlan.echo_at`, so a client cutting the body at 300 bytes keeps its
-first 12 characters).
+first 12 characters). Refusals of the request, as OpenAI words them: "401" (a wrong key), "403" (a
+key not allowed this model), "400" (a parameter the model does not take) and "context_window" (a 400
+saying the prompt is over the model's maximum context length).
 
 Also here, because several reliability test files share them: `pipec_cli` (run the installed
 `pipec` script) and `record_figure` (figures for RELIABILITY.md).
@@ -46,6 +48,14 @@ ALL_FAULTS = ("timeout", "429", "500", "503", "reset", "close", "truncated_body"
               "wrong_format", "html", "bad_json")
 TRANSPORT_FAULTS = ("timeout", "429", "500", "503", "reset", "close", "truncated_body")
 CONTENT_FAULTS = ("empty", "truncated", "wrong_format")
+# Refusals of the request itself: (status, OpenAI's message, its error code).
+REFUSALS = {
+    "401": (401, "Incorrect API key provided. You can find your API key at your account page.", "invalid_api_key"),
+    "403": (403, "Your organization does not have access to this model.", "model_not_allowed"),
+    "400": (400, "Unsupported parameter: 'seed' is not supported with this model.", "unsupported_parameter"),
+    "context_window": (400, "This model's maximum context length is 2048 tokens. However, your messages resulted "
+                            "in 3112 tokens. Please reduce the length of the messages.", "context_length_exceeded"),
+}
 
 
 def request_key(body: dict) -> str:
@@ -251,6 +261,12 @@ class FaultServer:
             rec.status = status
             await self._send(writer, status, payload, extra=extra)
             return True
+        if fault in REFUSALS:
+            status, message, code = REFUSALS[fault]
+            payload = json.dumps({"error": {"message": message, "type": "invalid_request_error", "code": code}}).encode()
+            rec.status = status
+            await self._send(writer, status, payload)
+            return True
         if fault == "401_echo":                       # a proxy that echoes the credential it was given
             auth = rec.headers.get("authorization", "") or rec.headers.get("api-key", "")
             payload = json.dumps({"error": {"message": f"Incorrect API key provided: {auth}", "type": "auth_error",
@@ -315,7 +331,7 @@ class FaultServer:
     @staticmethod
     async def _send(writer, status: int, payload: bytes, ctype: str = "application/json", extra: dict | None = None):
         reason = {200: "OK", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
-                  401: "Unauthorized"}.get(status, "Status")
+                  400: "Bad Request", 401: "Unauthorized", 403: "Forbidden"}.get(status, "Status")
         lines = [f"HTTP/1.1 {status} {reason}", f"content-type: {ctype}", f"content-length: {len(payload)}",
                  "connection: keep-alive"]
         lines += [f"{k}: {v}" for k, v in (extra or {}).items()]

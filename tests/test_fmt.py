@@ -25,6 +25,7 @@ MESSY = '''# header comment, kept at the top
 import   "shared.pipe"
 lm local="local/smollm2"(temperature:0,max_tokens:32)   # the embedded model
 lm  big_model = "openai/gpt-4o-mini" ( api_key_env : "OPENAI_API_KEY" )
+lm robust=fallback( big_model,local )(temperature:0)
 default   lm=local
 record Hit{ "A search hit." title:str url :str? "where it is"}
 signature Classify{"Label the text."
@@ -61,6 +62,7 @@ EXPECTED = '''# header comment, kept at the top
 import "shared.pipe"
 lm local     = "local/smollm2" (temperature: 0, max_tokens: 32)  # the embedded model
 lm big_model = "openai/gpt-4o-mini" (api_key_env: "OPENAI_API_KEY")
+lm robust    = fallback(big_model, local) (temperature: 0)
 default lm = local
 record Hit {
     "A search hit."
@@ -170,6 +172,16 @@ def test_an_example_squashed_onto_few_lines_comes_back_the_same(path):
 
 def _in_string(line: str) -> bool:
     return "#" in line and '"' in line.split("#", 1)[0]
+
+
+def test_a_fallback_lm_on_one_line_or_one_lm_per_line():
+    src = 'lm a = "x/y"\nlm robust = fallback(a,  # the first\n b ,)(max_tokens:8)\nlm b="local/smollm2"\n'
+    out = format_source(src)
+    assert out == ('lm a      = "x/y"\nlm robust = fallback(\n    a,  # the first\n    b,\n) (max_tokens: 8)\n'
+                   'lm b = "local/smollm2"\n')
+    assert format_source(out) == out
+    same_program(src, out)
+    assert format_source("lm r = fallback( a ,b )") == "lm r = fallback(a, b)\n"
 
 
 def test_crlf_tabs_and_a_byte_order_mark():

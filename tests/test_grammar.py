@@ -200,6 +200,8 @@ def lark_tokens(text: str) -> tuple[tuple[Tok, ...], frozenset[str]]:
         names = [c for c in node.children if isinstance(c, Token) and c.type == "NAME"]
         if node.data == "module_decl":      # module m = Kind(Sig, ...) | one_of(...)(Sig, ...)
             name_roles = ["function-decl", "kind", "type-ref"] if len(names) == 3 else ["function-decl", "type-ref"]
+        elif node.data == "fallback":       # lm robust = fallback(gpt, local): every name an lm
+            name_roles = ["lm-name"] * len(names)
         else:
             name_roles = NAME_ROLES.get(node.data, [])
         assert len(names) <= len(name_roles), f"{node.data}: unexpected names {names}"

@@ -489,3 +489,24 @@ async def test_pipec_and_its_help_do_not_import_the_language_server():
     out = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", probe], capture_output=True, text=True,
                                   timeout=60, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+async def test_an_lm_named_in_a_fallback_is_a_reference_to_it(client, tmp_path):
+    text = """\
+    lm local = "local/smollm2" (temperature: 0)
+    lm other = "local/smollm2"
+    lm robust = fallback(local, other)
+    signature S { "Echo." in q: str out a: str }
+    module m = Predict(S, lm: robust)
+    pipeline p(q: str) -> (a) { return a = m(q: q).a }
+    """
+    path = write(tmp_path, "fb.pipe", text)
+    source = textwrap.dedent(text)
+    await open_doc(client, path)
+    edit = await rename(client, path, at(source, "local ="), "primary")
+    renamed = applied(source, edit.changes[path.as_uri()])
+    assert "lm primary = " in renamed and "fallback(primary, other)" in renamed
+    found = await client.text_document_definition_async(T.DefinitionParams(
+        text_document=doc(path), position=at(source, "other)")))
+    assert [loc.range.start.line for loc in (found if isinstance(found, list) else [found])] == [1]
+    close_doc(client, path)

