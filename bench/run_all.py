@@ -37,6 +37,9 @@ sys.path.insert(0, str(HERE))
 import bench_env  # noqa: E402
 from harness import REPO, environment, fmt_num, kept_block, rerun_command, splice_block, subprocess_walls  # noqa: E402
 
+KEPT_SECTIONS = [("<!-- compile_real.py: begin -->", "<!-- compile_real.py: end -->"),
+                 ("<!-- serve_load.py: begin -->", "<!-- serve_load.py: end -->")]
+
 RESULTS = REPO / "bench" / "results"
 SECTIONS_DIR = RESULTS / "sections"
 PY = sys.executable
@@ -827,9 +830,12 @@ def main(argv: list[str] | None = None) -> int:
                   env_info, versions(sides), cfg.smoke, notes)
     out = Path(a.out) if a.out else (RESULTS / "BENCHMARKS-smoke.md" if cfg.smoke else REPO / "BENCHMARKS.md")
     out.parent.mkdir(parents=True, exist_ok=True)
-    kept = kept_block(out.read_text()) if out.exists() else None
-    if kept:
-        text = splice_block(text, kept)      # the real-data section that bench/compile_real.py writes
+    old = out.read_text() if out.exists() else ""
+    # Sections other scripts write (bench/compile_real.py, bench/serve_load.py) are kept as they are.
+    for begin, end in KEPT_SECTIONS:
+        kept = kept_block(old, begin, end)
+        if kept:
+            text = splice_block(text, kept, begin, end)
     out.write_text(text)
     print(text)
     print(f"wrote {out}", file=sys.stderr)

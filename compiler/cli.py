@@ -246,6 +246,25 @@ def _parser() -> argparse.ArgumentParser:
                                "definition, references, completion, rename, outline, formatting). Needs the lsp "
                                "extra: pip install 'pipec[lsp]'.")
 
+    sv = sub.add_parser("serve", help="serve a pipeline over HTTP (POST /run, /batch; GET /schema, /health)",
+                        description="Serve a .pipe file or compiled artifact over HTTP until SIGTERM or SIGINT, "
+                                    "which let requests in flight finish. POST /run takes the inputs as a JSON "
+                                    "object (?stream=1: server-sent events as nodes finish), POST /batch a list of "
+                                    "them. Needs the serve extra: pip install 'pipec[serve]'.")
+    common(sv)
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    sv.add_argument("--max-concurrent", type=int, default=16, metavar="N",
+                    help="runs in flight at once (a batch counts once); beyond that 429 (default 16)")
+    sv.add_argument("--batch-concurrency", type=int, default=4, metavar="N", help="rows of one batch in flight (default 4)")
+    sv.add_argument("--max-body", type=int, default=1 << 20, metavar="BYTES",
+                    help="largest request body; larger ones get 413 (default 1048576)")
+    sv.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
+                    help="how long requests in flight may take to finish after SIGTERM (default 30)")
+    sv.add_argument("--log-inputs", action="store_true", help="put each request's inputs (redacted) in its access log line")
+    lm_opts(sv)
+    add_trust_options(sv)
+
     t = sub.add_parser("test", help="run the file's test blocks")
     t.add_argument("file", help="a .pipe file")
     t.add_argument("-k", dest="name", help="only tests whose name contains this text (an error when none does)")
@@ -307,7 +326,8 @@ def _main(argv: list[str] | None) -> int:
     try:
         return {"check": cmd_check, "run": cmd_run, "graph": cmd_graph, "inspect": cmd_inspect,
                 "test": cmd_test, "compile": cmd_compile, "eval": cmd_eval, "merge": cmd_merge, "report": cmd_report,
-                "trust": cmd_trust, "fmt": cmd_fmt, "export": cmd_export, "lsp": cmd_lsp}[args.command](args)
+                "trust": cmd_trust, "fmt": cmd_fmt, "export": cmd_export, "lsp": cmd_lsp,
+                "serve": cmd_serve}[args.command](args)
     except UsageError as err:
         print(err.shown if err.shown is not None else f"pipec {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -1207,6 +1227,35 @@ def cmd_lsp(args) -> int:
         return EXIT_USAGE
     from .lsp_server import serve
     serve()
+    return EXIT_OK
+
+
+def cmd_serve(args) -> int:
+    try:                                # the serve extra is optional: say how to get it, not a traceback
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        print("pipec serve needs the serve extra: pip install 'pipec[serve]'", file=sys.stderr)
+        return EXIT_USAGE
+    for flag, value in (("--max-concurrent", args.max_concurrent), ("--batch-concurrency", args.batch_concurrency),
+                        ("--max-body", args.max_body)):
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1")
+    if not 0 <= args.port <= 65535 or args.shutdown_timeout < 0:
+        raise UsageError("--port must be 0 to 65535 and --shutdown-timeout at least 0")
+    prog = _load(args)
+    try:
+        prog.approve_running()          # refused at startup, with `pipec run`'s message
+        from .serve import listen, serve
+        try:
+            sock = listen(args.host, args.port)
+        except OSError as err:
+            print(f"pipec serve: error: cannot listen on {args.host}:{args.port}: {err.strerror or err}", file=sys.stderr)
+            return EXIT_FAIL
+        serve(prog, sock=sock, shutdown_timeout=args.shutdown_timeout, max_concurrent=args.max_concurrent,
+              max_body=args.max_body, batch_concurrency=args.batch_concurrency, log_inputs=args.log_inputs)
+    finally:
+        prog.close()
     return EXIT_OK
 
 
