@@ -302,13 +302,15 @@ class Race:
         """The candidate left when every other has been outscored on the same rows; it has been scored
         on every validation row unless the budget ran out (then it is the best so far)."""
         alive = list(field)
+        rank = {id(c): i for i, c in enumerate(field)}
         n = self.first
         while True:
             for c in alive:
                 if not self._score_to(c, n):
                     return self._best_so_far(field)
-            # On the same rows: an incumbent arrives scored on more of them than its challengers.
-            alive.sort(key=lambda c: -c.mean(n))          # stable: earlier (cheaper) families win ties
+            # On the same rows (an incumbent arrives scored on more of them than its challengers); a tie
+            # goes to the earlier (cheaper) candidate of the field, whatever the order at the last rung.
+            alive.sort(key=lambda c: (-c.mean(n), rank[id(c)]))
             if n >= len(self.rows) or len(alive) == 1:
                 if n < len(self.rows):
                     if not self._score_to(alive[0], len(self.rows)):

@@ -239,3 +239,13 @@ def test_a_survivor_the_budget_cannot_pay_for_goes_out():
     winner = race.run(field)
     assert winner.label == "labeled" and winner.full
     assert session.spent == 24 and "auto: nearest: 0.375 on 8 rows, out" in session.trials
+
+
+def test_a_tie_on_every_row_goes_to_the_earlier_candidate_whatever_led_before():
+    """BBH snarks: labeled demos led zero-shot after 16 rows, the two tied on all 20, and the order of
+    the last rung kept labeled demos first: a tie must go to the cheaper, earlier candidate."""
+    zero = [0, 1, 1, 1, 0, 1, 1, 0] + [1, 0, 1, 0, 1, 0, 1, 0] + [1, 1, 0, 0]      # 0.55
+    labeled = [1, 1, 1, 1, 1, 0, 0, 1] + [0, 1, 0, 1, 0, 1, 0, 1] + [1, 0, 0, 0]   # 0.55, a row ahead on 8 and 16
+    race, field, _ = race_of({"zero-shot": zero, "labeled": labeled})
+    winner = race.run(field)
+    assert winner.label == "zero-shot" and winner.full and winner.score == 0.55
