@@ -60,6 +60,15 @@ def _parser() -> argparse.ArgumentParser:
         if pipeline:
             sp.add_argument("--pipeline", "-p", help="which pipeline to use when the file declares several")
 
+    def otel_opts(sp, what):
+        sp.add_argument("--otel", action="store_true",
+                        help=f"export OpenTelemetry spans of {what} (model, tokens, cost, latency, cache hits, "
+                             "fallbacks; no inputs, outputs or messages): to the OTLP/HTTP endpoint in "
+                             "$OTEL_EXPORTER_OTLP_ENDPOINT when it is set, else printed to stderr by the console "
+                             "exporter. Needs the otel extra: pip install 'pipec[otel]'")
+        sp.add_argument("--otel-content", action="store_true",
+                        help="--otel with inputs, outputs, messages and replies in the spans (secrets still masked)")
+
     def lm_opts(sp, many=False):
         if many:
             sp.add_argument("--lm", action="append", help="run every module on this LM id instead (e.g. "
@@ -95,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                                                   "combine the parts with `pipec merge`")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress line (default: when stderr is a terminal)")
+    otel_opts(r, "the run (pipeline, node, module, LM call; one input only)")
     lm_opts(r)
     add_trust_options(r)
 
@@ -150,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
                          "(X.compiled.pipe: instructions and demos written in, the chosen strategies)")
     cp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="show a progress line (default: when stderr is a terminal)")
+    otel_opts(cp, "the compile (one span per trial)")
     lm_opts(cp)
 
     ev = sub.add_parser("eval", help="score pipelines or compiled artifacts on labeled data (several: one table)",
@@ -172,6 +183,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", "-o", help="write every row's result as JSONL here")
     ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     ev.add_argument("--report", metavar="REPORT.html", help="also write a self-contained HTML report with every row")
+    otel_opts(ev, "the eval (one span per row, each with its run; one file and LM only)")
     lm_opts(ev, many=True)
     add_trust_options(ev)
 
@@ -486,6 +498,8 @@ def cmd_run(args) -> int:
         args.shard = (int(k), int(n))
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    if _otel_wanted(args) and args.inputs:
+        raise UsageError("--otel exports the spans of one input (--input); a batch's are not exported")
     prog = _load(args)
     try:
         prog.approve_running()           # before anything is read or written
@@ -503,6 +517,7 @@ def _run_single(prog, args) -> int:
     except ValueError as err:
         names = ", ".join(f"{n}" for n, _, _ in prog.inputs)
         raise UsageError(f"{err} (inputs of {prog.name}: {names}; pass them as --input name=value)") from None
+    _otel_export(args, pred, pipeline=prog.name, inputs=values)
     if args.json:
         print(json.dumps(pred.to_dict(trace=args.trace), ensure_ascii=False, indent=2, default=str))
     else:
@@ -546,6 +561,33 @@ def _run_batch(prog, args) -> int:
           file=sys.stderr)
     _explain_refused_keys(prog, "run", "then run the same command with --retry-failed")
     return EXIT_FAIL if summary.failed or summary.skipped else EXIT_OK
+
+
+def _otel_wanted(args) -> bool:
+    """Whether --otel (or --otel-content, which implies it) was given; a usage error, before anything
+    runs, when the OpenTelemetry SDK is not installed."""
+    if not (getattr(args, "otel", False) or getattr(args, "otel_content", False)):
+        return False
+    import importlib.util
+    try:
+        found = importlib.util.find_spec("opentelemetry.sdk") is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        raise UsageError("--otel needs the OpenTelemetry SDK: pip install 'pipec[otel]'")
+    return True
+
+
+def _otel_export(args, obj, **kw) -> None:
+    """Export `obj`'s spans when --otel asks (`pipec.otel`), flushed before the command goes on."""
+    if not _otel_wanted(args):
+        return
+    from .otel import export, provider_from_env
+    provider = provider_from_env()
+    try:
+        export(obj, provider, content=bool(args.otel_content), **kw)
+    finally:
+        provider.shutdown()
 
 
 def _explain_refused_keys(prog, command: str, then: str) -> bool:
@@ -852,6 +894,7 @@ def cmd_compile(args) -> int:
         path = getattr(args, flag)
         if path is not None and not os.path.isfile(path):
             raise UsageError(f"--{flag}: no such file: {path}")
+    _otel_wanted(args)
     prog = _load(args)
     given, origin = compile_flags(args)
     try:
@@ -883,6 +926,7 @@ def cmd_compile(args) -> int:
         print(f"pipec compile: error: {err}", file=sys.stderr)
         return EXIT_FAIL
     done = compiled.compile_result
+    _otel_export(args, compiled)
     if args.worker:
         st = done.stats
         print(f"worker done: ran {done.worker_trials} trials of study '{config.study}' "
@@ -924,7 +968,10 @@ def cmd_compile(args) -> int:
 def cmd_eval(args) -> int:
     lms = args.lm or [None]
     if len(args.files) > 1 or len(lms) > 1 or args.baseline or args.format != "text":
+        if _otel_wanted(args):
+            raise UsageError("--otel exports the spans of one eval: one file and at most one --lm")
         return cmd_eval_matrix(args, lms)
+    _otel_wanted(args)
     args.file, args.lm = args.files[0], lms[0]
     from .dataset import DatasetError, load_examples
     from .evaluate import evaluate
@@ -957,6 +1004,7 @@ def cmd_eval(args) -> int:
         return EXIT_FAIL
     seconds = time.perf_counter() - started
     line = bar.finish()
+    _otel_export(args, result, pipeline=prog.name)
     if args.report:
         from .html_report import write_report
         write_report(args.report, prog, rows=result, data=args.data, source=args.file, eval_stats=prog.stats,

@@ -44,9 +44,12 @@ class CallRecord:
     # lm that failed, as "name: error". Empty for a call on an lm that declares a model.
     lm: str = ""
     fell_back: list[str] = dataclasses.field(default_factory=list)
+    # When the call (or cache lookup) began, in ns since the epoch: where its OpenTelemetry span starts
+    # (`pipec.otel`). Not part of `to_dict`: traces written to files stay as they were.
+    start_ns: int = dataclasses.field(default_factory=time.time_ns)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
+        return {k: getattr(self, k) for k in self.__slots__ if k != "start_ns"}
 
 
 class Stats:
@@ -104,12 +107,16 @@ class Runtime:
 class RowContext:
     """One row's run: its trace and whether it runs inline (no event loop) or on asyncio."""
 
-    __slots__ = ("runtime", "trace", "inline")
+    __slots__ = ("runtime", "trace", "inline", "started_ns", "nodes")
 
     def __init__(self, runtime: Runtime, inline: bool):
         self.runtime = runtime
         self.trace: list[CallRecord] = []
         self.inline = inline
+        # For OpenTelemetry spans (`pipec.otel`): when the row began, and each node run as
+        # (node id, module, start ns, end ns, failed), in the order they finished.
+        self.started_ns = time.time_ns()
+        self.nodes: list[tuple[str, str, int, int, bool]] = []
 
     def node(self, node_id: str, module: str) -> NodeContext:
         return NodeContext(self, node_id, module)

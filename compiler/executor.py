@@ -8,6 +8,7 @@ depend on each other overlap.
 from __future__ import annotations
 
 import asyncio
+import time
 from operator import itemgetter
 from typing import Any, Awaitable, Callable
 
@@ -97,12 +98,16 @@ class Plan:
         start each step as soon as the steps it reads have finished."""
         if row.inline:
             for step in self.steps:
+                started, failed = time.time_ns(), True
                 try:
                     args = {name: f(env) for name, f in step.args}
                     ctx = row.node(step.id, step.target)
                     env[step.id] = await (step.run(args, ctx, env) if step.needs_env else step.run(args, ctx))
+                    failed = False
                 except Exception as err:
                     raise _located(err, step) from None
+                finally:
+                    row.nodes.append((step.id, step.target, started, time.time_ns(), failed))
             return
         tasks: dict[str, asyncio.Task] = {}
 
@@ -110,12 +115,16 @@ class Plan:
             for d in step.deps:
                 if d in tasks:
                     await tasks[d]
+            started, failed = time.time_ns(), True
             try:
                 args = {name: f(env) for name, f in step.args}
                 ctx = row.node(step.id, step.target)
                 env[step.id] = await (step.run(args, ctx, env) if step.needs_env else step.run(args, ctx))
+                failed = False
             except Exception as err:
                 raise _located(err, step) from None
+            finally:
+                row.nodes.append((step.id, step.target, started, time.time_ns(), failed))
 
         for step in self.steps:
             tasks[step.id] = asyncio.ensure_future(run(step))
@@ -137,7 +146,7 @@ class Plan:
         try:
             coro.send(None)
         except StopIteration:
-            return Prediction({name: f(env) for name, f in self.outputs}, row.trace)
+            return _timed(Prediction({name: f(env) for name, f in self.outputs}, row.trace), row)
         except Exception as err:
             return _failure(err, row)
         coro.close()
@@ -151,7 +160,7 @@ class Plan:
             await self.execute(env, row)
         except Exception as err:
             return _failure(err, row)
-        return Prediction({name: f(env) for name, f in self.outputs}, row.trace)
+        return _timed(Prediction({name: f(env) for name, f in self.outputs}, row.trace), row)
 
 
 def _map_runner(node, body: Plan):
@@ -198,4 +207,10 @@ def _failure(err: Exception, row: RowContext) -> Prediction:
     step = getattr(err, "pipec_step", None)
     where = f"{step.id} ({step.target})" if step is not None else "pipeline"
     raw = getattr(err, "raw", "")
-    return Prediction(None, row.trace, f"{where}: {err}", raw, step.id if step else None)
+    return _timed(Prediction(None, row.trace, f"{where}: {err}", raw, step.id if step else None), row)
+
+
+def _timed(pred: Prediction, row: RowContext) -> Prediction:
+    """`pred` with its row's start, end and node runs (what `pipec.otel` makes spans of)."""
+    pred.timing = (row.started_ns, time.time_ns(), row.nodes)
+    return pred

@@ -49,6 +49,8 @@ class CompileResult:
     cache_hit: bool = False
     worker_trials: int = 0
     spent: float = 0.0                # dollars the LM calls it made cost (cache hits are free)
+    started_ns: int = 0               # when it began (ns since the epoch) and when each trial was
+    trial_ns: tuple[int, ...] = ()    # recorded, in order: the times of its OpenTelemetry spans (`pipec.otel`)
 
 
 class CompileSession:
@@ -79,6 +81,7 @@ class CompileSession:
         self.identity = Identity(program.name, source_files(program), lm_identity(program), config.teacher,
                                  config.proposer)
         self.trials: list[Trial] = []
+        self.trial_ns: list[int] = []          # when each trial was recorded (`CompileResult.trial_ns`)
         self.lineage: list[LineageNode] = []        # an evolutionary search's candidates (`record_lineage`)
         self.best_score: float | None = None
         self.baseline_score: float | None = None    # the uncompiled valset score, once measured
@@ -274,6 +277,7 @@ class CompileSession:
                   calls_per_row=None if calls_per_row is None else round(calls_per_row, 3),
                   tokens_per_row=None if tokens_per_row is None else round(tokens_per_row, 1))
         self.trials.append(t)
+        self.trial_ns.append(time.time_ns())
         if full and (self.best_score is None or score > self.best_score):
             self.best_score = score
             self.progress.best = score
@@ -404,7 +408,7 @@ def compile_program(program, config: CompileConfig):
     `artifact` and its `compile_result` (a `CompileResult`). `program` itself is not changed."""
     from pipec.optimizers import get_optimizer
     from . import compile_cache
-    started = time.perf_counter()
+    started, started_ns = time.perf_counter(), time.time_ns()
     metric = check_settings(program, config, config.base_dir or program.path.resolve().parent)   # before any data
     check_prices(program, config, metric)
     optimizer = get_optimizer(config.optimizer)(**config.options)
@@ -414,7 +418,7 @@ def compile_program(program, config: CompileConfig):
     cached = compile_cache.cached_artifact(program, fp) if config.mode == Mode.SINGLE else None
     if cached is not None:
         return program.bound(cached.predictors, cached.ensemble, artifact=cached, compile_result=CompileResult(
-            cached, Stats(), time.perf_counter() - started, cache_hit=True))
+            cached, Stats(), time.perf_counter() - started, cache_hit=True, started_ns=started_ns))
     session = _session(program, config, train, val, metric)
     stats, progress = session.stats, session.progress
     try:
@@ -424,7 +428,8 @@ def compile_program(program, config: CompileConfig):
             optimizer.optimize(session)
             return program.bound(compile_result=CompileResult(None, stats, time.perf_counter() - started,
                                                               worker_trials=session.worker_trials,
-                                                              spent=session.budget.spent))
+                                                              spent=session.budget.spent, started_ns=started_ns,
+                                                              trial_ns=tuple(session.trial_ns)))
         progress.update("baseline")
         baseline = session.evaluate(session.baseline())
         session.baseline_score = None if baseline.incomplete else baseline.score
@@ -452,7 +457,9 @@ def compile_program(program, config: CompileConfig):
     artifact = build_artifact(chosen, report, program.path.resolve().parent)
     compiled = chosen.bound(artifact=artifact, compile_result=CompileResult(artifact, stats,
                                                                            time.perf_counter() - started,
-                                                                           spent=session.budget.spent))
+                                                                           spent=session.budget.spent,
+                                                                           started_ns=started_ns,
+                                                                           trial_ns=tuple(session.trial_ns)))
     compile_cache.store(compiled, fp)
     return compiled
 

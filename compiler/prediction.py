@@ -15,7 +15,7 @@ class Prediction:
     ('play_music', True)
     """
 
-    __slots__ = ("_values", "trace", "error", "raw", "node")
+    __slots__ = ("_values", "trace", "error", "raw", "node", "timing")
 
     def __init__(self, values: dict[str, Any] | None, trace: list | None = None, error: str | None = None,
                  raw: str = "", node: str | None = None):
@@ -24,6 +24,8 @@ class Prediction:
         self.error = error
         self.raw = raw
         self.node = node
+        # (start ns, end ns, node runs) of the row that made it, for `pipec.otel`; None when it never ran
+        self.timing: tuple[int, int, list] | None = None
 
     @property
     def ok(self) -> bool:

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY = ["litellm", "optuna", "llama_cpp", "diskcache", "openai", "httpx", "numpy", "starlette", "uvicorn"]
+HEAVY = ["litellm", "optuna", "llama_cpp", "diskcache", "openai", "httpx", "numpy", "starlette", "uvicorn",
+         "opentelemetry"]
 
 
 def loaded_after(code: str) -> set[str]:
