@@ -1266,12 +1266,17 @@ def cmd_trust(args) -> int:
     return status
 
 
+def _missing_extra(command: str, extra: str, modules: tuple[str, ...]) -> bool:
+    """Whether an optional extra's packages are missing; if so, say how to get them (not a traceback)."""
+    import importlib.util
+    if all(importlib.util.find_spec(m) is not None for m in modules):
+        return False
+    print(f"pipec {command} needs the {extra} extra: pip install 'pipec[{extra}]'", file=sys.stderr)
+    return True
+
+
 def cmd_lsp(args) -> int:
-    try:                                # the lsp extra is optional: say how to get it, not a traceback
-        import lsprotocol  # noqa: F401
-        import pygls  # noqa: F401
-    except ImportError:
-        print("pipec lsp needs the lsp extra: pip install 'pipec[lsp]'", file=sys.stderr)
+    if _missing_extra("lsp", "lsp", ("lsprotocol", "pygls")):
         return EXIT_USAGE
     from .lsp_server import serve
     serve()
@@ -1279,11 +1284,7 @@ def cmd_lsp(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    try:                                # the serve extra is optional: say how to get it, not a traceback
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        print("pipec serve needs the serve extra: pip install 'pipec[serve]'", file=sys.stderr)
+    if _missing_extra("serve", "serve", ("starlette", "uvicorn")):
         return EXIT_USAGE
     for flag, value in (("--max-concurrent", args.max_concurrent), ("--batch-concurrency", args.batch_concurrency),
                         ("--max-body", args.max_body)):

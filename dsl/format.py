@@ -213,17 +213,21 @@ class _Printer:
             self.string(doc)
             self.newline()
         for f in fields:
-            direction, fname, typ, desc = f.children
+            direction, *field = f.children
             self.token(direction.children[0])
             self.put(" " * (4 - len(str(direction.children[0]))))
-            self.token(fname)
-            self.put(": ")
-            self.type(typ)
-            if desc is not None:
-                self.put(" ")
-                self.string(desc)
-            self.newline()
+            self.field(*field)
         self.block_close(node)
+
+    def field(self, name, typ, desc) -> None:
+        """`name: type "description"` on a line of its own (a signature's or a record's field)."""
+        self.token(name)
+        self.put(": ")
+        self.type(typ)
+        if desc is not None:
+            self.put(" ")
+            self.string(desc)
+        self.newline()
 
     def item_record(self, node):
         name, doc, *fields = node.children
@@ -234,14 +238,7 @@ class _Printer:
             self.string(doc)
             self.newline()
         for f in fields:
-            fname, typ, desc = f.children
-            self.token(fname)
-            self.put(": ")
-            self.type(typ)
-            if desc is not None:
-                self.put(" ")
-                self.string(desc)
-            self.newline()
+            self.field(*f.children)
         self.block_close(node)
 
     def item_module_decl(self, node):

@@ -61,10 +61,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..dsl.catalogue import OptionSpec
-from ..dsl.diagnostics import did_you_mean
 from ..dsl.types import STR, Type
 from ..vote import answer_key
-from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor, decl_option, fresh_name, settle
+from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor, field_option_problems, fresh_name, settle
 from .majority import show_value
 
 LIST_STR = Type("list", arg=STR)
@@ -180,13 +179,7 @@ def weighted_vote(keys: Sequence[str | None], accuracies: Sequence[float],
 
 def _validate(decl, program) -> list[tuple[str, str]]:
     """`field` must name an output of the signature."""
-    outputs = [n for n, _, _ in program.signatures[decl.signature].outputs]
-    name = getattr(decl_option(decl, "field"), "name", None)
-    if isinstance(name, str) and name not in outputs:
-        hint = did_you_mean(name, outputs) or f"outputs of {decl.signature}: {', '.join(outputs)}"
-        return [(f"option 'field' of AMA module {decl.name} names '{name}', which is not an output of "
-                 f"{decl.signature}", hint)]
-    return []
+    return field_option_problems(decl, program, "AMA")
 
 
 class AMA(ModuleKind):

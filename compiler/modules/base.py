@@ -191,6 +191,26 @@ def decl_option(decl, name: str, default: Any = None) -> Any:
     return default
 
 
+def field_option_problems(decl, program, kind: str) -> list[tuple[str, str]]:
+    """`validate_decl` for a kind whose `field` option names the output it votes on (Majority, AMA):
+    it must be an output of the signature.
+
+    >>> from types import SimpleNamespace as NS
+    >>> decl = NS(name="m", signature="S", options=[NS(name="field", value=NS(name="anser"))])
+    >>> program = NS(signatures={"S": NS(outputs=[("answer", None, "")])})
+    >>> field_option_problems(decl, program, "Majority")[0]
+    ("option 'field' of Majority module m names 'anser', which is not an output of S", "did you mean 'answer'?")
+    """
+    from ..dsl.diagnostics import did_you_mean
+    outputs = [n for n, _, _ in program.signatures[decl.signature].outputs]
+    name = getattr(decl_option(decl, "field"), "name", None)
+    if isinstance(name, str) and name not in outputs:
+        hint = did_you_mean(name, outputs) or f"outputs of {decl.signature}: {', '.join(outputs)}"
+        return [(f"option 'field' of {kind} module {decl.name} names '{name}', which is not an output of "
+                 f"{decl.signature}", hint)]
+    return []
+
+
 def show_answer(answer: dict[str, Any], fields: Fields) -> str:
     """One answer as prompt text, `field: value` per line (another agent's or candidate's answer).
 

@@ -16,10 +16,9 @@ import json
 from typing import Any
 
 from ..dsl.catalogue import OptionSpec
-from ..dsl.diagnostics import did_you_mean
 from ..dsl.types import STR
 from ..vote import answer_key, count_votes
-from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor, decl_option, settle
+from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor, field_option_problems, settle
 from .chain_of_thought import DEFAULT_RATIONALE
 
 DEFAULT_N = 5
@@ -72,13 +71,7 @@ class Majority(ModuleKind):
 
     @staticmethod
     def validate_decl(decl, program) -> list[tuple[str, str]]:
-        outputs = [n for n, _, _ in program.signatures[decl.signature].outputs]
-        name = getattr(decl_option(decl, "field"), "name", None)
-        if isinstance(name, str) and name not in outputs:
-            hint = did_you_mean(name, outputs) or f"outputs of {decl.signature}: {', '.join(outputs)}"
-            return [(f"option 'field' of Majority module {decl.name} names '{name}', which is not an "
-                     f"output of {decl.signature}", hint)]
-        return []
+        return field_option_problems(decl, program, "Majority")
 
     def __init__(self, spec):
         super().__init__(spec)
