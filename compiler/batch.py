@@ -335,11 +335,13 @@ def in_shard(lineno: int, shard: tuple[int, int] | None) -> bool:
 
 def run_jsonl(program, in_path: Path, out_path: Path, concurrency: int = 4, progress: bool | None = None,
               retry_failed: bool = False, with_trace: bool = False, on_skip: Callable[[str], None] | None = None,
-              shard: tuple[int, int] | None = None) -> BatchSummary:
+              shard: tuple[int, int] | None = None,
+              on_row: Callable[[int, dict, Prediction], None] | None = None) -> BatchSummary:
     """Run every row of a JSONL file into a JSONL output file, resuming where an earlier run stopped.
 
     With `shard=(k, n)` only every n-th line starting at line k runs (machines split a batch; `merge_outputs`
-    puts the parts back together and checks that every row is there once).
+    puts the parts back together and checks that every row is there once). `on_row(line, inputs,
+    prediction)` is called for each row run, once it is written (OpenTelemetry export hooks in there).
 
     Raises `BatchRefused` before anything is run or written: `NoRows` for an input file without rows,
     `OutputRefused` for an output that is not this run's to write (see `check_output_path`,
@@ -368,12 +370,12 @@ def run_jsonl(program, in_path: Path, out_path: Path, concurrency: int = 4, prog
             _drop_failed(out_path)
         done = {line: key for line, (key, ok) in existing.records.items() if ok or not retry_failed}
         _run_into(program, in_path, out_path, identity, done, summary, concurrency, progress, with_trace,
-                  on_skip, shard)
+                  on_skip, shard, on_row)
     return summary
 
 
 def _run_into(program, in_path: Path, out_path: Path, identity: dict, done: dict[int, str], summary: BatchSummary,
-              concurrency: int, progress, with_trace: bool, on_skip, shard) -> None:
+              concurrency: int, progress, with_trace: bool, on_skip, shard, on_row=None) -> None:
     def todo():
         for lineno, row in read_rows(in_path, summary.skipped, shard):
             if done.get(lineno) == row_key(row):
@@ -402,6 +404,8 @@ def _run_into(program, in_path: Path, out_path: Path, identity: dict, done: dict
             out.flush()
             summary.ran += 1
             summary.failed += not rec["ok"]
+            if on_row is not None:
+                on_row(lineno, row, pred)
             while reported[0] < len(summary.skipped) and on_skip is not None:
                 on_skip(summary.skipped[reported[0]])
                 reported[0] += 1

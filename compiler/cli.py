@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                                                   "combine the parts with `pipec merge`")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress line (default: when stderr is a terminal)")
-    otel_opts(r, "the run (pipeline, node, module, LM call; one input only)")
+    otel_opts(r, "the run (pipeline, node, module, LM call; a batch: one pipeline span per row)")
     lm_opts(r)
     add_trust_options(r)
 
@@ -498,8 +498,7 @@ def cmd_run(args) -> int:
         args.shard = (int(k), int(n))
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
-    if _otel_wanted(args) and args.inputs:
-        raise UsageError("--otel exports the spans of one input (--input); a batch's are not exported")
+    _otel_wanted(args)
     prog = _load(args)
     try:
         prog.approve_running()           # before anything is read or written
@@ -544,16 +543,26 @@ def _run_batch(prog, args) -> int:
     out = Path(args.output) if args.output else default
     if out.resolve() == src.resolve():
         raise UsageError("--output must differ from --inputs")
+    on_row, provider = None, None
+    if _otel_wanted(args):               # one root span per row, exported as the row is written
+        from .otel import export, provider_from_env
+        provider = provider_from_env()
+
+        def on_row(line, inputs, pred):
+            export(pred, provider, content=bool(args.otel_content), pipeline=prog.name, inputs=inputs)
     try:
         summary = run_jsonl(prog, src, out, args.concurrency, progress=args.progress, retry_failed=args.retry_failed,
                             with_trace=args.trace, on_skip=lambda msg: print(f"skipped: {msg}", file=sys.stderr),
-                            shard=args.shard)
+                            shard=args.shard, on_row=on_row)
     except BatchRefused as err:          # an output that is not this run's, a busy output, no rows
         print(f"pipec run: error: {err}", file=sys.stderr)
         return err.status
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished rows are in {out}; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        if provider is not None:
+            provider.shutdown()          # flushes the spans of the rows that ran
     resumed = f", {summary.resumed} already done" if summary.resumed else ""
     if args.progress is not False:          # --no-progress: no progress line, not even the closing one
         print(summary.line, file=sys.stderr)

@@ -206,10 +206,16 @@ def test_cli_otel_content_masks_secrets(two, capsys, monkeypatch):
     assert SECRET_INPUT in err and KEY not in err
 
 
-def test_otel_on_a_batch_is_a_usage_error(two, tmp_path, capsys):
+def test_a_batch_exports_one_pipeline_span_per_row(two, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    monkeypatch.setattr("pipec.program.backend_for", lambda model, options=None: pipec.ScriptedLM(rule=rule))
     rows = tmp_path / "rows.jsonl"
-    rows.write_text('{"text": "x"}\n')
-    assert cli.main(["run", str(two), "--inputs", str(rows), "--otel"]) == 2
+    rows.write_text('{"text": "x one"}\n{"text": "y two"}\n{"text": "z three"}\n')
+    assert cli.main(["run", str(two), "--inputs", str(rows), "--no-cache", "--otel", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert err.count('"name": "pipeline two"') == 3 and err.count('"name": "node s"') == 3
+    assert "x one" not in err and "three" not in err                 # no inputs without --otel-content
 
 
 def test_cli_run_otel_posts_to_the_otlp_endpoint(two, capsys, monkeypatch):
