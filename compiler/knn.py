@@ -28,6 +28,41 @@ def features(text: str) -> Counter:
     return out
 
 
+def tfidf_vectors(texts: list[str]) -> list[dict[str, float]]:
+    """Unit-length TF-IDF vectors of `texts` (sparse: feature -> weight), as the nearest-demo index
+    weighs them; the dot product of two is their cosine similarity. For optimizers that compare or
+    cluster rows (`pipec.session.tfidf_vectors`).
+
+    >>> a, b, c = tfidf_vectors(["play some jazz", "play jazz music", "rain in Oslo"])
+    >>> cosine(a, b) > cosine(a, c)
+    True
+    >>> round(cosine(a, a), 6)
+    1.0
+    """
+    feats = [features(t) for t in texts]
+    df: Counter = Counter()
+    for f in feats:
+        df.update(f.keys())
+    n = max(1, len(texts))
+    idf = {t: math.log(1.0 + n / c) for t, c in df.items()}
+    out = []
+    for f in feats:
+        v = {t: c * idf[t] for t, c in f.items()}
+        norm = math.sqrt(sum(x * x for x in v.values())) or 1.0
+        out.append({t: x / norm for t, x in v.items()})
+    return out
+
+
+def cosine(a: dict[str, float], b: dict[str, float]) -> float:
+    """The dot product of two sparse vectors (their cosine similarity when both have unit length).
+
+    >>> cosine({"a": 0.6, "b": 0.8}, {"b": 1.0})
+    0.8
+    """
+    small, big = (a, b) if len(a) < len(b) else (b, a)
+    return sum(x * big.get(t, 0.0) for t, x in small.items())
+
+
 def _text(values: dict[str, Any], fields: list[str]) -> str:
     return " ".join(str(values.get(f, "")) for f in fields)
 

@@ -33,8 +33,9 @@ What a session offers:
 
 The values an optimizer builds or reads come from here too: `PredictorState`, `KnnState` and `Choice`
 (the artifact's parameter types; `choice_of(params)` reads a set's choice), `Alternative`, `LineageNode` (the report's record of one evolved candidate),
-`OptionSpec` (how an optimizer declares its options), `LMRequest`, `fingerprint`, and how pipec
-shows a value or a type to an LM (`render_value`, `describe_type`).
+`OptionSpec` (how an optimizer declares its options), `LMRequest`, `fingerprint`, how pipec
+shows a value or a type to an LM (`render_value`, `describe_type`), and its lexical TF-IDF, the
+features of the nearest-demo index, for comparing or clustering rows (`tfidf_vectors`, `cosine`).
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from typing import Any, ContextManager, Protocol, Sequence
 
 from .dsl.catalogue import OptionSpec
 from .fingerprints import fingerprint
+from .knn import cosine, tfidf_vectors
 from .lm.base import LMRequest
 from .prompt import describe_type, render_value
 
@@ -236,4 +238,5 @@ def __getattr__(name: str):
 
 __all__ = ["Session", "Mode", "PredictorView", "MetricInfo", "Identity", "Answer", "Row", "Scored", "ScoredRow",
            "Alternative", "choice_of",
-           "OptionSpec", "LMRequest", "fingerprint", "describe_type", "render_value", *_ARTIFACT_TYPES]
+           "OptionSpec", "LMRequest", "fingerprint", "describe_type", "render_value", "tfidf_vectors", "cosine",
+           *_ARTIFACT_TYPES]
