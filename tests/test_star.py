@@ -120,3 +120,21 @@ def test_retries_are_counted(qa):
     star, lm = compile_qa(qa, rationalize=True)
     assert star.report.lm_requests == len(lm.requests)
     assert len(lm.requests) - len(plain_lm.requests) == 2      # the two retries, nothing else
+
+
+def test_mipro_bootstraps_its_demo_sets_with_rationalize_too(qa):
+    """mipro builds its bootstrapped demo sets with bootstrap_fewshot, options included: with
+    `rationalize: true` a hard row enters a demo set only through the hinted retry."""
+    def run(**options):
+        lm = pipec.ScriptedLM(rule=make_rule())
+        prog = pipec.load(qa, lm=lm, cache=False)
+        compiled = prog.compile(TRAIN, VAL, "exact_match(answer)", "mipro", seed=0, options={
+            "max_labeled": 0, "trials": 2, "instructions": 1, "minibatch": 2, "k": 0, **options})
+        return compiled, lm
+    _, plain_lm = run()
+    assert not any(hinted(r) for r in plain_lm.requests)
+    compiled, lm = run(rationalize=True)
+    assert sum(hinted(r) for r in lm.requests) >= 1
+    hard = [d for d in compiled.params()["solve"].demos if d["question"].startswith("hard")]
+    assert all("rationalized" in d["reasoning"] for d in hard)
+    assert not any("Hint" in json.dumps(d) for d in compiled.params()["solve"].demos)
