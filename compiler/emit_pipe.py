@@ -74,16 +74,8 @@ def program_as_pipe(program, dest: str | Path | None = None, fingerprint: str | 
 
 def write_pipe(program, path: str | Path, fingerprint: str | None = None) -> Path:
     """Write `program_as_pipe` to `path` atomically (a crash leaves the earlier file); the path."""
-    path = Path(path)
-    text = program_as_pipe(program, path, fingerprint)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    from .output_file import write_output
+    return write_output(path, program_as_pipe(program, Path(path), fingerprint), replace=True)
 
 
 def header(program, fingerprint: str) -> str:

@@ -8,7 +8,6 @@ gets every syntax error, as `pipec check` prints them; the other files are still
 from __future__ import annotations
 
 import difflib
-import os
 import sys
 from pathlib import Path
 
@@ -59,13 +58,5 @@ def run_fmt(files: list[str], check: bool = False, diff: bool = False) -> int:
 
 def _replace(path: Path, text: str) -> None:
     """Write `text` over `path` atomically, keeping its permissions (a crash leaves the old file)."""
-    mode = path.stat().st_mode & 0o7777
-    tmp = path.with_name(f".{path.name}.fmt-{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from .output_file import write_output
+    write_output(path, text, replace=True, mode=path.stat().st_mode & 0o7777)

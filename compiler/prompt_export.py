@@ -30,6 +30,7 @@ from typing import Any
 
 from . import knn as _knn_module
 from .knn import KnnPool
+from .output_file import write_output  # noqa: F401  (pipec export writes with it)
 from .prompt import render_value, retry_message
 
 FORMAT = "pipec-prompts"
@@ -90,42 +91,6 @@ def export_prompts(program, format: str = "text", *, source: str | None = None) 
     if format == "python":
         return _python(spec)
     return _readable(spec)
-
-
-def write_output(path: str | Path, text: str, replace: bool = False) -> Path:
-    """Write `text` to `path` in full or not at all (a temporary file beside it, then a rename). An
-    existing file is kept (FileExistsError), even one that appears while writing, unless `replace`.
-
-    >>> import pathlib, tempfile
-    >>> out = pathlib.Path(tempfile.mkdtemp()) / "p.txt"
-    >>> _ = write_output(out, "one"); write_output(out, "two")
-    Traceback (most recent call last):
-    FileExistsError: ...p.txt exists
-    >>> _ = write_output(out, "two", replace=True); out.read_text()
-    'two'
-    """
-    import os
-    import secrets
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)      # the umask applies, as for any file
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        if replace:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)                  # fails if the file exists, whoever made it
-            except FileExistsError:
-                raise FileExistsError(f"{path} exists") from None
-            except OSError:                         # no hard links here: exclusive creation instead
-                with open(path, "x", encoding="utf-8", newline="") as fh:
-                    fh.write(text)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def is_export(head: str) -> bool:

@@ -205,18 +205,28 @@ class _Printer:
         self.token(node.children[0])
 
     def item_signature(self, node):
+        self.fields_block(node, "signature")
+
+    def item_record(self, node):
+        self.fields_block(node, "record")
+
+    def fields_block(self, node, keyword: str) -> None:
+        """`signature S {` or `record R {`, its doc string, one field per line (a signature's field
+        direction padded so the names line up), `}`."""
         name, doc, *fields = node.children
-        self.put("signature ", self._pos(node))
+        self.put(keyword + " ", self._pos(node))
         self.token(name)
         self.block_open()
         if doc is not None:
             self.string(doc)
             self.newline()
         for f in fields:
-            direction, *field = f.children
-            self.token(direction.children[0])
-            self.put(" " * (4 - len(str(direction.children[0]))))
-            self.field(*field)
+            parts = f.children
+            if f.data == "sig_field":
+                direction, *parts = parts
+                self.token(direction.children[0])
+                self.put(" " * (4 - len(str(direction.children[0]))))
+            self.field(*parts)
         self.block_close(node)
 
     def field(self, name, typ, desc) -> None:
@@ -228,18 +238,6 @@ class _Printer:
             self.put(" ")
             self.string(desc)
         self.newline()
-
-    def item_record(self, node):
-        name, doc, *fields = node.children
-        self.put("record ", self._pos(node))
-        self.token(name)
-        self.block_open()
-        if doc is not None:
-            self.string(doc)
-            self.newline()
-        for f in fields:
-            self.field(*f.children)
-        self.block_close(node)
 
     def item_module_decl(self, node):
         name, kind, sig, *opts = node.children
