@@ -160,7 +160,8 @@ def _parser() -> argparse.ArgumentParser:
                          "(X.compiled.pipe: instructions and demos written in, the chosen strategies)")
     cp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="show a progress line (default: when stderr is a terminal)")
-    otel_opts(cp, "the compile (one span per trial)")
+    otel_opts(cp, "the compile (one span per trial, with the runs it scored: pipeline, node, module, LM "
+                  "call; the baseline, the final eval, bootstrapping and proposals too)")
     lm_opts(cp)
 
     ev = sub.add_parser("eval", help="score pipelines or compiled artifacts on labeled data (several: one table)",
@@ -183,7 +184,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", "-o", help="write every row's result as JSONL here")
     ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     ev.add_argument("--report", metavar="REPORT.html", help="also write a self-contained HTML report with every row")
-    otel_opts(ev, "the eval (one span per row, each with its run; one file and LM only)")
+    otel_opts(ev, "the eval (one span per row, each with its run; several files or LMs: one eval span per "
+                  "program and LM)")
     lm_opts(ev, many=True)
     add_trust_options(ev)
 
@@ -912,6 +914,8 @@ def cmd_compile(args) -> int:
         print(f"pipec compile: error: {err}", file=sys.stderr)
         return EXIT_FAIL
     config.progress = args.progress     # None: a progress line when stderr is a terminal
+    if _otel_wanted(args):              # the trial spans carry the runs: kept as they happen
+        config.keep_runs = "content" if args.otel_content else True
     trials_flag(config, args)
     if config.trainset is None:
         raise UsageError(f"no trainset: add a compile block for {prog.name} or pass --trainset")
@@ -976,11 +980,9 @@ def cmd_compile(args) -> int:
 
 def cmd_eval(args) -> int:
     lms = args.lm or [None]
-    if len(args.files) > 1 or len(lms) > 1 or args.baseline or args.format != "text":
-        if _otel_wanted(args):
-            raise UsageError("--otel exports the spans of one eval: one file and at most one --lm")
-        return cmd_eval_matrix(args, lms)
     _otel_wanted(args)
+    if len(args.files) > 1 or len(lms) > 1 or args.baseline or args.format != "text":
+        return cmd_eval_matrix(args, lms)
     args.file, args.lm = args.files[0], lms[0]
     from .dataset import DatasetError, load_examples
     from .evaluate import evaluate
@@ -1084,7 +1086,7 @@ def cmd_eval_matrix(args, lms: list[str | None]) -> int:
             bar.finish()
             st = prog.stats
             cells.append(Cell(file, lm or "as declared", result, time.perf_counter() - started, st.calls,
-                              st.cache_hits, st.prompt_tokens + st.completion_tokens, st.cost))
+                              st.cache_hits, st.prompt_tokens + st.completion_tokens, st.cost, prog.name))
             rows_out += [{"program": file, "lm": lm or "as declared", **r.to_dict()} for r in result.rows]
     except (DatasetError, MetricError) as err:
         print(f"pipec eval: error: {err}", file=sys.stderr)
@@ -1092,6 +1094,8 @@ def cmd_eval_matrix(args, lms: list[str | None]) -> int:
     finally:
         for _, _, prog in programs:
             prog.close()
+    if cells:
+        _otel_export(args, cells)
     if args.output:
         from .jsonl import dump_line
         tmp = f"{args.output}.tmp"

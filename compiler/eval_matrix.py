@@ -5,7 +5,8 @@ a failing exit status when one scores more than `--max-drop` below it (a CI gate
 Cells run one after another, each with the eval's row concurrency, so the LM load is bounded by
 `--concurrency` whatever the size of the matrix; they share the LM cache (a program and LM already
 scored on a row costs nothing the second time). The metric is the same for every cell: `--metric`,
-else the first program's (its artifact's, or its compile block's).
+else the first program's (its artifact's, or its compile block's). With `--otel`, the cells'
+OpenTelemetry spans: `pipec.otel.export(cells)`, one `eval` span per cell with a run per row.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class Cell:
     cache_hits: int = 0
     tokens: int = 0
     cost: float = 0.0
+    pipeline: str | None = None       # the pipeline's name: its runs' OpenTelemetry spans say it (`pipec.otel`)
 
     @property
     def passed(self) -> int:

@@ -29,6 +29,7 @@ from .fingerprints import compile_fingerprint, lm_identity, source_files
 from .lm.base import LMError, LMRequest
 from .metrics import Metric
 from .progress import CompileProgress
+from .run_log import RunLog
 from .session import Alternative, Answer, Identity, MetricInfo, Mode, PredictorView, choice_of
 from .settings import CompileConfig, check_settings
 
@@ -51,6 +52,7 @@ class CompileResult:
     spent: float = 0.0                # dollars the LM calls it made cost (cache hits are free)
     started_ns: int = 0               # when it began (ns since the epoch) and when each trial was
     trial_ns: tuple[int, ...] = ()    # recorded, in order: the times of its OpenTelemetry spans (`pipec.otel`)
+    runs: RunLog | None = None        # the runs it made, when `CompileConfig.keep_runs` asked for them
 
 
 class CompileSession:
@@ -82,6 +84,7 @@ class CompileSession:
                                  config.proposer)
         self.trials: list[Trial] = []
         self.trial_ns: list[int] = []          # when each trial was recorded (`CompileResult.trial_ns`)
+        self.run_log: RunLog | None = None     # the runs, kept for OpenTelemetry when asked (`keep_runs`)
         self.lineage: list[LineageNode] = []        # an evolutionary search's candidates (`record_lineage`)
         self.best_score: float | None = None
         self.baseline_score: float | None = None    # the uncompiled valset score, once measured
@@ -199,6 +202,8 @@ class CompileSession:
         rt = candidate.runtime(self.budget, self.stats)
         result = evaluate(candidate, rows if rows is not None else self.valset, self._metric, self.concurrency,
                           runtime=rt)
+        if self.run_log is not None:
+            self.run_log.scored(result)
         self._stop_on_refused_keys(candidate)
         return result
 
@@ -212,6 +217,8 @@ class CompileSession:
         self.teacher_used = True
         rt = teacher.runtime(self.budget, self.stats)
         result = evaluate(teacher, rows, self._metric, self.concurrency, runtime=rt)
+        if self.run_log is not None:
+            self.run_log.teacher(result)
         self._stop_on_refused_keys(teacher)
         return result
 
@@ -231,6 +238,9 @@ class CompileSession:
             return Answer(None, self.stats.calls - before, budget_spent=True)
         except LMError:
             return Answer(None, self.stats.calls - before)       # a failed proposal is one candidate fewer
+        finally:
+            if self.run_log is not None:
+                self.run_log.proposal(row.trace)
         return Answer(reply.text, self.stats.calls - before)
 
     def _stop_on_refused_keys(self, program) -> None:
@@ -278,6 +288,8 @@ class CompileSession:
                   tokens_per_row=None if tokens_per_row is None else round(tokens_per_row, 1))
         self.trials.append(t)
         self.trial_ns.append(time.time_ns())
+        if self.run_log is not None:
+            self.run_log.trial()
         if full and (self.best_score is None or score > self.best_score):
             self.best_score = score
             self.progress.best = score
@@ -400,7 +412,16 @@ def _session(program, config: CompileConfig, train: list[Example], val: list[Exa
     session = CompileSession(program, config, train, val, metric, budget, stats,
                              CompileProgress(budget, stats, config.progress))
     session.valset = fit_valset(val, config.budget, session.calls_per_row, session.rng("valset"))
+    if config.keep_runs:
+        session.run_log = RunLog(content=config.keep_runs == "content")
     return session
+
+
+def _finished(log: RunLog | None) -> RunLog | None:
+    """`log` with what ran after the last trial (the final eval) as its `final` part."""
+    if log is not None and log.final is None:
+        log.final = log.take()
+    return log
 
 
 def compile_program(program, config: CompileConfig):
@@ -429,9 +450,12 @@ def compile_program(program, config: CompileConfig):
             return program.bound(compile_result=CompileResult(None, stats, time.perf_counter() - started,
                                                               worker_trials=session.worker_trials,
                                                               spent=session.budget.spent, started_ns=started_ns,
-                                                              trial_ns=tuple(session.trial_ns)))
+                                                              trial_ns=tuple(session.trial_ns),
+                                                              runs=_finished(session.run_log)))
         progress.update("baseline")
         baseline = session.evaluate(session.baseline())
+        if session.run_log is not None:
+            session.run_log.baseline = session.run_log.take()
         session.baseline_score = None if baseline.incomplete else baseline.score
         progress.update("optimizing")
         params, score = optimizer.optimize(session)
@@ -439,6 +463,7 @@ def compile_program(program, config: CompileConfig):
         if score is None:
             result = session.evaluate(params)
             score = None if result.incomplete else result.score
+        _finished(session.run_log)
         params, score = within_call_bound(session, params, score)
         params, score = never_worse(session, params, score)
         params = keep_pinned(program, params)       # the artifact holds pinned parts as written, whatever was returned
@@ -459,7 +484,8 @@ def compile_program(program, config: CompileConfig):
                                                                            time.perf_counter() - started,
                                                                            spent=session.budget.spent,
                                                                            started_ns=started_ns,
-                                                                           trial_ns=tuple(session.trial_ns)))
+                                                                           trial_ns=tuple(session.trial_ns),
+                                                                           runs=session.run_log))
     compile_cache.store(compiled, fp)
     return compiled
 

@@ -44,9 +44,14 @@ class CompileConfig:
     val_fraction: float = 0.4
     base_dir: Path | None = None      # data paths are relative to this (the .pipe file's folder)
     origin: "Origin | None" = None    # where settings given outside the compile block were written
+    # Keep the runs (rows scored, teacher runs, proposals) for OpenTelemetry trial spans (`pipec.otel`):
+    # True without their content, "content" with inputs, outputs and messages. Not in the fingerprint.
+    keep_runs: bool | str = False
 
     def __post_init__(self) -> None:
         self.mode = Mode(self.mode)
+        if self.keep_runs not in (False, True, "content"):
+            raise ValueError(f"keep_runs: {self.keep_runs!r}; give True, False or \"content\"")
 
     @classmethod
     def from_block(cls, block: A.CompileBlock | None, base_dir: Path | None = None, **given: Any) -> "CompileConfig":
