@@ -1195,7 +1195,8 @@ def add_trust_options(sp) -> None:
     """--allow and --trust, for the commands that run a program (run, eval, report --data)."""
     sp.add_argument("--allow", action="append", default=[], metavar="NAME",
                     help="approve one thing an artifact from elsewhere may use: a Python target (pkg.mod:fn), a module "
-                         "or package (pkg.mod), or an LM endpoint (URL); repeatable")
+                         "or package (pkg.mod), an LM endpoint (URL), or code it carries (code:M.tool, run in the "
+                         "sandbox); repeatable")
     sp.add_argument("--trust", action="store_true",
                     help="approve everything the artifact uses, for this run (see also `pipec trust`)")
 

@@ -362,13 +362,18 @@ def _diff_html(diff: list[tuple[str, str]]) -> str:
 def _module_html(c: dict[str, Any]) -> str:
     adds = sum(1 for t, _ in c["diff"] if t == "+")
     dels = sum(1 for t, _ in c["diff"] if t == "-")
-    status = (f'<span class="tag changed">changed: +{adds} −{dels} prompt lines</span>' if c["changed"]
+    status = ('<span class="tag">Python tool</span>' if c.get("code") else
+              f'<span class="tag changed">changed: +{adds} −{dels} prompt lines</span>' if c["changed"]
               else '<span class="tag same">unchanged</span>')
     out = [(f'<div class="module" data-module="{esc(c["name"])}"><div class="head"><h3>{esc(c["name"])}</h3>'
             f'<span class="tag">{esc(c["kind"])}</span><span class="muted mono">{esc(c["lm"])}</span>'
             f'<span class="muted">{esc(", ".join(c["inputs"]))} → {esc(", ".join(c["outputs"]))}</span>{status}</div>'
             '<div class="body">')]
     pinned = set(c.get("pinned") or ())      # what the .pipe file pins: the compile could not change it
+    if c.get("code"):                        # code, not a prompt: no LM is sent it, so no prompt diff either
+        out.append('<div class="label">Tool (Python code the module carries; it runs in the sandbox)</div>'
+                   f'<pre class="instr code">{esc(c["code"])}</pre></div></div>')
+        return "".join(out)
     if "instruction" in pinned:
         out.append(f'<div class="label">Instruction (pinned)</div><pre class="instr">{esc(c["instruction_after"])}</pre>')
     elif c["instruction_after"] != c["instruction_before"]:

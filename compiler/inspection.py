@@ -1,4 +1,5 @@
-"""`pipec inspect`: the exact messages each module will send, and the worst-case LM call count."""
+"""`pipec inspect`: the exact messages each module will send, the code it carries (ToolMaker's tool,
+shown in full: it is what an artifact's user approves), and the worst-case LM call count."""
 from __future__ import annotations
 
 import json
@@ -46,14 +47,14 @@ def inspect_program(program, values: dict[str, Any] | None = None) -> dict[str, 
         module = program.modules[node.target]
         sites.append({"node": node.id, "module": node.target, "kind": module.describe(),
                       "max_lm_calls": module.max_calls(), "predictors": _predictors(program, module, node, values),
-                      **_alternatives(program, module)})
+                      **_code(module), **_alternatives(program, module)})
     # Modules reached only through another module's options (a Decompose solver, RankFuse candidates).
     in_graph = {n.target for n in program.graph.walk() if n.op == "module"}
     for name, module in program.modules.items():
         if name not in in_graph:
             sites.append({"node": "(used by options of other modules)", "module": name, "kind": module.describe(),
                           "max_lm_calls": module.max_calls(), "predictors": _predictors(program, module, None, None),
-                          **_alternatives(program, module)})
+                          **_code(module), **_alternatives(program, module)})
     members = max(1, len(program.members))
     out = {"pipeline": program.name, "max_lm_calls": max_calls(program), "ensemble_members": members, "calls": sites,
            "max_lm_requests": max_calls(program, requests=True)}
@@ -82,12 +83,22 @@ def _alternatives(program, module) -> dict[str, Any]:
     return {"alternatives": out, **({"max_calls_per_row": bound} if bound is not None else {})}
 
 
+def _code(module) -> dict[str, Any]:
+    """The code the module carries, by predictor name (`ModuleKind.code`), when it carries any."""
+    code = module.code()
+    return {"code": code} if code else {}
+
+
 def _predictors(program, module, node, values) -> list[dict[str, Any]]:
     """Each predictor's exact messages: inputs fed straight from pipeline inputs are filled in from
-    `values` when given, everything else shows as a `{name}` placeholder."""
+    `values` when given, everything else shows as a `{name}` placeholder. A predictor that holds code
+    (`_code`) sends no messages: it is shown as code instead."""
     out = []
     args = dict(node.args) if node is not None else {}
+    code = module.code()
     for p in module.predictors():
+        if p.name in code:
+            continue
         shown = {}
         for name, _, _ in p.inputs:
             expr = args.get(name)
@@ -143,6 +154,10 @@ def render_inspection(report: dict[str, Any]) -> str:
                               f"{site['max_calls_per_row']}: never chosen)" if alt.get("over_bound") else ""))
         else:
             out.append(f"== {site['node']} = {site['module']} ({site['kind']}), at most {site['max_lm_calls']} LM calls ==")
+        for name, source in site.get("code", {}).items():
+            out.append(f"[{name}] Python code this module carries and runs in the sandbox (never sent to an LM)")
+            out.append("--- code")
+            out.append(source)
         for p in site["predictors"]:
             params = ", ".join(f"{k}={v}" for k, v in p["params"].items())
             out.append(f"[{p['predictor']}] lm: {p['lm']}  structured output: {p['structured']}"

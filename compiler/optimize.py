@@ -100,8 +100,9 @@ class CompileSession:
 
     # -- facts
     def baseline(self) -> dict[str, PredictorState]:
-        """The uncompiled parameters: signature instructions, no demos (the file's written ones), for
-        the predictors the uncompiled program runs (a one_of module's first alternative's)."""
+        """The uncompiled parameters: signature instructions, no demos (the file's written ones), and
+        what compile-time preparation left (`pipec.prepare`: a ToolMaker's tool, pinned), for the
+        predictors the uncompiled program runs (a one_of module's first alternative's)."""
         return self._baseline
 
     def predictors(self) -> dict[str, PredictorView]:
@@ -407,10 +408,19 @@ def _data(program, config: CompileConfig, metric: Metric):
 
 
 def _session(program, config: CompileConfig, train: list[Example], val: list[Example], metric: Metric) -> CompileSession:
+    """The session of a compile of `program`, which runs prepared (`pipec.prepare`: the kinds'
+    compile-time work, on the trainset) from the start: the baseline, every candidate and the
+    compiled program start from what preparing left."""
+    from .prepare import prepare_program
     budget = Budget(config.budget, config.budget_usd)
     stats = Stats()
-    session = CompileSession(program, config, train, val, metric, budget, stats,
-                             CompileProgress(budget, stats, config.progress))
+    progress = CompileProgress(budget, stats, config.progress)
+    try:
+        program = prepare_program(program, budget, stats, train, config.seed, progress)
+    except BaseException:
+        progress.close()
+        raise
+    session = CompileSession(program, config, train, val, metric, budget, stats, progress)
     session.valset = fit_valset(val, config.budget, session.calls_per_row, session.rng("valset"))
     if config.keep_runs:
         session.run_log = RunLog(content=config.keep_runs == "content")
@@ -441,6 +451,7 @@ def compile_program(program, config: CompileConfig):
         return program.bound(cached.predictors, cached.ensemble, artifact=cached, compile_result=CompileResult(
             cached, Stats(), time.perf_counter() - started, cache_hit=True, started_ns=started_ns))
     session = _session(program, config, train, val, metric)
+    program = session.program           # prepared: its modules' compile-time work done (`pipec.prepare`)
     stats, progress = session.stats, session.progress
     try:
         if config.mode == Mode.WORKER:

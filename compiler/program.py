@@ -129,6 +129,9 @@ class Program:
         self._backends = self._backends_for(lm, lms or {})
         self._tools: dict[str, Any] = {}
         self._tool_lock = threading.Lock()
+        # What compile-time preparation left on predictors (`pipec.prepare`): (PredictorState, pins) by name.
+        self._prepared: dict[str, tuple[Any, frozenset[str]]] = {}
+        self._member_modules: list[dict[str, ModuleKind]] = []     # an ensemble's members' own instances
         self.modules: dict[str, ModuleKind] = self._modules()
         self.plan = self._plan(self.modules)
         # The uncompiled parameters, kept so a compile always starts (and measures its baseline) from them.
@@ -202,7 +205,7 @@ class Program:
         new = copy.copy(self)
         if params is not None or members is not None:
             new.modules = new._modules()
-            new.members = []
+            new.members, new._member_modules = [], []
             new.plan = new._plan(new.modules)
             if members:
                 new.set_ensemble(members)
@@ -219,7 +222,40 @@ class Program:
         sharing this program's LM cache: a compile's teacher."""
         other = Program(self.loaded, self.path, self.name, lm=lm, cache=False, trust=self.trust)
         other.cache = self.cache
-        return other
+        return other._with_prepared(self._prepared) if self._prepared else other
+
+    def prepared(self, predictors: dict[str, Predictor]) -> "Program":
+        """A copy of this program that starts from what compile-time preparation left on these
+        predictors (`pipec.prepare`: ToolMaker's tool): their instruction, demos, per-input pool and
+        pins are installed on every module instance it builds (each candidate of a compile, the
+        teacher, the compiled program) and are its `pristine_params`, the uncompiled parameters a
+        compile starts from and puts pinned parts back to.
+
+        >>> import pathlib, tempfile, pipec
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "p.pipe"
+        >>> _ = path.write_text('signature S { in q: str out a: str } module m = Predict(S) '
+        ...                     'pipeline p(q: str) -> (a) { return a = m(q: q).a }')
+        >>> prog = pipec.load(path, cache=False); work = prog.bound({})
+        >>> work.modules["m"].predict.set_params(instruction="Answer briefly.")
+        >>> ready = prog.prepared(work.predictors())
+        >>> ready.bound({}).modules["m"].predict.instruction, ready.pristine_params()["m"].instruction
+        ('Answer briefly.', 'Answer briefly.')
+        """
+        from .artifact import KnnState, PredictorState
+        states = {}
+        for name, p in predictors.items():
+            knn = KnnState(k=p.knn.k, fields=p.knn.fields, pool=p.knn.demos) if p.knn is not None else None
+            states[name] = (PredictorState(instruction=p.instruction, demos=list(p.demos), knn=knn), p.pinned)
+        return self._with_prepared({**self._prepared, **states})
+
+    def _with_prepared(self, states: dict[str, tuple[Any, frozenset[str]]]) -> "Program":
+        new = copy.copy(self)
+        new._prepared = dict(states)
+        new._pristine = {**self._pristine, **{n: (st.instruction, list(st.demos)) for n, (st, _) in states.items()}}
+        new.modules = new._modules()
+        new.members, new._member_modules = [], []
+        new.plan = new._plan(new.modules)
+        return new
 
     def set_ensemble(self, members: list[dict[str, Any]]) -> None:
         """Run several parameter sets on every input and take a majority vote per output.
@@ -229,16 +265,18 @@ class Program:
         """
         from .ensemble import EnsemblePlan
         if not members:
-            self.members = []
+            self.members, self._member_modules = [], []
             self.plan = self._plan(self.modules)
             return
-        plans = []
+        plans, instances = [], []
         for params in members:
             modules = self._modules()
             _install(modules, params, self.name)
             plans.append(self._plan(modules))
+            instances.append(modules)
         self.apply(members[0])
         self.members = list(members)
+        self._member_modules = instances
         self.plan = EnsemblePlan(self.graph, plans)
 
     def _used_tools(self) -> set[str]:
@@ -304,6 +342,12 @@ class Program:
                                            "bad-option"))
         if problems:
             raise PipeError(problems, self.loaded.sources)
+        if self._prepared:
+            preds = {p.name: p for m in out.values() for p in m.every_predictor()}
+            for pname, (state, pinned) in self._prepared.items():
+                if pname in preds:
+                    preds[pname].set_params(state.instruction, state.demos, _knn(state))
+                    preds[pname].pinned = pinned
         return out
 
     def _used_backends(self) -> list[LMBackend]:
@@ -358,6 +402,15 @@ class Program:
         artifact: the Python targets of the tools it uses, and the LM endpoints it would send
         requests (and keys) to."""
         out = [Requirement("tool", name, self.checked.tools[name].target) for name in sorted(self._used_tools())]
+        # Code the parameters carry (ToolMaker's tool): written by whoever made the artifact. It runs in
+        # the sandbox, but only once the user has read it (`pipec inspect`) and approved it.
+        carried: dict[str, str] = {}
+        for modules in [self.modules, *self._member_modules]:
+            for m in modules.values():
+                for name, source in m.code().items():
+                    carried.setdefault(name, source)
+        out += [Requirement("code", name, f"code:{name}", f" ({len(source.splitlines())} lines)")
+                for name, source in sorted(carried.items())]
         for name, decl in sorted(self.checked.lms.items()):
             if name in self._overridden:       # replaced by `--lm` / `lm=` / `lms=`: the file's endpoint is not used
                 continue

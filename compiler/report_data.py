@@ -123,7 +123,8 @@ def stats_dict(stats) -> dict[str, Any] | None:
 
 # ============================================================================ per-module prompts
 def module_cards(program) -> list[dict[str, Any]]:
-    """What each predictor looked like before compiling and after."""
+    """What each predictor looked like before compiling and after; `code` is the code it holds
+    instead of a prompt (ToolMaker's tool: `ModuleKind.code`), else None."""
     pristine = program.pristine_params()
     params = program.params()
     cards = []
@@ -148,6 +149,7 @@ def module_cards(program) -> list[dict[str, Any]]:
             "diff": line_diff(before_text, after_text),
             "changed": before_text != after_text or after.knn is not None,
             "pinned": sorted(p.pinned),
+            "code": mod.code().get(name) if mod is not None else None,
         })
     return cards
 

@@ -8,12 +8,16 @@ everything in it that can act on this machine or reach beyond it:
 * every Python target it calls (`tool t = python("pkg.mod:fn")`) and a `python(...)` metric that
   `pipec eval` would take from it: importing them runs their modules;
 * every LM endpoint it would send requests to, with this machine's keys (`api_base`, or a model id
-  that is itself a URL): a planted `api_base` would otherwise receive `$OPENAI_API_KEY`.
+  that is itself a URL): a planted `api_base` would otherwise receive `$OPENAI_API_KEY`;
+* code its parameters carry (a ToolMaker module's tool, `code:M.tool`): whoever made the file wrote
+  it. It always runs in the sandbox, as code an LM writes during a run does (which needs no
+  approval: the LM endpoint it came from was approved); approval is the user's word that they read it
+  (`pipec inspect` shows it).
 
 Approval, from the narrowest: `--allow NAME` / `allow=[NAME, ...]` names a target (`pkg.mod:fn`), a
-module or package (`pkg.mod`, `pkg`: every target inside it) or an endpoint (a URL: every path on
-that scheme, host and port); `--trust` / `trust=True` approves everything in the file for this run;
-`pipec trust FILE` approves this exact file for good.
+module or package (`pkg.mod`, `pkg`: every target inside it), an endpoint (a URL: every path on
+that scheme, host and port) or carried code (`code:M.tool`, exactly); `--trust` / `trust=True`
+approves everything in the file for this run; `pipec trust FILE` approves this exact file for good.
 
 Trusted without asking: a `.pipe` file the user runs (their own code, like a script they run), and
 an artifact that pipec compiled on this machine, or that the user approved with `pipec trust`.
@@ -39,8 +43,9 @@ from urllib.parse import urlsplit
 class Requirement:
     """One thing a program would do that needs approval when it comes from an untrusted artifact.
 
-    `kind` is "tool", "metric" or "endpoint"; `name` is what the file calls it (a tool or LM name);
-    `target` is what approval names (`pkg.mod:fn`, or the endpoint URL); `detail` is shown to the user.
+    `kind` is "tool", "metric", "endpoint" or "code"; `name` is what the file calls it (a tool or LM
+    name, the predictor carrying code); `target` is what approval names (`pkg.mod:fn`, the endpoint
+    URL, `code:M.tool`); `detail` is shown to the user.
     """
 
     kind: str
@@ -51,6 +56,9 @@ class Requirement:
     def describe(self) -> str:
         if self.kind == "endpoint":
             return f"lm {self.name}: sends requests to {self.target}{self.detail}"
+        if self.kind == "code":
+            return (f"code {self.name}: runs Python code the file carries{self.detail}, in the sandbox "
+                    f"(`pipec inspect` shows it)")
         if self.kind == "metric":
             return f"metric {self.name}: imports and runs python(\"{self.target}\")"
         return f"tool {self.name}: imports and runs python(\"{self.target}\")"
@@ -68,6 +76,8 @@ class Trust:
     [True, False]
     >>> t.allows(Requirement("endpoint", "remote", "http://127.0.0.1:8000/v1"))
     True
+    >>> [Trust(allow=(x,)).allows(Requirement("code", "m.tool", "code:m.tool")) for x in ("code", "code:m.tool")]
+    [False, True]
     """
 
     trusted: bool = False
@@ -92,7 +102,8 @@ class ApprovalRequired(Exception):
         self.missing = missing
         names = []
         for r in missing:
-            name = r.target.partition(":")[0] if r.kind != "endpoint" else _origin(r.target)
+            name = _origin(r.target) if r.kind == "endpoint" else r.target if r.kind == "code" else \
+                r.target.partition(":")[0]
             if name not in names:
                 names.append(name)
         lines = "\n".join(f"  {r.describe()}" for r in missing)
@@ -112,6 +123,8 @@ def _covers(pattern: str, req: Requirement) -> bool:
         if "://" not in pattern:
             return False
         return _origin(pattern) == _origin(req.target)
+    if req.kind == "code":
+        return pattern == req.target            # no module name approves code that is no module's
     if ":" in pattern:
         return pattern == req.target
     module = req.target.partition(":")[0]

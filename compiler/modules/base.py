@@ -354,6 +354,40 @@ class ModuleKind:
         """Worst-case LM calls for one call of this module, counting the parse retry."""
         return 2 * len(self.predictors())
 
+    async def prepare(self, examples: list[dict[str, Any]], ctx) -> None:
+        """Work the kind does once per compile, before the uncompiled program is scored and before any
+        optimizer runs (`pipec.prepare`): ToolMaker makes its tool here. `examples` are the compile's
+        training rows that give every field of the module's signature, as records of those fields, in
+        a seeded order; the valset is never among them. What this leaves on the module's predictors
+        (instruction, demos, pins) is where every candidate of the compile starts and what the
+        artifact carries (unless an optimizer tunes a part left unpinned). LM calls go through `ctx`
+        (the compile's budget and cache). Raises `ModuleFailure` when the module cannot be prepared.
+        Most kinds have nothing to do.
+
+        >>> from pipec.dsl.types import STR
+        >>> from pipec.modules import kinds
+        >>> m = kinds()["Predict"](ModuleSpec("m", "Echo.", [("q", STR, "")], [("a", STR, "")], {}, "lm", {}))
+        >>> m.needs_preparing()
+        False
+        """
+        return None
+
+    def needs_preparing(self) -> bool:
+        """Whether the kind does compile-time work (`prepare`): the compile skips the others."""
+        return type(self).prepare is not ModuleKind.prepare
+
+    def code(self) -> dict[str, str]:
+        """Code the module carries in its parameters and runs (in the sandbox), by predictor name:
+        ToolMaker's tool. `pipec inspect` and the report show it as code, and running it from an
+        artifact compiled elsewhere needs the user's approval (`pipec.trust`). Most kinds carry none.
+
+        >>> from pipec.dsl.types import STR
+        >>> from pipec.modules import kinds
+        >>> kinds()["Predict"](ModuleSpec("m", "Echo.", [("q", STR, "")], [("a", STR, "")], {}, "lm", {})).code()
+        {}
+        """
+        return {}
+
     async def forward(self, values: dict[str, Any], ctx) -> dict[str, Any]:
         raise NotImplementedError
 

@@ -60,6 +60,18 @@ class OneOf(ModuleKind):
     def max_calls(self) -> int:
         return self.running.max_calls()
 
+    async def prepare(self, examples, ctx) -> None:
+        # Every alternative: the compile may choose any of them, and each must start prepared.
+        for alt in self.alternatives.values():
+            if alt.needs_preparing():
+                await alt.prepare(examples, ctx)
+
+    def needs_preparing(self) -> bool:
+        return any(alt.needs_preparing() for alt in self.alternatives.values())
+
+    def code(self) -> dict[str, str]:
+        return self.running.code()
+
     def describe(self) -> str:
         return f"{self.running.describe()} (one_of {', '.join(self.alternatives)})"
 

@@ -9,23 +9,45 @@ to the maker with what went wrong, at most `max_attempts` attempts in all. At ru
 (the `use` part, on the module's own, cheaper LM) turns an input into one call of the tool, and the
 call's return value, run in the sandbox, is the outputs.
 
-The examples are the module's written demos (`demos: [...]`, records of the signature's fields),
-which sit on the part `M.tool`. The made tool's source is that part's instruction: it is tuned
-state like any instruction, so `program.params()` holds it and an artifact saved from a program
-that made its tool carries it (`pipec inspect` shows it); a program loaded with a tool there never
-asks the maker again. No LM is ever sent `M.tool`'s prompt. The part's instruction is pinned
-against optimizers (a proposed English instruction is no tool); a tool may also be written by hand
-as `parts: {tool: {instruction: "def ..."}}`. The maker's verified calls become the `use` part's
-demos, unless it has demos already.
+Made at compile time. `pipec compile` makes the tool once, before the uncompiled program is scored
+(`ModuleKind.prepare`, `pipec.prepare`): the maker is shown the written demos and the compile's
+training rows that label the module's fields (its inputs taken straight from pipeline inputs, its
+outputs returned as pipeline outputs), in a seeded order, minus a held-out third of those rows (at
+most `MAX_HELD_OUT`; at most `MAX_SHOWN` shown). A tool must first give every shown example its
+outputs through the maker's own calls, then every held-out row its outputs as a run would get them:
+the `use` part writes the call, the sandbox runs it. The held-out rows never reach the maker's
+prompt: a tool that fails them goes back with how many failed and how (a wrong value, TypeError),
+never which (each attempt costs the compile its maker call and one use call per held-out row, each
+with its parse retry). The valset is not used: it stays an honest score of the compiled program.
+With fewer than two training rows nothing is held out, and the tool is checked on the examples it was
+made from.
+The compile fails when no tool passes after `max_attempts` (saying why), unless `on_failure:
+"answer"`: then the tool's source is a comment (`NO_TOOL` and why) and the compiled module answers
+directly. The tool is pinned for the whole compile (every candidate, the teacher and the compiled
+program use it, no optimizer proposes an instruction for it), and so are the maker's parts; the
+maker's verified calls become the `use` part's demos (the uncompiled ones: an optimizer may tune
+them), unless it has demos already.
 
-The tool is made at the first call that finds none, and kept on the module instance. When no tool
-passes the examples, the call fails, or with `on_failure: "answer"` the `answer` part answers from
+The tool's source is the `M.tool` part's instruction: it is tuned state like any instruction, so
+`program.params()` holds it and the artifact carries it; a program loaded with a tool never asks
+the maker, and its bound is the use call's: 2. No LM is ever sent `M.tool`'s prompt: `pipec
+inspect` and the report show it as code (`code()`). Code in an artifact was written by whoever made
+the file: running an artifact not compiled on this machine needs approval of it (`--allow
+code:M.tool`, `--trust` or `pipec trust`; see `pipec.trust`), and it always runs in the sandbox. A
+tool may also be written by hand as `parts: {tool: {instruction: "def ..."}}`.
+
+Made at run time, uncompiled. A program run from its .pipe file makes the tool from the written demos
+(`demos: [...]`, records of the signature's fields, on the part `M.tool`) at the first call that
+finds none, and keeps it on the module instance; rows of a batch that find none at the same time wait
+for that one making (a lock shared by asyncio tasks and threads), so the maker is asked once. When no
+tool passes the examples, the call fails, or with `on_failure: "answer"` the `answer` part answers from
 the inputs directly (as Predict would); no tool is kept, so a later call tries again. A tool that
 fails on an input fails that call: its error says why.
 
-Worst case per call: `max_attempts` maker calls, then one use call or one answer call, each with its
-parse retry: 2 * (max_attempts + 1). When the sandbox cannot run anything here (no bubblewrap, error
-type "setup") the call fails at once with the sandbox's message, like ProgramOfThought.
+Worst case per call without a tool: `max_attempts` maker calls, then one use call or one answer call,
+each with its parse retry: 2 * (max_attempts + 1); with one, 2. When the sandbox cannot run anything
+here (no bubblewrap, error type "setup") the call fails at once with the sandbox's message, like
+ProgramOfThought.
 
 A call's result exposes the tool's source as `.tool` and the call run as `.call` (both "" when the
 answer part answered).
@@ -40,16 +62,22 @@ import asyncio
 import json
 from typing import Any
 
+from ..aio import SharedLock
 from ..context import CallRecord
 from ..dsl.catalogue import OptionSpec
 from ..dsl.types import STR, Type
-from ..prompt import describe_type, render_value
+from ..prompt import describe_type, render_value, user_message
 from ..reply_parser import ReplyError
 from ..sandbox import SandboxResult, run_python
-from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor, decl_option
+from .base import COMMON_OPTIONS, ModuleFailure, ModuleKind, Predictor, decl_option, settle
 from .program_of_thought import MAX_MEMORY_MB, MAX_TIMEOUT, _strict, clean_code
 
 RESERVED = ("examples", "feedback", "tool_api", "tool", "calls", "call")
+# The tool's source when the compile found no tool and `on_failure: "answer"` answers instead: a comment,
+# so the artifact says why, and a run never asks the maker again.
+NO_TOOL = "# no tool: "
+MAX_SHOWN = 12          # training examples a compile shows the maker (its prompt stays short)
+MAX_HELD_OUT = 20       # held-out rows a compile checks each tool on
 _LIST_STR = Type("list", arg=STR)
 
 
@@ -135,6 +163,10 @@ class ToolMaker(ModuleKind):
         self.timeout = float(opts.get("timeout", 5))
         self.memory_mb = int(opts.get("memory_mb", 256))
         self.on_failure = opts.get("on_failure") or "fail"
+        # Rows that find no tool at once wait for one making of it instead of each asking the maker.
+        self._making = SharedLock()
+        self._tries = 0                 # makings finished on this instance (a waiter knows one ended)
+        self._last_why = ""
         maker_lm = getattr(opts.get("maker"), "name", opts.get("maker")) or spec.lm
         task = self.instruction().strip()
         lead = task + "\n\n" if task else ""
@@ -175,17 +207,46 @@ class ToolMaker(ModuleKind):
         return [self.tool, self.make, self.use] + ([self.answer] if self.on_failure == "answer" else [])
 
     def max_calls(self) -> int:
-        """`max_attempts` maker calls, then a use call or an answer call (never both), each with its retry."""
-        return 2 * (self.max_attempts + 1)
+        """Without a tool: `max_attempts` maker calls, then a use call or an answer call (never both),
+        each with its retry. With one (compiled, or written): the use call alone, or the answer call
+        when the compile found none (`NO_TOOL`)."""
+        return 2 if self.tool.instruction.strip() else 2 * (self.max_attempts + 1)
+
+    def code(self) -> dict[str, str]:
+        source = self.tool.instruction.strip()
+        return {self.tool.name: source} if source and not source.startswith(NO_TOOL) else {}
+
+    async def prepare(self, examples, ctx) -> None:
+        """Make the tool at compile time: from the written demos and the first two thirds of the
+        training rows (at most `MAX_SHOWN` shown), verified on those and then on the last third (at
+        most `MAX_HELD_OUT`), which the maker never sees; a tool written by hand is kept as it is."""
+        source = self.tool.instruction.strip()
+        if not source:
+            held = min(MAX_HELD_OUT, (len(examples) + 2) // 3) if len(examples) >= 2 else 0
+            shown, held_out = examples[:len(examples) - held][:MAX_SHOWN], examples[len(examples) - held:]
+            source, why = await self._make_tool(ctx, self._examples() + shown, held_out)
+        if not source:
+            if self.on_failure != "answer":
+                raise ModuleFailure(f"ToolMaker module {self.name} could not make its tool at compile time: {why} "
+                                    '(a stronger maker, more max_attempts, or on_failure: "answer" would help)')
+            self.tool.set_params(instruction=NO_TOOL + " ".join(why.split()), knn=self.tool.knn)
+        # A run of the compiled program never asks the maker, and asks the answer part only without a tool:
+        # nothing an optimizer tunes on them could change what it does.
+        for p in (self.make,) if not source or source.startswith(NO_TOOL) else (self.make, self.answer):
+            p.pinned = p.pinned | {"instruction", "demos"}
 
     async def forward(self, values, ctx):
         source = self.tool.instruction.strip()
         if not source:
-            source, why = await self._make_tool(ctx)
+            source, why = await self._tool_once(ctx)
             if not source:
                 if self.on_failure == "answer":
                     return {**await self.answer(values, ctx), "tool": "", "call": ""}
                 raise ModuleFailure(why)
+        if source.startswith(NO_TOOL):
+            if self.on_failure == "answer":
+                return {**await self.answer(values, ctx), "tool": "", "call": ""}
+            raise ModuleFailure(source[len(NO_TOOL):])
         reply = await self.use({**values, "tool_api": tool_api(source)}, ctx)
         try:
             call = _expression(str(reply.get("call") or ""))
@@ -204,9 +265,29 @@ class ToolMaker(ModuleKind):
         p = self.tool
         return list(p.knn.demos) if p.knn is not None else list(p.demos)
 
-    async def _make_tool(self, ctx) -> tuple[str, str]:
-        """(a tool that passed every example, "") or ("", why none did)."""
-        examples = self._examples()
+    async def _tool_once(self, ctx) -> tuple[str, str]:
+        """The tool, made by this call unless another row is making it (then that one's result)."""
+        seen = self._tries
+        async with self._making.held(ctx.row.inline):
+            source = self.tool.instruction.strip()
+            if source or self._tries != seen:
+                return source, self._last_why           # made, or tried and failed, while this row waited
+            why = "the tool could not be made"
+            try:
+                source, why = await self._make_tool(ctx)
+            except ModuleFailure as err:
+                why = str(err)
+                raise
+            finally:
+                self._tries += 1
+                self._last_why = why
+            return source, why
+
+    async def _make_tool(self, ctx, examples: list[dict[str, Any]] | None = None,
+                         held_out: list[dict[str, Any]] = ()) -> tuple[str, str]:
+        """(a tool that passed every example, and every held-out row, "") or ("", why none did). The
+        maker is shown `examples` (default: the written demos), never `held_out`."""
+        examples = self._examples() if examples is None else examples
         if not examples:
             return "", (f"ToolMaker module {self.name} has no examples to make its tool from: write demos: [...] "
                         "on it (records of the signature's fields)")
@@ -224,17 +305,66 @@ class ToolMaker(ModuleKind):
             source = clean_code(str(reply.get("tool") or ""))
             calls = reply.get("calls") or []
             why = await self._verify(source, calls, examples, ctx)
+            if not why and held_out:
+                why, feedback = await self._verify_held_out(source, calls, examples, held_out, ctx)
+                if why:
+                    continue
             if not why:
                 self.tool.set_params(instruction=source, knn=self.tool.knn)
                 if not self.use.demos and "demos" not in self.use.pinned:
-                    api = tool_api(source)
-                    self.use.set_params(demos=[{**{n: d.get(n) for n, _, _ in self.spec.inputs}, "tool_api": api,
-                                                "call": _expression(c)} for d, c in zip(examples, calls)])
+                    self.use.set_params(demos=self._use_demos(source, calls, examples))
                 return source, ""
             if why.startswith("setup:"):
                 raise ModuleFailure(why[len("setup:"):].strip(), raw=source)
             feedback = f"The last tool was:\n{source[:3000]}\nIt was wrong: {why}"
         return "", f"no tool passed the examples after {self.max_attempts} attempt(s): {why}"
+
+    def _use_demos(self, source: str, calls: list, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The maker's verified calls as the use part's demos: how an input becomes a call."""
+        api = tool_api(source)
+        return [{**{n: d.get(n) for n, _, _ in self.spec.inputs}, "tool_api": api, "call": _expression(c)}
+                for d, c in zip(examples, calls)]
+
+    async def _verify_held_out(self, source: str, calls: list, examples: list[dict[str, Any]],
+                               held_out: list[dict[str, Any]], ctx) -> tuple[str, str]:
+        """("", "") when the tool, called as a run calls it (the use part writes the call, the sandbox
+        runs it), gives every held-out row its outputs; else (why, feedback for the maker). The
+        feedback names how many rows failed and how, never a row's content: the maker must not see them."""
+        demos = self.use.demos if self.use.demos or "demos" in self.use.pinned else \
+            self._use_demos(source, calls, examples)
+        prefix = self.use.prefix_for(demos)
+        api = tool_api(source)
+
+        async def one(row: dict[str, Any]) -> str:
+            values = {**{n: row.get(n) for n, _, _ in self.spec.inputs}, "tool_api": api}
+            messages = prefix + [{"role": "user", "content": user_message(self.use.inputs, values)}]
+            reply = await self.use(values, ctx, messages=messages)
+            try:
+                call = _expression(str(reply.get("call") or ""))
+            except ValueError:
+                return "a call that was not one Python expression"
+            run = await self._run(f"{source}\n\nresult = {call}", ctx)
+            if run.error_type == "setup":
+                return "setup: " + run.error
+            if not run.ok:
+                return _failure_kind(run)
+            want = {n: row.get(n) for n, _, _ in self.spec.outputs}
+            return "" if self._fit(run.value) == want else "a wrong value"
+
+        results = await ctx.gather(*(settle(one(row)) for row in held_out))
+        results = [f"a call the LM could not write ({r})" if isinstance(r, Exception) else r for r in results]
+        setup = next((r for r in results if r.startswith("setup:")), None)
+        if setup:
+            raise ModuleFailure(setup[len("setup:"):].strip(), raw=source)
+        failed = [r for r in results if r]
+        if not failed:
+            return "", ""
+        kinds = ", ".join(dict.fromkeys(r.split(" (")[0] for r in failed))
+        why = f"the tool was right on the examples but wrong on {len(failed)} of {len(held_out)} held-out rows ({kinds})"
+        feedback = (f"The last tool was:\n{source[:3000]}\nIt gave every example above its outputs, but on "
+                    f"{len(failed)} of {len(held_out)} other instances of the task, which you are not shown, it gave "
+                    f"{kinds}. Make it solve every instance of the task, not only the examples.")
+        return why, feedback
 
     async def _verify(self, source: str, calls: list, examples: list[dict[str, Any]], ctx) -> str:
         """"" when every example's call gives its outputs; else what went wrong."""
@@ -287,6 +417,17 @@ class ToolMaker(ModuleKind):
         except ReplyError:
             return None
         return None
+
+
+def _failure_kind(run: SandboxResult) -> str:
+    """How a run failed, without its message (which may quote the input): "TypeError", "a timeout"."""
+    if run.error_type == "exception":
+        name = run.error.split(":", 1)[0].strip()
+        if name.replace(".", "").replace("_", "").isalnum():
+            return name
+        return "an exception"
+    return {"timeout": "a timeout", "memory": "too much memory", "syntax": "a syntax error",
+            "output": "too much output"}.get(run.error_type, "a crash")
 
 
 def _brief(value: Any) -> str:
