@@ -116,13 +116,18 @@ def prompt_spec(program, source: str | None = None) -> dict[str, Any]:
         "ensemble_members": max(1, len(program.members)),
         "value_rule": VALUE_RULE,
         "predictors": {},
+        "code": {},
     }
     sets = [program] + [program.bound(params=m) for m in program.members[1:]]
     for number, member in enumerate(sets, 1):
         for module in member.modules.values():
+            carried = module.code()         # ToolMaker's tool: run in the sandbox, never sent to an LM
             for p in module.predictors():
                 name = p.name if number == 1 else f"{p.name}@{number}"
-                out["predictors"][name] = _predictor(program, module, p)
+                if p.name in carried:
+                    out["code"][name] = carried[p.name]
+                else:
+                    out["predictors"][name] = _predictor(program, module, p)
     return out
 
 
@@ -313,6 +318,7 @@ def _python(spec: dict[str, Any]) -> str:
         "    nearest(name, **inputs)   which demos of the predictor's knn pool go with these inputs",
         "    retry_messages(name, messages, reply, error)   the retry pipec sends after an unparsable reply",
         "    PREDICTORS                each predictor's system message, demos, user template and schema",
+        "    CODE                      code the modules carry (ToolMaker's tool): pipec runs it in its sandbox",
         "",
         "Predictors (inputs):",
         listed or "    (see PREDICTORS)",
@@ -479,6 +485,9 @@ def _readable(spec: dict[str, Any]) -> str:
             for i, turn in enumerate(knn["demos"]):
                 for m in turn:
                     out += [f"--- {m['role']} (pool demo {i})", _shown(m["content"])]
+    for name, source in spec.get("code", {}).items():
+        out += ["", f"== {_shown(name)} (Python code the module carries and runs in pipec's sandbox; never sent "
+                    "to an LM) ==", _shown(source)]
     return "\n".join(out) + "\n"
 
 

@@ -312,6 +312,21 @@ def test_inspect_shows_the_tools_source_and_the_compiled_bound(write_pipe, tmp_p
     assert "at most 8 LM calls per input" in capsys.readouterr().out
 
 
+def test_exported_prompts_list_the_tool_as_code_not_as_a_prompt(write_pipe, tmp_path):
+    from pipec.prompt_export import export_prompts
+    compiled, _ = compile_with(write_pipe, [TOOL])
+    path = compiled.save(tmp_path / "p.compiled.json")
+    doc = json.loads(export_prompts(path, format="json"))
+    assert "m.tool" not in doc["predictors"] and set(doc["predictors"]) == {"m.make", "m.use"}
+    assert doc["code"] == {"m.tool": TOOL}
+    text = export_prompts(path, format="text")
+    assert "== m.tool (Python code the module carries and runs in pipec's sandbox; never sent to an LM) ==\n" \
+           + TOOL in text and "== m.tool (ToolMaker" not in text
+    module: dict = {}
+    exec(compile(export_prompts(path, format="python"), "export.py", "exec"), module)
+    assert module["CODE"] == {"m.tool": TOOL} and "m.tool" not in module["names"]()
+
+
 def test_the_report_shows_the_tools_source_escaped(write_pipe):
     from pipec.html_report import build_report
     compiled, _ = compile_with(write_pipe, [TOOL])
