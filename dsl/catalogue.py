@@ -74,6 +74,9 @@ LM_OPTIONS: dict[str, OptionSpec] = {
     "structured": OptionSpec("str", "how to ask for structured output",
                              choices=("auto", "json_schema", "json_object", "text")),
     "cache": OptionSpec("bool", "whether replies are cached"),
+    "client": OptionSpec("str", "how requests are sent: auto (OpenAI-compatible providers through pipec's direct "
+                                "client, the rest through litellm) or litellm (always litellm)",
+                         choices=("auto", "litellm")),
     "rpm": OptionSpec("int", "requests per minute across the process", minimum=1),
     "n_ctx": OptionSpec("int", "context window of the embedded model", minimum=256),
     "input_price": OptionSpec("number", "dollars per million prompt tokens (with output_price), for a dollar "

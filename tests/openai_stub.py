@@ -21,6 +21,7 @@ class StubServer:
         self.latency = latency
         self.requests: list[dict] = []
         self.headers: list[dict] = []
+        self.paths: list[str] = []          # request target: path and query string
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -35,6 +36,7 @@ class StubServer:
                 with stub._lock:
                     stub.requests.append(body)
                     stub.headers.append(dict(self.headers))
+                    stub.paths.append(self.path)
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
                     entry = stub.script.popleft() if stub.script else stub.default
@@ -75,8 +77,12 @@ class StubServer:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        return self.root + "/v1"
 
     def __enter__(self):
         self.thread.start()

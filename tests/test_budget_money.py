@@ -437,6 +437,7 @@ def offline_hosted(monkeypatch):
     """Hosted LMs answer from a rule in this process (litellm is only asked for prices), and any
     attempt to open a connection fails the test."""
     from pipec.lm.hosted import HostedLM
+    from pipec.lm.openai_compat import OpenAICompatLM       # OpenAI-compatible providers' direct client
     opened = []
 
     def refuse(*args, **kw):
@@ -453,8 +454,9 @@ def offline_hosted(monkeypatch):
 
     async def acomplete(self, request):
         return complete(self, request)
-    monkeypatch.setattr(HostedLM, "complete", complete)
-    monkeypatch.setattr(HostedLM, "acomplete", acomplete)
+    for cls in (HostedLM, OpenAICompatLM):
+        monkeypatch.setattr(cls, "complete", complete)
+        monkeypatch.setattr(cls, "acomplete", acomplete)
     yield sent
     assert opened == []
 

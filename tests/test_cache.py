@@ -152,7 +152,7 @@ def test_default_cache_dir_honours_env(make_pipe, tmp_path, monkeypatch):
 SECRET = "sk-test-secret-123456789"
 
 HOSTED = """
-    lm remote = "openai/gpt-4o-mini" (api_key_env: "OPENAI_API_KEY", temperature: 0{extra})
+    lm remote = "openai/gpt-4o-mini" (api_key_env: "OPENAI_API_KEY", temperature: 0, client: "litellm"{extra})
     signature S {{ in q: str out n: int }}
     module m = Predict(S)
     pipeline p(q: str) -> (n) {{
@@ -229,7 +229,7 @@ def test_different_api_base_does_not_share_entries(write_pipe, tmp_path, monkeyp
     fake = FakeLiteLLM(reply=lambda kw: '{"n": %d}' % (1 if "one" in kw["api_base"] else 2))
     monkeypatch.setattr(hosted, "_litellm", fake)
     cache = tmp_path / "cache"
-    # A provider litellm serves (openai/ ids with an api_base take pipec's direct client instead).
+    # Through litellm (`client: "litellm"` in HOSTED), whose calls FakeLiteLLM records.
     src = HOSTED.replace('"openai/gpt-4o-mini"', '"hosted_vllm/gpt-4o-mini"')
     a = pipec.load(write_pipe(src.format(extra=', api_base: "http://one.invalid/v1"'), "a.pipe"), cache=cache)
     b = pipec.load(write_pipe(src.format(extra=', api_base: "http://two.invalid/v1"'), "b.pipe"), cache=cache)

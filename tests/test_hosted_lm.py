@@ -12,7 +12,8 @@ from openai_stub import StubServer
 KEY = "sk-test-secret-key-0123456789abcdef"
 
 PIPE = """
-lm remote = "openai/stub-model" (api_base: "{base}", api_key_env: "PIPEC_TEST_KEY", num_retries: 3, timeout: 10)
+lm remote = "openai/stub-model" (api_base: "{base}", api_key_env: "PIPEC_TEST_KEY", num_retries: 3, timeout: 10,
+                                 client: "litellm")
 
 signature Classify {{
     "Classify the text."
@@ -102,13 +103,15 @@ def test_batch_over_http_is_bounded_by_concurrency(pipe_for, tmp_path):
         assert 2 <= server.max_in_flight <= 6
 
 
-def test_self_hosted_openai_endpoints_take_the_direct_client_and_the_rest_litellm():
-    from pipec.lm import backend_for
+def test_client_litellm_keeps_litellm_for_an_openai_compatible_lm(pipe_for):
+    """The pipeline above declares `client: "litellm"`: its lm is HostedLM although the direct client
+    serves `openai/...` at an api_base otherwise (tests/test_providers.py covers the routing)."""
     from pipec.lm.hosted import HostedLM
-    from pipec.lm.openai_compat import OpenAICompatLM
-    assert isinstance(backend_for("openai/m", {"api_base": "http://127.0.0.1:9/v1"}), OpenAICompatLM)
-    assert isinstance(backend_for("openai/gpt-4o-mini", {}), HostedLM)
-    assert isinstance(backend_for("anthropic/claude-3-5-haiku", {"api_base": "http://127.0.0.1:9"}), HostedLM)
+    with StubServer(default={"label": "positive"}) as server:
+        prog = pipec.load(pipe_for(server), cache=False)
+        assert all(isinstance(b, HostedLM) for b in prog._backends.values())
+        assert prog(text="fine").ok
+        assert len(server.requests) == 3
 
 
 def test_the_cost_is_litellms_own_price_of_the_reply(monkeypatch):

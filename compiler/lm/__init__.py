@@ -1,18 +1,25 @@
-"""LM backends behind one interface: the embedded model, litellm, and a scripted LM for tests."""
+"""LM backends behind one interface: the embedded model, a direct OpenAI-compatible client, litellm, and a
+scripted LM for tests."""
 from __future__ import annotations
 
 from .base import (FREE, SAMPLING, AuthLMError, BadRequestLMError, ContextWindowLMError, LMBackend, LMError, LMReply,
                    LMRequest, Price, TransientLMError)
+from .providers import is_direct
 from .scripted import ScriptedLM
 
 DEFAULT_MODEL = "local/smollm2"
 
 
 def backend_for(model: str, options: dict | None = None) -> LMBackend:
-    """Build the backend for an LM id and its declared options.
+    """Build the backend for an LM id and its declared options: the embedded model for `local/...`, the
+    direct client for OpenAI-compatible providers (`providers.is_direct`), litellm for the rest and for
+    any lm declared with `client: "litellm"`.
 
     >>> backend_for("local/smollm2").model
     'local/smollm2'
+    >>> [type(backend_for(m, o)).__name__ for m, o in [("groq/llama-3.1-8b-instant", {}),
+    ...     ("anthropic/claude-3-5-haiku", {}), ("openai/gpt-4o-mini", {"client": "litellm"})]]
+    ['OpenAICompatLM', 'HostedLM', 'HostedLM']
     """
     options = options or {}
     if options.get("api_key_env"):
@@ -24,9 +31,10 @@ def backend_for(model: str, options: dict | None = None) -> LMBackend:
                                      seed=int(options.get("seed", 0)))
         if options.get("structured") == "text":
             backend.structured = "text"
-    elif model.startswith("openai/") and options.get("api_base"):
-        # A self-hosted OpenAI-compatible server: a direct, pooled client (litellm adds nothing here and
-        # costs throughput at high concurrency; see BENCHMARKS.md).
+    elif options.get("client", "auto") != "litellm" and is_direct(model):
+        # An OpenAI-compatible endpoint (a server of your own, OpenAI, Azure, Groq, Together, ...): a
+        # direct, pooled client; litellm adds nothing here and costs throughput at high concurrency
+        # (see BENCHMARKS.md). `client: "litellm"` keeps litellm for any lm.
         from .openai_compat import OpenAICompatLM
         backend = OpenAICompatLM.from_options(model, options)
     else:

@@ -154,10 +154,19 @@ class AuthLMError(LMError):
 
 
 def _key_state(variable: str | None) -> str:
-    """A digest of the variable's value (never the value itself: exceptions end up in logs)."""
+    """A digest of the variable's value (never the value itself: exceptions end up in logs); for
+    "A or B" (a provider whose key litellm reads from any of several variables), of each one's.
+
+    >>> import os
+    >>> before = _key_state("PIPEC_DOC_A or PIPEC_DOC_B")
+    >>> os.environ["PIPEC_DOC_B"] = "a key set since"
+    >>> _key_state("PIPEC_DOC_A or PIPEC_DOC_B") != before
+    True
+    >>> del os.environ["PIPEC_DOC_B"]
+    """
     import hashlib
     import os
-    value = os.environ.get(variable, "") if variable else ""
+    value = "\0".join(os.environ.get(name, "") for name in variable.split(" or ")) if variable else ""
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 

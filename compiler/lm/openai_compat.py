@@ -1,9 +1,11 @@
-"""A direct client for OpenAI-compatible `/chat/completions` servers (vLLM, llama.cpp, Ollama, LM Studio, ...).
+"""A direct client for OpenAI-compatible `/chat/completions` endpoints: servers you run (vLLM, llama.cpp,
+Ollama, LM Studio, ...) and every hosted provider that speaks OpenAI's API (OpenAI, Azure OpenAI, Groq,
+Together, Fireworks, DeepSeek, Mistral, OpenRouter, xAI, ...; `providers.py` says which, where and with
+which key).
 
-For an `openai/<model>` id with an `api_base` (a self-hosted server) litellm adds nothing but
-client time: measured on 2 cores against a loopback server with 100 ms latency, `litellm.acompletion`
-needs 1.15 / 1.44 / 4.1 x the physical limit N*L/C at concurrency 1 / 8 / 32, a bare httpx loop
-1.04 / 1.08 / 1.5 (see BENCHMARKS.md). This backend is a bare loop: one shared client session per
+For these litellm adds nothing but client time: measured on 2 cores against a loopback server with
+100 ms latency, `litellm.acompletion` needs 1.15 / 1.44 / 4.1 x the physical limit N*L/C at concurrency
+1 / 8 / 32, a bare httpx loop 1.04 / 1.08 / 1.5 (see BENCHMARKS.md). This backend is a bare loop: one shared client session per
 event loop (a large keep-alive pool, so concurrency is never capped by the client), a shared sync
 `httpx.Client`, a pre-encoded JSON body, and nothing else on the hot path.
 
@@ -24,9 +26,18 @@ Structured output (`structured` option), checked per server rather than assumed:
   SmolLM2 model it is the only form that constrains the reply (measured in bench/run_all.py's
   compile benchmark), and no server tried rejects it.
 
-Keys: read from the environment variable named by `api_key_env` at call time (so a key set after
-load works and none is ever stored), else from OPENAI_API_KEY as litellm would; none is sent if
-neither is set. Errors name the model and the server, never a key.
+For a hosted provider `auto` is what litellm says of the model (`supports_response_schema`):
+`json_schema` where it takes one, else `text`, as on the litellm path.
+
+Keys: read at call time (so a key set after load works and none is ever stored) from the environment
+variable named by `api_key_env`, else from the provider's usual one (OPENAI_API_KEY, GROQ_API_KEY,
+AZURE_OPENAI_API_KEY or AZURE_API_KEY, ...: `providers.key_variables`); a hosted provider's call with
+none set fails at once, naming the variable, while a server of your own is sent none. Azure gets its
+key in an `api-key` header, the rest as a bearer token. Errors name the model and the server, never a key.
+
+The OpenAI SDK (`openai.AsyncOpenAI`) was measured as the transport instead (bench/run_all.py, batch
+section): at C = 32 its bare loop needed 1.49 x the physical limit where this client needed 1.28 (17%
+more wall time; the bar for switching was this client being no more than 5% faster), so this one stays.
 """
 from __future__ import annotations
 
@@ -39,6 +50,7 @@ import weakref
 
 from .base import (SAMPLING, AuthLMError, LMBackend, LMError, LMReply, LMRequest, TransientLMError, auth_message,
                    is_context_overflow, request_error)
+from .providers import SELF_HOSTED, Endpoint, EndpointError, provider_of, resolve
 from .rate_limit import RateLimiter
 from ..secrets import mask_url, redact
 
@@ -139,42 +151,97 @@ atexit.register(_close_all)
 
 
 class OpenAICompatLM(LMBackend):
-    """`openai/<model>` served at `api_base`, called over HTTP directly.
+    """An OpenAI-compatible lm called over HTTP directly: `openai/<model>` at an `api_base`, or a hosted
+    provider's id (`groq/...`, `azure/<deployment>`, ...) whose endpoint is resolved at the first call.
 
     >>> lm = OpenAICompatLM("openai/qwen2.5", "http://127.0.0.1:8000/v1")
     >>> lm.url, lm.wire_model, lm.structured
     ('http://127.0.0.1:8000/v1/chat/completions', 'qwen2.5', 'json_object')
     """
 
-    def __init__(self, model: str, api_base: str, api_key_env: str | None = None, timeout: float = 60.0,
-                 num_retries: int = 3, structured: str = "auto", rpm: int | None = None):
+    def __init__(self, model: str, api_base: str | None = None, api_key_env: str | None = None,
+                 timeout: float = 60.0, num_retries: int = 3, structured: str = "auto", rpm: int | None = None):
         if structured not in ("auto", "json_object", "json_schema", "text"):
             raise ValueError(f"{model}: structured must be auto, json_object, json_schema or text, not {structured!r}")
         self.model = model
-        self.wire_model = model.split("/", 1)[1] if model.startswith("openai/") else model
         self.api_base = api_base
-        self.url = api_base.rstrip("/") + "/chat/completions"
         self.api_key_env = api_key_env
         self.timeout = float(timeout)
         self.max_retries = int(num_retries)
         self.limiter = RateLimiter(rpm) if rpm else None
-        self.structured = "json_object" if structured == "auto" else structured
+        self._structured = structured
+        self._endpoint: Endpoint | None = None
+        self._list_price = False                # False: not looked up yet
         self._timeout = None
         self._aio_timeout = None
 
     @classmethod
     def from_options(cls, model: str, options: dict) -> "OpenAICompatLM":
         """Build from a `.pipe` file's `lm` options (the ones this backend uses; sampling ones travel per request)."""
-        return cls(model, str(options["api_base"]), api_key_env=options.get("api_key_env"),
+        return cls(model, options.get("api_base"), api_key_env=options.get("api_key_env"),
                    timeout=float(options.get("timeout", 60.0)), num_retries=int(options.get("num_retries", 3)),
                    structured=str(options.get("structured", "auto")), rpm=options.get("rpm"))
 
+    # ------------------------------------------------------------------ endpoint
+    @property
+    def endpoint(self) -> Endpoint:
+        """Where requests go and how the key is sent, resolved at first use (litellm is asked then, not
+        at load; an `openai/...` id with an `api_base` needs nothing from it)."""
+        endpoint = self._endpoint
+        if endpoint is None:
+            try:
+                endpoint = self._endpoint = resolve(self.model, self.api_base)
+            except EndpointError as err:
+                raise LMError(redact(str(err))) from None
+        return endpoint
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.url
+
+    @property
+    def wire_model(self) -> str:
+        return self.endpoint.wire_model
+
+    def _self_hosted(self) -> bool:
+        provider = provider_of(self.model)
+        return provider in SELF_HOSTED or (provider == "openai" and bool(self.api_base))
+
+    @property
+    def structured(self) -> str:
+        if self._structured == "auto":
+            if self._self_hosted():
+                self._structured = "json_object"
+            else:
+                from .hosted import _lib
+                try:
+                    supported = _lib().supports_response_schema(model=self.model)
+                except Exception:  # noqa: BLE001 - a model litellm does not know: ask in the prompt
+                    supported = False
+                self._structured = "json_schema" if supported else "text"
+        return self._structured
+
+    def price(self):
+        """The declared price, else litellm's price map for a hosted provider's model (looked up once;
+        a server of your own has none).
+
+        >>> OpenAICompatLM("openai/qwen2.5", "http://127.0.0.1:8000/v1").price() is None
+        True
+        """
+        if self.declared_price is not None:
+            return self.declared_price
+        if self._list_price is False:
+            from .hosted import list_price
+            self._list_price = None if self._self_hosted() else list_price(self.model)
+        return self._list_price
+
     def describe(self) -> str:
         """The identity replies depend on (the same as the litellm path's, so caches carry over)."""
-        return f"{self.model}@{mask_url(self.api_base)}"
+        return f"{self.model}@{mask_url(self.api_base)}" if self.api_base else self.model
 
     # ------------------------------------------------------------------ request
     def _headers(self) -> dict[str, str]:
+        endpoint = self.endpoint
         headers = {"content-type": "application/json"}
         if self.api_key_env:
             key = os.environ.get(self.api_key_env)
@@ -182,20 +249,43 @@ class OpenAICompatLM(LMBackend):
                 raise AuthLMError(auth_message(self.model, f"environment variable {self.api_key_env} is not set",
                                                self.api_key_env, True), self.api_key_env)
         else:
-            key = os.environ.get("OPENAI_API_KEY")
+            key = None
+            for variable in endpoint.key_variables:
+                key = os.environ.get(variable)
+                if key:
+                    break
+            if not key and endpoint.key_required:
+                variable = " or ".join(endpoint.key_variables)
+                raise AuthLMError(auth_message(self.model, f"environment variable {variable} is not set", variable,
+                                               False), variable)
         if key:
-            headers["authorization"] = f"Bearer {key}"
+            if endpoint.key_header == "authorization":
+                headers["authorization"] = f"Bearer {key}"
+            else:
+                headers[endpoint.key_header] = key
         return headers
+
+    def key_variable(self) -> str:
+        """The variable this lm's key comes from: `api_key_env`, else the first of the provider's usual
+        ones that is set (else the first of them).
+
+        >>> OpenAICompatLM("groq/llama-3.1-8b-instant", "http://127.0.0.1:8000/v1", api_key_env="MY_KEY").key_variable()
+        'MY_KEY'
+        """
+        if self.api_key_env:
+            return self.api_key_env
+        names = self.endpoint.key_variables
+        return next((n for n in names if os.environ.get(n)), names[0])
 
     def body(self, request: LMRequest) -> dict:
         """The JSON body sent for a request (public so tests and `inspect` can show it)."""
-        body: dict = {"model": self.wire_model, "messages": request.messages}
+        endpoint = self.endpoint
+        body: dict = {"model": endpoint.wire_model, "messages": request.messages}
         params = request.params
-        for k in SAMPLING:
-            if k in params and params[k] is not None:
-                body[k] = params[k]
-        if request.sample and "seed" in body:
-            body["seed"] = int(body["seed"]) + request.sample
+        sampling = {k: params[k] for k in SAMPLING if k in params and params[k] is not None}
+        if request.sample and "seed" in sampling:
+            sampling["seed"] = int(sampling["seed"]) + request.sample
+        body.update(endpoint.map_params(sampling))
         if request.schema is not None:
             if self.structured == "json_object":
                 body["response_format"] = {"type": "json_object", "schema": request.schema}
@@ -237,7 +327,7 @@ class OpenAICompatLM(LMBackend):
             detail = _shown(content, 300)
         message = redact(f"{self.model}: HTTP {status} from {self.url}: {detail or 'no detail'}")
         if status in (401, 403):
-            variable = self.api_key_env or "OPENAI_API_KEY"
+            variable = self.key_variable()
             said = f"HTTP {status} from {self.url}: {detail or 'no detail'}"
             return AuthLMError(redact(auth_message(self.model, said, variable, bool(self.api_key_env))), variable)
         if status in _TRANSIENT_STATUS or status >= 500:
@@ -269,6 +359,8 @@ class OpenAICompatLM(LMBackend):
         try:
             resp = sync_client().post(self.url, content=self._encode(request), headers=headers,
                                       timeout=self._httpx_timeout())
+        except LMError:
+            raise
         except Exception as err:
             raise self._transport_error(err) from None
         return self._reply(resp.status_code, resp.headers, resp.content)
