@@ -20,6 +20,7 @@ _LAZY = {
     "DatasetError": ("pipec.dataset", "DatasetError"),
     "Program": ("pipec.program", "Program"),
     "Prediction": ("pipec.prediction", "Prediction"),
+    "Partial": ("pipec.streaming", "Partial"),
     "ScriptedLM": ("pipec.lm.scripted", "ScriptedLM"),
     "LMBackend": ("pipec.lm.base", "LMBackend"),
     "LMRequest": ("pipec.lm.base", "LMRequest"),

@@ -100,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="show every LM call (messages, reply, timing): on stderr for one input, in the JSON with "
                         "--json, in each output row of a batch")
     r.add_argument("--json", action="store_true", help="print the single-input result as JSON")
+    r.add_argument("--stream", action="store_true",
+                   help="print one input's outputs as they arrive: redrawn in place on a terminal, else the growing "
+                        "text, or with --json one JSON object per line per change")
     r.add_argument("--shard", metavar="K/N", help="run only shard K of N of the input rows (lines K, K+N, ...); "
                                                   "combine the parts with `pipec merge`")
     r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -493,6 +496,9 @@ def cmd_run(args) -> int:
         raise UsageError("give either --input values or an --inputs file, not both")
     if args.shard and not args.inputs:
         raise UsageError("--shard splits a batch: use it with --inputs")
+    if args.stream and args.inputs:
+        raise UsageError("--stream shows one input's outputs as they arrive: use it with --input values, not an "
+                         "--inputs batch (whose rows are written to --output as they finish)")
     if args.shard:
         k, slash, n = args.shard.partition("/")
         if not (slash and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
@@ -514,12 +520,20 @@ def cmd_run(args) -> int:
 def _run_single(prog, args) -> int:
     values = _pairs(args.input, prog)
     try:
-        pred = prog(**values)
+        if args.stream:
+            from .stream_output import run_streamed
+            mode = "json" if args.json else "tty" if sys.stdout.isatty() else "text"
+            pred = run_streamed(prog, values, sys.stdout, mode, trace=args.trace)
+        else:
+            pred = prog(**values)
     except ValueError as err:
         names = ", ".join(f"{n}" for n, _, _ in prog.inputs)
         raise UsageError(f"{err} (inputs of {prog.name}: {names}; pass them as --input name=value)") from None
     _otel_export(args, pred, pipeline=prog.name, inputs=values)
-    if args.json:
+    if args.stream:             # the outputs are printed already
+        if args.trace and not args.json:
+            print(render_trace(pred.trace), file=sys.stderr)
+    elif args.json:
         print(json.dumps(pred.to_dict(trace=args.trace), ensure_ascii=False, indent=2, default=str))
     else:
         if args.trace:          # stderr: stdout keeps the `name: value` lines a script reads

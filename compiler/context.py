@@ -107,10 +107,13 @@ class Runtime:
 class RowContext:
     """One row's run: its trace and whether it runs inline (no event loop) or on asyncio."""
 
-    __slots__ = ("runtime", "trace", "inline", "started_ns", "nodes")
+    __slots__ = ("runtime", "trace", "inline", "started_ns", "nodes", "watch")
 
-    def __init__(self, runtime: Runtime, inline: bool):
+    def __init__(self, runtime: Runtime, inline: bool, watch=None):
         self.runtime = runtime
+        # Who follows the row as it runs (`pipec.streaming.Watch`): told of each node that finishes and
+        # handed the text of the LM calls it listens to as it streams. None for a row nobody streams.
+        self.watch = watch
         self.trace: list[CallRecord] = []
         self.inline = inline
         # For OpenTelemetry spans (`pipec.otel`): when the row began, and each node run as
@@ -188,16 +191,21 @@ class NodeContext:
         backend = row.runtime.lms[lm]
         rec = CallRecord(self.node_id, self.module, predictor, backend.model, request.messages, attempt=attempt)
         row.trace.append(rec)
+        listener = row.watch.listen(self.node_id, predictor) if row.watch is not None and not row.inline else None
+        stream = Stream(listener) if listener is not None else None
         if isinstance(backend, FallbackLM):
-            return await self._fall_back(backend, request, rec), rec
+            return await self._fall_back(backend, request, rec, stream), rec
         key = self._key(backend, request)
         hit = await self._cached(key, backend, rec) if key is not None else None
-        return (hit if hit is not None else await self._answer(backend, request, rec, key)), rec
+        return (hit if hit is not None else await self._answer(backend, request, rec, key, stream)), rec
 
-    async def _fall_back(self, fallback: FallbackLM, request: LMRequest, rec: CallRecord) -> LMReply:
+    async def _fall_back(self, fallback: FallbackLM, request: LMRequest, rec: CallRecord,
+                         stream: "Stream | None" = None) -> LMReply:
         """The first answer of a fallback's lms: a reply one of them has in the cache (in their order:
         a rerun replays what answered, without asking an lm that failed before), else each asked in
-        turn until one answers or one fails in a way no other lm can help (`LMError.falls_back`)."""
+        turn until one answers or one fails in a way no other lm can help (`LMError.falls_back`). A
+        streamed call falls over only while no text has arrived: an lm that failed after part of its
+        reply was shown fails the call, as another lm's reply would not continue the text shown."""
         asked = []
         for member in fallback.members:
             sent = member.request(request)
@@ -210,9 +218,9 @@ class NodeContext:
         for i, (member, sent, key) in enumerate(asked):
             rec.lm, rec.model = member.name, member.backend.model
             try:
-                reply = await self._answer(member.backend, sent, rec, key)
+                reply = await self._answer(member.backend, sent, rec, key, stream)
             except LMError as err:
-                if not err.falls_back:
+                if not err.falls_back or (stream is not None and stream.started):
                     raise
                 rec.fell_back.append(f"{member.name}: {err}")
                 if i == len(asked) - 1:
@@ -242,13 +250,14 @@ class NodeContext:
         rec.raw, rec.prompt_tokens, rec.completion_tokens = hit.text, hit.prompt_tokens, hit.completion_tokens
         return hit
 
-    async def _answer(self, backend: LMBackend, request: LMRequest, rec: CallRecord, key: str | None) -> LMReply:
+    async def _answer(self, backend: LMBackend, request: LMRequest, rec: CallRecord, key: str | None,
+                      stream: "Stream | None" = None) -> LMReply:
         """Ask `backend` (retries included), record the reply or the error, count it, and cache it
-        under `key` (None: not cached)."""
+        under `key` (None: not cached). With a `stream`, the reply is streamed into it as it comes."""
         rt = self.row.runtime
         start = time.perf_counter()
         try:
-            reply = await self._call(backend, request)
+            reply = await self._call(backend, request, stream)
         except LMError as err:
             rec.error = str(err)
             rec.latency_ms = (time.perf_counter() - start) * 1000.0
@@ -270,7 +279,7 @@ class NodeContext:
         if cache is not None and rec.cache_key:
             cache.discard(rec.cache_key)
 
-    async def _call(self, backend: LMBackend, request: LMRequest) -> LMReply:
+    async def _call(self, backend: LMBackend, request: LMRequest, stream: "Stream | None" = None) -> LMReply:
         refused = backend.auth_failure
         if refused is not None:
             # The key was refused (or missing) and has not changed since: every row would fail the
@@ -282,7 +291,7 @@ class NodeContext:
         budget = self.row.runtime.budget
         for i in range(tries):
             try:
-                reply = await self._attempt(backend, request, budget)
+                reply = await self._attempt(backend, request, budget, stream)
                 if not backend.answered:
                     backend.answered = True
                 return reply
@@ -307,12 +316,17 @@ class NodeContext:
                 raise LMError(f"{backend.model}: {type(err).__name__}: {redact(str(err))}") from err
         raise AssertionError("unreachable")
 
-    async def _attempt(self, backend: LMBackend, request: LMRequest, budget) -> LMReply:
+    async def _attempt(self, backend: LMBackend, request: LMRequest, budget, stream: "Stream | None" = None) -> LMReply:
         """One request through the budget: admitted (every attempt is an LM call, retries included,
         and under a dollar limit its worst case is reserved), sent, then charged what it cost."""
         reserved = await self._admitted(backend, request, budget) if budget is not None else 0.0
         try:
-            reply = backend.complete(request) if self.row.inline else await backend.acomplete(request)
+            if self.row.inline:
+                reply = backend.complete(request)
+            elif stream is None:
+                reply = await backend.acomplete(request)
+            else:
+                reply = await stream.follow(backend, request)
         except BaseException as err:
             if budget is not None:
                 budget.settle(reserved, reserved if getattr(err, "may_be_billed", False) else 0.0)
@@ -344,6 +358,36 @@ class NodeContext:
 
 
 MAX_RETRY_AFTER = 60.0
+
+
+class Stream:
+    """One streamed LM call: each attempt's text is handed, as it grows, to `listener` (a function of
+    the text so far, "" as an attempt starts); `started` once any text has arrived (a fallback then
+    stops falling over)."""
+
+    __slots__ = ("listener", "started")
+
+    def __init__(self, listener):
+        self.listener = listener
+        self.started = False
+
+    async def follow(self, backend: LMBackend, request: LMRequest) -> LMReply:
+        """`backend`'s reply to `request`, streamed (`LMBackend.astream`): the same reply as
+        `acomplete`'s, and the same errors."""
+        import contextlib
+        text, reply = "", None
+        self.listener("")               # an attempt starts: any text of an earlier one is over
+        async with contextlib.aclosing(backend.astream(request)) as items:
+            async for item in items:
+                if isinstance(item, LMReply):
+                    reply = item
+                elif item:
+                    text += item
+                    self.started = True
+                    self.listener(text)
+        if reply is None:
+            raise TransientLMError(f"{backend.model}: the stream ended without a reply")
+        return reply
 
 
 def _priced(reply: LMReply, backend: LMBackend) -> LMReply:

@@ -125,6 +125,8 @@ class Plan:
                 raise _located(err, step) from None
             finally:
                 row.nodes.append((step.id, step.target, started, time.time_ns(), failed))
+            if row.watch is not None:
+                row.watch.node_done(step.id, env[step.id])
 
         for step in self.steps:
             tasks[step.id] = asyncio.ensure_future(run(step))
@@ -152,9 +154,10 @@ class Plan:
         coro.close()
         return _failure(RuntimeError("a step waited on I/O while running inline"), row)
 
-    async def run_async(self, inputs: dict[str, Any], runtime: Runtime) -> Prediction:
-        """Run on asyncio: each node starts as soon as the nodes it reads have finished."""
-        row = RowContext(runtime, False)
+    async def run_async(self, inputs: dict[str, Any], runtime: Runtime, watch=None) -> Prediction:
+        """Run on asyncio: each node starts as soon as the nodes it reads have finished. A `watch`
+        (`pipec.streaming.Watch`) follows the row: the nodes as they finish, LM replies as they stream."""
+        row = RowContext(runtime, False, watch)
         env = dict(inputs)
         try:
             await self.execute(env, row)

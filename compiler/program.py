@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import threading
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, AsyncIterator, Iterable
 
 from .aio import run_coroutine
 from .cache import LMCache
@@ -29,7 +29,7 @@ from .lm.fallback import FallbackLM, Member
 from .modules import ModuleKind, ModuleSpec, Predictor, kinds
 from .prediction import Prediction
 from .reply_parser import ReplyError, coerce
-from .run import call_tool, run_rows
+from .run import arun_rows, call_tool, run_rows
 from .tools import TargetInfo, describe_tools, import_target, tool_diagnostics
 from .trust import SOURCE, ApprovalRequired, Requirement, Trust
 
@@ -579,12 +579,33 @@ class Program:
             return self.plan.run_inline(values, self.runtime())
         return await self.plan.run_async(values, self.runtime())
 
+    def stream(self, **inputs: Any) -> AsyncIterator[Any]:
+        """Run one input from async code, yielding its outputs as they arrive: `Partial`s (the outputs
+        known so far; a text field may grow, other values appear once complete), then the Prediction
+        `acall` would return. Bad inputs raise ValueError at once. See `pipec.streaming`.
+
+        >>> async for item in prog.stream(question="Why is the sky blue?"):     # doctest: +SKIP
+        ...     print(item.get("answer") if isinstance(item, pipec.Partial) else item.answer)
+        """
+        values = self.prepare(inputs, strict=True)
+        from .streaming import stream_run
+        return stream_run(self, values, self.runtime())
+
     def run_batch(self, rows: Iterable[dict[str, Any]], concurrency: int = 4, progress: bool = False) -> list[Prediction]:
         """Run many inputs with bounded concurrency; results come back in input order.
 
         A row with bad inputs or a failing LM reply becomes a failed Prediction; the batch goes on.
         """
         return run_rows(self, list(rows), concurrency, progress)
+
+    async def arun_batch(self, rows: Iterable[dict[str, Any]], concurrency: int = 4,
+                         progress: bool = False) -> list[Prediction]:
+        """`run_batch` from async code: runs on the caller's event loop (at most `concurrency` rows in
+        flight), so a web server or notebook stays live and other tasks go on meanwhile.
+
+        >>> preds = await prog.arun_batch([{"q": "a"}, {"q": "b"}], concurrency=8)   # doctest: +SKIP
+        """
+        return await arun_rows(self, list(rows), concurrency, progress)
 
     def backend(self, lm_name: str) -> LMBackend:
         return self._backends[lm_name]

@@ -74,14 +74,22 @@ def row_problems(program, row: Any) -> list[str]:
 
 def run_rows(program, rows: list[dict[str, Any]], concurrency: int = 4, progress: bool = False) -> list[Prediction]:
     """Run a list of rows; return Predictions in input order (the engine of `Program.run_batch`)."""
+    return run_coroutine(arun_rows(program, rows, concurrency, progress))
+
+
+async def arun_rows(program, rows: list[dict[str, Any]], concurrency: int = 4,
+                    progress: bool = False) -> list[Prediction]:
+    """`run_rows` on the running event loop (the engine of `Program.arun_batch`)."""
     results: list[Prediction | None] = [None] * len(rows)
     bar = Progress(len(rows), program.stats, enabled=progress)
 
     def store(i, row, pred):
         results[i] = pred
 
-    run_coroutine(drive(program, iter(enumerate(rows)), concurrency, store, bar))
-    bar.finish()
+    try:
+        await drive(program, iter(enumerate(rows)), concurrency, store, bar)
+    finally:
+        bar.finish()
     return results  # type: ignore[return-value]
 
 

@@ -9,7 +9,8 @@ Endpoints (every body is JSON in standard form, with secrets masked as everythin
   A run that produces no outputs (the LM failed, a reply did not parse) is a 502 naming the node;
   what went wrong goes to the log, not to the client.
 * `POST /run?stream=1` (or `Accept: text/event-stream`): the same run as server-sent events:
-  `event: partial` when a node of the pipeline finishes, then `event: done` (or `event: error`).
+  `event: partial` when a node of the pipeline finishes and as the LM's reply for the outputs
+  streams in, then `event: done` (or `event: error`).
 * `POST /batch`: a list of input objects; a list of results in the same order, each
   `{"ok": true, "outputs": {...}}` or `{"ok": false, "status": 422 | 502 | 500, "error": ...}`: a bad
   row never fails the batch. Rows run with bounded concurrency.
@@ -21,6 +22,9 @@ as `data:`. `partial` events carry a `type`; clients ignore types they do not kn
 partial events can be added beside the ones sent now:
 
     event: partial
+    data: {"type": "outputs", "outputs": {"note": "The text is pos"}}
+
+    event: partial
     data: {"type": "node", "node": "a", "module": "classify", "outputs": {"label": "pos"}}
 
     event: done
@@ -30,7 +34,12 @@ partial events can be added beside the ones sent now:
     data: {"error": "the pipeline failed at node b", "status": 502, "node": "b", "request_id": "..."}
 
 `type: "node"` events come once per node as it finishes (a node's `outputs` is its module's fields,
-a tool's return value, or a map's list; an ensemble's members' nodes also carry `member`). A status
+a tool's return value, or a map's list; an ensemble's members' nodes also carry `member`).
+`type: "outputs"` events come while the LM reply that carries pipeline outputs streams in (see
+`pipec.streaming` for which modules stream): each holds every output of the pipeline known so far,
+by name, as `Program.stream`'s partials do (a text field grows, each event extending the one
+before; numbers, enums and flags appear once complete). An LM that does not stream (or a cached
+reply) sends none; the `done` event always has the final outputs. A status
 that is known before the run starts (422, 413, 429) is sent as a plain JSON response, not a stream.
 A comment line (`: keep-alive`) is sent when nothing else has been for 15 seconds.
 
@@ -59,6 +68,7 @@ from typing import Any, AsyncIterator, Callable
 from .aio import bounded
 from .dsl.diagnostics import did_you_mean
 from .jsonl import dump_line, loads_strict
+from .prediction import Prediction
 from .reply_parser import ReplyError, coerce, input_problem
 from .run import run_one
 from .schema import type_schema
@@ -390,7 +400,7 @@ class Service:
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
         served = observed(self.program, emit)
-        task = asyncio.ensure_future(run_one(served, values, served.runtime()))
+        task = asyncio.ensure_future(streamed(served, values, emit))
         # Scheduled after every event the run emitted, so the stream ends after the last of them.
         task.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, _END))
         number = 0
@@ -419,6 +429,28 @@ class Service:
         finally:
             if not task.done():              # the client went away: stop the run
                 task.cancel()
+
+
+async def streamed(program, values: dict[str, Any], emit: Callable[[dict], None]):
+    """Run `values` through `program` streaming (`pipec.streaming`): a `{"type": "outputs", ...}`
+    event for each growth of the pipeline's outputs while an LM reply streams in; the Prediction.
+
+    >>> import asyncio, pathlib, tempfile, pipec
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "p.pipe"
+    >>> _ = path.write_text('signature S { in q: str out a: str } module m = Predict(S) '
+    ...                     'pipeline p(q: str) -> (a) { return a = m(q: q).a }')
+    >>> prog, events = pipec.load(path, lm=pipec.ScriptedLM([{"a": "hello"}], chunk=3), cache=False), []
+    >>> asyncio.run(streamed(prog, {"q": "hi"}, events.append)), events
+    (Prediction(a='hello'), [{'type': 'outputs', 'outputs': {'a': 'he'}}, {'type': 'outputs', 'outputs': {'a': 'hello'}}])
+    """
+    from .streaming import stream_run
+    pred = None
+    async for item in stream_run(program, values, program.runtime(), nodes=False):
+        if isinstance(item, Prediction):
+            pred = item
+        else:
+            emit({"type": "outputs", "outputs": item.outputs()})
+    return pred
 
 
 def observed(program, emit: Callable[[dict], None]):

@@ -56,6 +56,37 @@ def test_run_batch_respects_concurrency(count_pipe, concurrency):
     assert lm.max_in_flight == concurrency
 
 
+def test_arun_batch_runs_on_the_callers_loop_and_keeps_order(count_pipe):
+    # run_batch called inside a loop blocks it (it runs on a worker thread's loop); arun_batch awaits on
+    # the caller's loop, so other tasks (a server's requests, a ticker here) go on meanwhile.
+    import asyncio
+    lm = SlowLM(rule=count_rule, delay_fn=lambda r: 0.05 - 0.005 * len(first_user_value(r, "q")))
+    prog = load(count_pipe, lm)
+    rows = [{"q": "x" * i} for i in range(1, 10)] + [{"x": 1}]
+
+    async def main(batch):
+        ticks = []
+
+        async def ticker():
+            while True:
+                ticks.append(1)
+                await asyncio.sleep(0.001)
+        task = asyncio.create_task(ticker())
+        preds = await batch()
+        during = len(ticks)
+        task.cancel()
+        return preds, during
+
+    preds, during = asyncio.run(main(lambda: prog.arun_batch(rows, concurrency=3)))
+    assert [p.n for p in preds[:-1]] == list(range(1, 10)) and "missing input 'q'" in preds[-1].error
+    assert lm.max_in_flight == 3 and during > 0
+
+    async def blocking():
+        return prog.run_batch(rows, concurrency=3)
+    _, during = asyncio.run(main(blocking))
+    assert during == 0
+
+
 def test_run_batch_empty(count_pipe):
     assert load(count_pipe, pipec.ScriptedLM()).run_batch([]) == []
 

@@ -400,6 +400,43 @@ def test_a_failed_streamed_run_ends_with_an_error_event(server):
     assert data["status"] == 502 and data["node"] == "a" and "parse" not in json.dumps(data)
 
 
+def test_a_stream_sends_token_partials_of_the_outputs_as_the_lm_streams(tmp_path):
+    """An LM that streams its reply (server-sent chunks, held back after the first few until the test
+    has read a token partial): `type: "outputs"` events carry the pipeline's outputs so far, text
+    growing, the enum whole, while the node and done events stay as they were."""
+    from openai_stub import StubServer
+
+    def reply(body):
+        if "Explain the label." in body["messages"][0]["content"]:
+            return {"note": "a note that arrives in pieces"}
+        return {"label": "pos", "score": 0.5}
+    gate = threading.Event()
+    with StubServer(default=reply, stream_chunk=4, gate=gate, gate_after=4) as stub:
+        pipe = tmp_path / "triage.pipe"
+        pipe.write_text(TRIAGE.format(base=stub.base), encoding="utf-8")
+        served = Served(pipe, "--no-cache").start()
+        try:
+            with client() as c, c.stream("POST", served.url + "/run?stream=1", json={"text": "good news"}) as reply_:
+                events = []
+                for event in read_events(reply_):
+                    events.append(event)
+                    if event[2].get("type") == "outputs" and not gate.is_set():
+                        gate.set()          # the first token partial came while the LM held the rest back
+        finally:
+            gate.set()
+            served.stop()
+    assert [n for _, n, _ in events] == list(range(1, len(events) + 1))
+    kinds = [(e, d.get("type")) for e, _, d in events]
+    assert kinds[-1] == ("done", None) and all(e == "partial" for e, _ in kinds[:-1])
+    nodes = [d for _, _, d in events if d.get("type") == "node"]
+    assert [d["node"] for d in nodes] == ["a", "b"]
+    outputs = [d["outputs"] for _, _, d in events if d.get("type") == "outputs"]
+    notes = [o["note"] for o in outputs if "note" in o]
+    assert len(notes) >= 3 and all(later.startswith(earlier) for earlier, later in zip(notes, notes[1:]))
+    assert all(o.get("label", "pos") == "pos" for o in outputs)      # the enum appears whole or not at all
+    assert events[-1][2]["outputs"] == {"label": "pos", "note": "a note that arrives in pieces"}
+
+
 def test_a_stream_with_bad_inputs_is_a_plain_422(server):
     with client() as c:
         reply = c.post(server.url + "/run?stream=1", json={"txt": "x"})

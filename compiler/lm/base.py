@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AsyncIterator
 
 
 # Sampling options travel in each request (and so in the cache key); the rest configure the backend.
@@ -288,6 +288,23 @@ class LMBackend:
         if self.blocking:
             return await asyncio.to_thread(self.complete, request)
         return self.complete(request)
+
+    async def astream(self, request: LMRequest) -> AsyncIterator[str | LMReply]:
+        """The reply to `request` as it is generated: text deltas (`str`), then the `LMReply` that
+        `acomplete` would have returned (the whole text, tokens, cost, `truncated`) as the last item.
+        Errors are the same `LMError`s `acomplete` raises. This fallback sends the whole reply as
+        one delta, so every backend streams; backends that can do better override it.
+
+        >>> from pipec.lm import ScriptedLM
+        >>> async def items():
+        ...     return [x async for x in LMBackend.astream(ScriptedLM(["hi"]), LMRequest([]))]
+        >>> asyncio.run(items())
+        ['hi', LMReply(text='hi', prompt_tokens=0, completion_tokens=0, cost=0.0, truncated=False)]
+        """
+        reply = await self.acomplete(request)
+        if reply.text:
+            yield reply.text
+        yield reply
 
     def describe(self) -> str:
         return self.model

@@ -15,6 +15,10 @@ budget), and moves on when one fails for good in a way another LM might not (`LM
 
 What the runtime asks of a backend (`inline`, `blocking`, `structured`, `price`, `describe`) a fallback
 answers for its lms together.
+
+A streamed call (`Program.stream`) falls over the same way, but only while no text of the reply has
+arrived: once an lm has streamed part of its reply (and a caller may have shown it), its failure
+fails the call, since another lm's reply would not continue that text.
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import AsyncIterator
 
 from .base import (SAMPLING, AuthLMError, LMBackend, LMError, LMReply, LMRequest, Price, TransientLMError,
                    auth_message, is_auth_failure, is_context_overflow, request_error)
@@ -80,6 +81,7 @@ class HostedLM(LMBackend):
         self.max_retries = num_retries
         self._structured = structured
         self._list_price: Price | None | bool = False      # False: not looked up yet
+        self._stream_options: bool | None = None           # None: not looked up yet
 
     @property
     def structured(self) -> str:
@@ -208,3 +210,52 @@ class HostedLM(LMBackend):
             raise
         except Exception as err:
             raise self._translate(err) from None
+
+    def _usage_asked(self) -> bool:
+        """Whether a stream should ask for its usage chunk (`stream_options`): only where litellm says
+        the provider takes it (OpenAI-style APIs); the others (Anthropic, Gemini) report usage in their
+        own stream events, which litellm reads, and could refuse the parameter."""
+        if self._stream_options is None:
+            provider, _, name = self.model.partition("/")
+            try:
+                params = _lib().get_supported_openai_params(model=name or provider, custom_llm_provider=provider)
+            except Exception:  # noqa: BLE001 - an unknown provider: do not send what it may refuse
+                params = None
+            self._stream_options = bool(params) and "stream_options" in params
+        return self._stream_options
+
+    async def astream(self, request: LMRequest) -> AsyncIterator[str | LMReply]:
+        """The reply as litellm streams it (`stream=True`, with the usage chunk asked for where the
+        provider takes `stream_options`), then the `LMReply` built from every chunk
+        (`litellm.stream_chunk_builder`), priced as `acomplete` prices a reply. Errors, before the
+        first delta or after, translate as `acomplete`'s do; a stream that ends before the provider
+        sent its finish reason is transient."""
+        if self.limiter is not None:
+            await self.limiter.await_turn()
+        lib = _lib()
+        try:
+            kwargs = self._kwargs(request)
+            if self._usage_asked():
+                kwargs["stream_options"] = {"include_usage": True}
+            stream = await lib.acompletion(**kwargs, stream=True)
+            chunks = []
+            async for chunk in stream:
+                chunks.append(chunk)
+                choices = getattr(chunk, "choices", None) or ()
+                delta = getattr(choices[0], "delta", None) if choices else None
+                text = getattr(delta, "content", None) if delta is not None else None
+                if text:
+                    yield text
+            # litellm ends a stream whose connection closed early as if it were whole, with a finish
+            # reason and usage of its own making: only the finish reason the provider sent (which
+            # its stream wrapper keeps) tells a complete reply from a cut one.
+            finished = getattr(stream, "received_finish_reason", "unknown") is not None or \
+                getattr(stream, "intermittent_finish_reason", None) is not None
+            whole = lib.stream_chunk_builder(chunks, messages=request.messages) if chunks and finished else None
+        except LMError:
+            raise
+        except Exception as err:
+            raise self._translate(err) from None
+        if whole is None:
+            raise TransientLMError(redact(f"{self.model}: the stream broke off before the reply ended"))
+        yield self._reply(whole)

@@ -5,11 +5,15 @@ JSON schema, which the sampler enforces token by token; the grammar is built onc
 """
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
+import functools
 import importlib.util
 import json
 import os
 import threading
+from typing import AsyncIterator
 
 from .base import FREE, LMBackend, LMError, LMReply, LMRequest, Price, is_context_overflow, request_error
 
@@ -84,7 +88,7 @@ class LocalLM(LMBackend):
             self._grammars[text] = g
         return g
 
-    def complete(self, request: LMRequest) -> LMReply:
+    def _kwargs(self, request: LMRequest) -> dict:
         p = request.params
         kwargs = {
             "messages": request.messages,
@@ -97,6 +101,10 @@ class LocalLM(LMBackend):
             kwargs["stop"] = list(p["stop"])
         if "seed" in p or request.sample:
             kwargs["seed"] = int(p.get("seed", self.seed)) + request.sample
+        return kwargs
+
+    def complete(self, request: LMRequest) -> LMReply:
+        kwargs = self._kwargs(request)
         with _lock:
             llama = self._llama()
             if request.schema is not None:
@@ -111,3 +119,72 @@ class LocalLM(LMBackend):
         choice = out["choices"][0]
         return LMReply(choice["message"].get("content") or "", usage.get("prompt_tokens", 0),
                        usage.get("completion_tokens", 0), 0.0, choice.get("finish_reason") == "length")
+
+    async def astream(self, request: LMRequest) -> AsyncIterator[str | LMReply]:
+        """The reply token by token (llama.cpp's `stream=True`), then the same `LMReply` as `complete`.
+
+        Generation runs in a worker thread holding the model's lock, as `acomplete` does; deltas cross
+        to the event loop as they come. Closing the iterator early stops the generation at the next
+        token and frees the model.
+        """
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+        put = functools.partial(loop.call_soon_threadsafe, items.put_nowait)
+        worker = loop.run_in_executor(None, self._generate, request, put, stop)
+        try:
+            while True:
+                kind, value = await items.get()
+                if kind == "error":
+                    raise value
+                yield value
+                if kind == "reply":
+                    break
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(worker)        # the model is free again once this returns
+
+    def _generate(self, request: LMRequest, put, stop: threading.Event) -> None:
+        """Run one streamed generation in this (worker) thread, handing ("delta", text) items to
+        `put` and then ("reply", LMReply) or ("error", LMError)."""
+        kwargs = self._kwargs(request)
+        sampled: list[int] = []
+
+        def count(input_ids, logits):
+            # llama-cpp-python reports no usage when streaming: the first sampling step sees the whole
+            # prompt, and there is one step per sampled token.
+            sampled.append(len(input_ids))
+            return logits
+
+        try:
+            with _lock:
+                llama = self._llama()
+                if request.schema is not None:
+                    kwargs["grammar"] = self._grammar(request.schema)
+                parts, finish = [], None
+                try:
+                    chunks = llama.create_chat_completion(**kwargs, stream=True, logits_processor=[count])
+                    for chunk in chunks:
+                        if stop.is_set():
+                            chunks.close()
+                            return
+                        choice = chunk["choices"][0]
+                        text = choice.get("delta", {}).get("content") or ""
+                        finish = choice.get("finish_reason") or finish
+                        if text:
+                            parts.append(text)
+                            put(("delta", text))
+                except ValueError as err:   # e.g. the prompt does not fit the context window
+                    if is_context_overflow(str(err)):
+                        raise request_error(self.model, str(err), True) from err
+                    raise LMError(f"{self.model}: {err}") from err
+            # A stop at the end-of-generation token samples that token without counting it as a reply
+            # token; a stop sequence's last token or the length limit's counts.
+            completion = len(sampled) - (1 if finish == "stop" and not request.params.get("stop") and sampled else 0)
+            put(("reply", LMReply("".join(parts), sampled[0] if sampled else 0, max(0, completion), 0.0,
+                                  finish == "length")))
+        except LMError as err:
+            put(("error", err))
+        except Exception as err:  # noqa: BLE001 - handed to the caller's task, which reports it
+            put(("error", LMError(f"{self.model}: {type(err).__name__}: {err}")))

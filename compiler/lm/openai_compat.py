@@ -47,6 +47,7 @@ import json
 import os
 import threading
 import weakref
+from typing import AsyncIterator
 
 from .base import (SAMPLING, AuthLMError, LMBackend, LMError, LMReply, LMRequest, TransientLMError, auth_message,
                    is_context_overflow, request_error)
@@ -389,6 +390,55 @@ class OpenAICompatLM(LMBackend):
             self._aio_timeout = _aio().ClientTimeout(total=self.timeout, connect=min(self.timeout, 10.0))
         return self._aio_timeout
 
+    # ------------------------------------------------------------------ streaming
+    def stream_body(self, request: LMRequest) -> bytes:
+        """The body of a streamed request: `body(request)` with `"stream": true` and the usage chunk
+        asked for (`stream_options.include_usage`), so a streamed reply is counted as a whole one."""
+        body = self.body(request)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+    async def astream(self, request: LMRequest) -> AsyncIterator[str | LMReply]:
+        """The reply as the server streams it (server-sent events of chat completion chunks), then the
+        `LMReply` with the usage of its last chunk. A status error, a transport error and a reply that
+        is not a chat completion translate as in `acomplete`; an `error` chunk mid-stream is a status
+        error of its code (else 500); a stream that ends before its finish reason is transient. A
+        server that answers with one JSON body instead of a stream is read as `acomplete` reads it,
+        and sends no delta (nothing arrived early: its fields appear when its node finishes)."""
+        if self.limiter is not None:
+            await self.limiter.await_turn()
+        headers = self._headers()
+        headers["accept"] = "text/event-stream"
+        client = async_client()
+        events = ChunkReader(self)
+        try:
+            if hasattr(client, "detach"):        # aiohttp
+                async with client.post(self.url, data=self.stream_body(request), headers=headers,
+                                       timeout=self._aiohttp_timeout()) as resp:
+                    if resp.status != 200 or "text/event-stream" not in resp.headers.get("content-type", ""):
+                        yield self._reply(resp.status, resp.headers, await resp.read())
+                        return
+                    async for line in resp.content:
+                        text = events.line(line)
+                        if text:
+                            yield text
+            else:
+                async with client.stream("POST", self.url, content=self.stream_body(request), headers=headers,
+                                         timeout=self._httpx_timeout()) as resp:
+                    if resp.status_code != 200 or "text/event-stream" not in resp.headers.get("content-type", ""):
+                        yield self._reply(resp.status_code, resp.headers, await resp.aread())
+                        return
+                    async for line in resp.aiter_lines():
+                        text = events.line(line)
+                        if text:
+                            yield text
+        except LMError:
+            raise
+        except Exception as err:
+            raise self._transport_error(err) from None
+        yield events.reply()
+
 
 def _shown(content: bytes, limit: int) -> str:
     """The start of a reply body for an error message: redacted first, then cut (a key cut in half
@@ -403,3 +453,69 @@ def _retry_after(headers) -> float | None:
         return max(0.0, float(value)) if value else None
     except (TypeError, ValueError):
         return None
+
+
+class ChunkReader:
+    """Reads the server-sent events of a streamed chat completion line by line: the text deltas, the
+    finish reason, the usage (the last chunk, when asked for with `stream_options.include_usage`).
+
+    >>> from pipec.lm.openai_compat import OpenAICompatLM
+    >>> r = ChunkReader(OpenAICompatLM("openai/m", "http://127.0.0.1:1/v1"))
+    >>> [r.line(x) for x in (b'data: {"choices":[{"delta":{"content":"Hi"}}]}', b"", b": comment",
+    ...  b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}',
+    ...  b'data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":1}}', b"data: [DONE]")]
+    ['Hi', '', '', '', '', '']
+    >>> r.reply()
+    LMReply(text='Hi', prompt_tokens=9, completion_tokens=1, cost=0.0, truncated=False)
+    """
+
+    def __init__(self, lm: OpenAICompatLM):
+        self.lm = lm
+        self.parts: list[str] = []
+        self.finish: str | None = None
+        self.usage: dict = {}
+        self.done = False
+
+    def line(self, raw: bytes | str) -> str:
+        """Take one line of the stream; the text delta it carries ("" for none)."""
+        line = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        line = line.rstrip("\r\n")
+        if not line.startswith("data:"):
+            return ""            # a blank line between events, a comment, an `event:` or `id:` field
+        data = line[5:].strip()
+        if data == "[DONE]":
+            self.done = True
+            return ""
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise TransientLMError(redact(f"{self.lm.model}: {self.lm.url} streamed a chunk that is not JSON: ")
+                                   + repr(_shown(data.encode(), 200))) from None
+        if not isinstance(chunk, dict):
+            return ""
+        if chunk.get("error") is not None:
+            err = chunk["error"]
+            code = err.get("code") if isinstance(err, dict) else None
+            status = code if isinstance(code, int) and 400 <= code < 600 else 500
+            raise self.lm._status_error(status, None, json.dumps({"error": err}).encode())
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        choices = chunk.get("choices") or []
+        if not choices or not isinstance(choices[0], dict):
+            return ""
+        choice = choices[0]
+        self.finish = choice.get("finish_reason") or self.finish
+        text = (choice.get("delta") or {}).get("content") or ""
+        if text:
+            self.parts.append(text)
+        return text
+
+    def reply(self) -> LMReply:
+        """The whole reply, once the stream has ended; a stream that broke off before its finish
+        reason (or `[DONE]`) is a transient error, retried as a dropped connection is."""
+        if self.finish is None and not self.done:
+            raise TransientLMError(redact(f"{self.lm.model}: the stream from {self.lm.url} broke off before "
+                                          "the reply ended"))
+        usage = self.usage
+        return LMReply("".join(self.parts), int(usage.get("prompt_tokens") or 0),
+                       int(usage.get("completion_tokens") or 0), 0.0, self.finish == "length")

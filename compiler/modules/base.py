@@ -350,6 +350,20 @@ class ModuleKind:
         for p in parts.values():
             p.pinned = pinned
 
+    def streamed(self) -> Predictor | None:
+        """The predictor whose one reply carries this module's outputs, field for field, when the module
+        makes that one call (a parse retry aside): a streamed run (`Program.stream`) shows those fields
+        as the reply arrives. None (the default) for kinds whose outputs come from several calls
+        (samples, votes, rounds, tools): their outputs arrive when the module finishes.
+
+        >>> from pipec.dsl.types import STR
+        >>> from pipec.modules import kinds
+        >>> spec = ModuleSpec("m", "Echo.", [("q", STR, "")], [("a", STR, "")], {}, "lm", {})
+        >>> kinds()["ChainOfThought"](spec).streamed().name, kinds()["Majority"](spec).streamed()
+        ('m', None)
+        """
+        return None
+
     def max_calls(self) -> int:
         """Worst-case LM calls for one call of this module, counting the parse retry."""
         return 2 * len(self.predictors())

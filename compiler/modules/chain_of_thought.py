@@ -35,5 +35,8 @@ class ChainOfThought(ModuleKind):
     def predictors(self):
         return [self.predict]
 
+    def streamed(self):
+        return self.predict
+
     async def forward(self, values, ctx):
         return await self.predict(values, ctx)

@@ -60,6 +60,9 @@ class OneOf(ModuleKind):
     def max_calls(self) -> int:
         return self.running.max_calls()
 
+    def streamed(self):
+        return self.running.streamed()
+
     async def prepare(self, examples, ctx) -> None:
         # Every alternative: the compile may choose any of them, and each must start prepared.
         for alt in self.alternatives.values():
