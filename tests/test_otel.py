@@ -223,32 +223,43 @@ def test_a_batch_exports_one_pipeline_span_per_row(two, tmp_path, capsys, monkey
     assert "x one" not in err and "three" not in err                 # no inputs without --otel-content
 
 
-def test_cli_run_otel_posts_to_the_otlp_endpoint(two, capsys, monkeypatch):
-    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+@pytest.fixture
+def collector():
+    """`collector(monkeypatch, receive)`: an OTLP/HTTP collector on loopback, set as the endpoint;
+    `receive(path, body)` gets each POST before it is answered. Shut down when the test ends."""
     import http.server
     import threading
-    posts = []
+    servers = []
 
-    class Collector(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            posts.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def start(monkeypatch, receive):
+        class Collector(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                receive(self.path, self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
-        def log_message(self, *args):
-            pass
+            def log_message(self, *args):
+                pass
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Collector)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+        server = http.server.HTTPServer(("127.0.0.1", 0), Collector)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-        monkeypatch.setattr("pipec.program.backend_for", lambda model, options=None: pipec.ScriptedLM(rule=rule))
-        assert cli.main(["run", str(two), "-i", f"text={SECRET_INPUT}", "--no-cache", "--otel"]) == 0
-    finally:
+        return server
+    yield start
+    for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def test_cli_run_otel_posts_to_the_otlp_endpoint(two, capsys, monkeypatch, collector):
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    posts = []
+    collector(monkeypatch, lambda path, body: posts.append((path, body)))
+    monkeypatch.setattr("pipec.program.backend_for", lambda model, options=None: pipec.ScriptedLM(rule=rule))
+    assert cli.main(["run", str(two), "-i", f"text={SECRET_INPUT}", "--no-cache", "--otel"]) == 0
     err = capsys.readouterr().err
     assert '"name"' not in err                    # not printed: sent
     assert [p for p, _ in posts] == ["/v1/traces"]
@@ -341,33 +352,21 @@ def test_eval_matrix_content_only_with_otel_content(write_pipe, tmp_path, monkey
     assert KEY not in seen
 
 
-def test_eval_matrix_spans_all_reach_the_collector_past_the_queue(write_pipe, tmp_path, monkeypatch, capsys):
+def test_eval_matrix_spans_all_reach_the_collector_past_the_queue(write_pipe, tmp_path, monkeypatch, capsys,
+                                                                  collector):
     """More spans than the batch processor's queue holds, to a collector that takes its time to answer:
     they are flushed as they are made, none dropped."""
     pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
-    import http.server
-    import threading
     import time
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     names: list[str] = []
 
-    class Collector(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            request = ExportTraceServiceRequest()
-            request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
-            names.extend(s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans)
-            time.sleep(0.2)             # a collector across a network: the batch worker waits on it
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Collector)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    def receive(path, body):
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        names.extend(s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans)
+        time.sleep(0.2)             # a collector across a network: the batch worker waits on it
+    collector(monkeypatch, receive)
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "300")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "300")
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
@@ -375,12 +374,8 @@ def test_eval_matrix_spans_all_reach_the_collector_past_the_queue(write_pipe, tm
     real_provider = otel.provider_from_env
     good, bad, data = matrix_setup(write_pipe, tmp_path, monkeypatch, None, n=100)
     monkeypatch.setattr("pipec.otel.provider_from_env", real_provider)
-    try:
-        assert cli.main(["eval", str(good), str(bad), "--data", str(data), "--metric", "exact_match(label)",
-                         "--no-progress", "--no-cache", "--otel"]) == 0
-    finally:
-        server.shutdown()
-        server.server_close()
+    assert cli.main(["eval", str(good), str(bad), "--data", str(data), "--metric", "exact_match(label)",
+                     "--no-progress", "--no-cache", "--otel"]) == 0
     # 2 cells x 100 rows x (pipeline + 2 x (node, module, chat)), 2 eval spans, 1 eval matrix span
     assert len(names) == 2 * 100 * 7 + 3
     assert names.count("pipeline two") == 200 and names.count("eval matrix") == 1
