@@ -38,7 +38,8 @@ import bench_env  # noqa: E402
 from harness import REPO, environment, fmt_num, kept_block, rerun_command, splice_block, subprocess_walls  # noqa: E402
 
 KEPT_SECTIONS = [("<!-- compile_real.py: begin -->", "<!-- compile_real.py: end -->"),
-                 ("<!-- serve_load.py: begin -->", "<!-- serve_load.py: end -->")]
+                 ("<!-- serve_load.py: begin -->", "<!-- serve_load.py: end -->"),
+                 ("<!-- kinds.py: begin -->", "<!-- kinds.py: end -->")]
 
 RESULTS = REPO / "bench" / "results"
 SECTIONS_DIR = RESULTS / "sections"
@@ -861,7 +862,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out) if a.out else (RESULTS / "BENCHMARKS-smoke.md" if cfg.smoke else REPO / "BENCHMARKS.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     old = out.read_text() if out.exists() else ""
-    # Sections other scripts write (bench/compile_real.py, bench/serve_load.py) are kept as they are.
+    # Sections other scripts write (bench/compile_real.py, bench/serve_load.py, bench/kinds.py) are kept as they are.
     for begin, end in KEPT_SECTIONS:
         kept = kept_block(old, begin, end)
         if kept:
