@@ -186,12 +186,36 @@ def test_an_answer_that_fails_abstains(write_pipe):
     assert failed == [("judge.answer", 1), ("judge.answer", 2), ("judge.answer", 1)]
 
 
-def test_a_reformat_reply_that_does_not_parse_fails_the_call(write_pipe):
+def test_a_reformat_reply_that_does_not_parse_asks_the_task_itself(write_pipe):
     def rule(request):
-        assert part(request) == "reformat", "no question should be answered"
-        return ""
-    pred = load(write_pipe, pipec.ScriptedLM(rule=rule))(text="t", claim="c")
-    assert not pred.ok and "reply did not parse, even after a retry" in pred.error
+        if part(request) == "reformat":
+            return ""                                               # nothing usable, twice
+        return script(["maybe"])(request)
+    lm = pipec.ScriptedLM(rule=rule)
+    pred = load(write_pipe, lm)(text="t", claim="c")
+    assert pred.ok and pred.label == "maybe"
+    assert [(r.predictor, r.attempt) for r in pred.trace] == [("judge.reformat", 1), ("judge.reformat", 2),
+                                                              ("judge.answer", 1)]
+    assert pred.questions == ["Decide whether the text supports the claim."]
+    assert pred.votes.endswith("; the reformat reply did not parse, so the task itself was asked")
+
+
+def test_the_reply_schema_caps_the_questions_at_k(write_pipe):
+    lm = pipec.ScriptedLM(rule=script(["yes"] * 4))
+    assert load(write_pipe, lm, ", prompts: 4")(text="t", claim="c").ok
+    assert lm.requests[0].schema["properties"]["questions"]["maxItems"] == 4
+    assert "maxItems" not in json.dumps(lm.requests[1].schema)       # only the questions are capped
+
+
+def test_the_cap_stops_a_grammar_constrained_model_after_k_items():
+    llama_grammar = pytest.importorskip("llama_cpp.llama_grammar")
+    from pipec.modules.base import Predictor
+    from pipec.dsl.types import STR, Type
+    p = Predictor("m", "", [("q", STR, "")], [("questions", Type("list", arg=STR), "")], "lm", {},
+                  max_items={"questions": 2})
+    rule = next(line for line in llama_grammar.json_schema_to_gbnf(json.dumps(p.schema)).splitlines()
+                if line.startswith("questions ::="))
+    assert '("," space string)?' in rule and "*" not in rule       # a second item at most, never a third
 
 
 def test_with_no_question_written_the_task_itself_is_asked(write_pipe):

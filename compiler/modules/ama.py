@@ -40,10 +40,12 @@ Order matters, as for any online estimate: rows of a batch run concurrently, so 
 row's vote learned from depends on which finished first (the learning itself is thread-safe). Every
 call with at least two answers counts, so running the same input twice counts it twice.
 
-Failures: a reformat reply that does not parse (after its retry) fails the call. One that parses
-but writes no question at all (small models do) degrades to a single question, the task's own
-instruction, in slot 1, rather than failing: the call still answers, `votes` says so, and with one
-answer nothing is learned. Questions beyond k are ignored; a slot with no question abstains. An
+Failures: a reformat reply that does not parse (after its retry), or one that parses but writes no
+question at all (small models do both), degrades to a single question, the task's own instruction,
+in slot 1, rather than failing: the call still answers, `votes` says why, and with one answer
+nothing is learned. The reply schema caps the list at k (`maxItems`), so a grammar-constrained model
+stops after k questions: without the cap, the embedded 135M model kept adding questions until
+max_tokens cut the reply, on 11 of 20 rows of bench/kinds.py's sentiment task. Questions beyond k are ignored; a slot with no question abstains. An
 answer that fails is that slot abstaining (left out of the vote and of the counting); only when
 every answer fails does the call fail.
 
@@ -223,7 +225,8 @@ class AMA(ModuleKind):
             "label. Each question must stand on its own, quoting what it needs from the inputs, and each should "
             "come at the task from a different angle.",
             spec.inputs,
-            [(self.f_questions, LIST_STR, f"exactly {self.k} open-ended questions, each complete on its own")])
+            [(self.f_questions, LIST_STR, f"exactly {self.k} open-ended questions, each complete on its own")],
+            max_items={self.f_questions: self.k})
         self.answer = self.predictor(
             "answer",
             f"{task}\n\nFirst answer the open-ended question about the inputs in your own words, then give the "
@@ -239,7 +242,12 @@ class AMA(ModuleKind):
         return 2 * (1 + self.k)        # the questions, then one answer per question; each may retry once
 
     async def forward(self, values, ctx):
-        written = await self.reformat(values, ctx)
+        try:
+            written = await self.reformat(values, ctx)
+            why = "the reformat call wrote no question"
+        except ModuleFailure:
+            # A small model may never write usable questions: the task itself is one more question.
+            written, why = {}, "the reformat reply did not parse"
         questions = [q.strip() if isinstance(q, str) else "" for q in (written.get(self.f_questions) or [])[:self.k]]
         unasked = not any(questions)
         if unasked:
@@ -261,7 +269,7 @@ class AMA(ModuleKind):
         winner = answers[ranked[0][2][0]]
         votes = self._votes(ranked, answers, accuracies, rows)
         if unasked:
-            votes += "; the reformat call wrote no question, so the task itself was asked"
+            votes += f"; {why}, so the task itself was asked"
         return {**{n: winner.get(n) for n, _, _ in self.spec.outputs}, "questions": questions, "votes": votes}
 
     def _votes(self, ranked, answers, accuracies: list[float], rows: int) -> str:

@@ -83,6 +83,9 @@ class Predictor:
     structured: bool = True
     knn: Any = None                 # a KnnPool: demos chosen per input instead of fixed demos
     pinned: frozenset[str] = frozenset()    # "instruction", "demos": what the .pipe file pins (no optimizer changes it)
+    # The most items a list output may have, by field: the reply schema says so, so a grammar-constrained
+    # LM stops there instead of extending a list until max_tokens cuts the reply (AMA's k questions).
+    max_items: dict[str, int] = field(default_factory=dict)
     _prefix: list[dict[str, str]] = field(default_factory=list, repr=False)
     _fields: list[tuple[str, Type]] = field(default_factory=list, repr=False)
     _schema: dict | None = field(default=None, repr=False)
@@ -96,6 +99,8 @@ class Predictor:
         self._prefix = self.prefix_for(self.demos)
         self._fields = [(n, t) for n, t, _ in self.outputs]
         self._schema = object_schema(self._fields)
+        for name, most in self.max_items.items():
+            self._schema["properties"][name]["maxItems"] = most
         self._prefix_key = prefix_digest(self._prefix, self._schema)
 
     def prefix_for(self, demos: list[dict[str, Any]], instruction: str | None = None) -> list[dict[str, str]]:
@@ -424,7 +429,8 @@ class ModuleKind:
         return self._overridden(self.spec.env.lm_sampling(lm) if self.spec.env is not None else {})
 
     def predictor(self, part: str, instruction: str, inputs: Fields, outputs: Fields,
-                  params: dict[str, Any] | None = None) -> Predictor:
-        """A named inner predictor (`module.part`) on this module's LM and sampling settings."""
+                  params: dict[str, Any] | None = None, max_items: dict[str, int] | None = None) -> Predictor:
+        """A named inner predictor (`module.part`) on this module's LM and sampling settings; `max_items`
+        caps list outputs in the reply schema (`Predictor.max_items`)."""
         return Predictor(f"{self.spec.name}.{part}" if part else self.spec.name, instruction, inputs, outputs,
-                         self.spec.lm, {**self.sampling(), **(params or {})})
+                         self.spec.lm, {**self.sampling(), **(params or {})}, max_items=dict(max_items or {}))
