@@ -106,8 +106,12 @@ def test_render_writes_its_section_of_benchmarks_and_run_all_keeps_it(kinds, tmp
     monkeypatch.setattr(kinds, "BENCHMARKS", bench_md)
     R = kinds.CellResult
     ran = {k: kinds.config_of(cell(kinds, k, "sentiment"), 3) for k in ("AMA", "Predict", "ChainOfThought")}
+    critic = kinds.config_of(cell(kinds, "CRITIC", "multistep_arithmetic_two"), 3)
     kinds.save({"sentiment/AMA": R("sentiment/AMA", "AMA", "sentiment", 3, correct=2, calls=[4, 4, 5], bound=8,
-                                   config=ran["AMA"]),
+                                   config=ran["AMA"], measured="def, 2026-12-05 06:40 UTC"),
+                "multistep_arithmetic_two/CRITIC": R("multistep_arithmetic_two/CRITIC", "CRITIC",
+                                                     "multistep_arithmetic_two", 3, correct=1, calls=[3, 3, 4],
+                                                     bound=18, config=critic),
                 "sentiment/Predict": R("sentiment/Predict", "Predict", "sentiment", 3, correct=3, calls=[1, 1, 1],
                                        bound=2, config=ran["Predict"]),
                 # run with other settings (an older max_tokens, say): never shown as this script's
@@ -118,8 +122,11 @@ def test_render_writes_its_section_of_benchmarks_and_run_all_keeps_it(kinds, tmp
     assert doc.index("## Start-up") < doc.index(kinds.BEGIN) < doc.index("## New module kinds on the embedded model") \
         < doc.index(kinds.END) < doc.index("## Notes")
     assert "| AMA | sentiment (3) | 0.67 (2/3) | 1.00 (3/3) | - | 4.333 / 5 | 8 |" in doc
-    assert "bench/kinds.py --rows 3 --only AMA --write-benchmarks" in doc      # the measuring command, to rerun
+    assert "bench/kinds.py --rows 3 --write-benchmarks\n" in doc      # the command that measures every cell
     assert "- commit: abc" in doc          # the run's own commit, not the render's
+    # --only reran AMA: the table still shows every saved kind, and says which cell was measured apart.
+    assert "| CRITIC | multistep_arithmetic_two (3) | 0.33 (1/3) |" in doc
+    assert "- measured apart, with `--only`: `sentiment/AMA` (def, 2026-12-05 06:40 UTC)" in doc
     assert "/tmp" not in doc.split(kinds.BEGIN)[1] and str(tmp_path) not in doc
     # A second render replaces the section rather than adding one.
     assert kinds.main(["--rows", "3", "--only", "AMA", "--render", "--write-benchmarks"]) == 0
