@@ -8,7 +8,8 @@ from .base import Optimizer, labeled_demo, with_demos
 
 class LabeledFewShot(Optimizer):
     """Each predictor whose fields all appear in the training rows gets `max_labeled` of them as demos
-    (unless the .pipe file pins its demos).
+    (unless the .pipe file pins its demos); the others keep the demos they start with (an inner part
+    whose fields no row has, such as the demos a ToolMaker's preparation gave its `use` part).
 
     compile block: `optimizer = labeled_fewshot(max_labeled: 4)`
     """
@@ -44,5 +45,6 @@ class LabeledFewShot(Optimizer):
                     picked.append(d)
                 if len(picked) >= k:
                     break
-            demos[name] = picked
+            if picked or k == 0:
+                demos[name] = picked
         return with_demos(session.baseline(), demos)

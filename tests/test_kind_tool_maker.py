@@ -222,6 +222,13 @@ def test_compile_makes_the_tool_from_training_rows_and_checks_it_on_held_out_one
     assert compiled.modules["m"].max_calls() == 2           # a compiled call only writes the tool's call
 
 
+def test_labeled_fewshot_keeps_the_use_parts_demos_from_the_tools_making(write_pipe):
+    # No training row has the `use` part's `call` field: labeled demos cannot replace the verified calls.
+    compiled, _ = compile_with(write_pipe, [TOOL])
+    calls = [d["call"] for d in compiled.params()["m.use"].demos]
+    assert calls and all(re.fullmatch(r"mul\(\d+, \d+\)", c) for c in calls)
+
+
 def test_a_tool_right_on_training_but_wrong_on_held_out_rows_goes_back_to_the_maker(write_pipe):
     compiled, lm = compile_with(write_pipe, [memorize, TOOL])
     makes = [r for r in lm.requests if part(r) == "make"]
