@@ -47,11 +47,16 @@ def run_streamed(program, values: dict[str, Any], out: TextIO, mode: str, trace:
     printer = {"json": JsonLines, "tty": Redrawn, "text": Appended}[mode](out)
 
     async def go() -> Prediction:
-        async for item in items:
-            if isinstance(item, Prediction):
-                printer.final(item, trace)
-                return item
-            printer.partial(item.outputs())
+        try:
+            async for item in items:
+                if isinstance(item, Prediction):
+                    printer.final(item, trace)
+                    return item
+                printer.partial(item.outputs())
+        finally:
+            # A reader that went away (`| head`) or ^C: stop the run and the LM now, on this loop,
+            # rather than leave them to the garbage collector after the loop is gone.
+            await items.aclose()
         raise AssertionError("a stream ends with its Prediction")
     return run_coroutine(go())
 

@@ -468,3 +468,28 @@ pipeline say(question: str) -> (answer) { return answer = speak(question: questi
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert out.returncode == 0 and len(lines) > 2 and lines[-1]["ok"]
     assert_well_formed([line["outputs"] for line in lines[:-1]], lines[-1]["outputs"])
+
+
+@pytest.mark.e2e
+def test_cli_run_stream_stops_quietly_when_the_reader_goes_away(tmp_path):
+    # `pipec run --stream | head -c 8` on the embedded model: the reader leaves while tokens are still
+    # coming; the run stops there (on its own loop, not left to the garbage collector) and exits 0
+    # with nothing on stderr. It printed "Task was destroyed but it is pending!" and tracebacks.
+    path = tmp_path / "say.pipe"
+    path.write_text("""
+lm local = "local/smollm2" (temperature: 0, max_tokens: 60)
+signature Say { "Explain the question in two sentences." in question: str out answer: str }
+module speak = Predict(Say, lm: local)
+pipeline say(question: str) -> (answer) { return answer = speak(question: question).answer }
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "pipec", "run", str(path), "--stream", "--no-cache", "-i",
+                             "question=Why is the sky blue?"], cwd=tmp_path, env={**os.environ, "NO_COLOR": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.read(8) == b"answer: "
+        proc.stdout.close()
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == 0 and err == b"", err.decode(errors="replace")[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
