@@ -6,23 +6,27 @@ import json
 from typing import Any
 
 
-def max_calls(program, graph=None, dearest: bool = False, requests: bool = False) -> int:
+def max_calls(program, graph=None, dearest: bool = False, requests: bool = False, prepared: bool = False) -> int:
     """The static worst case of LM calls for one input: every module call (with its parse retries),
     map bodies times their bounds, ensembles times their members. A one_of module counts the
     alternative it runs, or with `dearest` its dearest one (the most any choice can cost).
 
     A call is one question to an lm, however many requests answering it takes. With `requests`, the
     worst case of requests instead: each call times the most requests one call of that module may
-    send (every attempt, `num_retries` of them after the first, on each lm a fallback tries)."""
+    send (every attempt, `num_retries` of them after the first, on each lm a fallback tries). With
+    `prepared`, each module as a compile prepares it (`ModuleKind.max_calls_prepared`)."""
     total = 0
     for node in (graph or program.graph).nodes:
         if node.op == "module":
             module = program.modules[node.target]
             alternatives = getattr(module, "alternatives", None) if dearest else None
-            calls = max(a.max_calls() for a in alternatives.values()) if alternatives else module.max_calls()
+            if alternatives:
+                calls = max(a.max_calls_prepared() if prepared else a.max_calls() for a in alternatives.values())
+            else:
+                calls = module.max_calls_prepared() if prepared else module.max_calls()
             total += calls * (_requests_per_call(program, module) if requests else 1)
         elif node.op == "map":
-            total += node.bound * max_calls(program, node.body, dearest, requests)
+            total += node.bound * max_calls(program, node.body, dearest, requests, prepared)
     return total if graph is not None else total * max(1, len(program.members))
 
 

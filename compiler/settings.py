@@ -240,19 +240,20 @@ def check_settings(program, config: CompileConfig, near: Path | None = None) -> 
 def _over_the_call_bound(program, bound: int, at: A.Span, flag: bool) -> list[Diagnostic]:
     """`max_calls_per_row` is a promise about the compiled program, which is never worse than the
     uncompiled one and may be it: the uncompiled program (each one_of module on its first
-    alternative) must keep it, or no compile could. Pointed at the compile block's setting when the
-    bound came from there (not from a flag, `flag`)."""
+    alternative, each module as the compile prepares it: a ToolMaker with its tool) must keep it, or
+    no compile could. Pointed at the compile block's setting when the bound came from there (not
+    from a flag, `flag`)."""
     from .inspection import max_calls
     written = program.bound({})         # fresh modules: every one_of module on its first alternative
-    calls = max_calls(written)
+    calls = max_calls(written, prepared=True)
     if calls <= bound:
         return []
     block = next((b for b in program.checked.compiles if b.pipeline == program.name), None)
     setting = next((s for s in (block.settings if block else ()) if s.name == "max_calls_per_row"
                     and A.plain(s.value) == bound), None)
     where = setting.value.span if setting is not None and not flag else at
-    dear = [f"{name} ({getattr(module, 'chosen', None) or module.describe()}, {module.max_calls()} calls)"
-            for name, module in written.modules.items() if module.max_calls() > 2]
+    dear = [f"{name} ({getattr(module, 'chosen', None) or module.describe()}, {module.max_calls_prepared()} calls)"
+            for name, module in written.modules.items() if module.max_calls_prepared() > 2]
     return [Diagnostic("error", f"the uncompiled program may make {calls} LM calls per input, over "
                                 f"max_calls_per_row {bound}", where,
                        "a compile keeps the uncompiled program when nothing beats it, so it must fit too: raise the "

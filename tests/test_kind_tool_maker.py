@@ -15,6 +15,7 @@ import pytest
 
 import pipec
 import pipec.sandbox
+from pipec.inspection import inspect_program
 from pipec.prompt import retry_message
 
 pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model", "sandbox_or_weaker")
@@ -220,6 +221,19 @@ def test_compile_makes_the_tool_from_training_rows_and_checks_it_on_held_out_one
     first_val = next(i for i, q in enumerate(used) if q & {r["question"] for r in VAL})
     assert held_out == set().union(*used[:first_val])      # checked on the held-out rows, before any scoring
     assert compiled.modules["m"].max_calls() == 2           # a compiled call only writes the tool's call
+
+
+def test_max_calls_per_row_is_checked_against_the_program_the_compile_prepares(write_pipe):
+    # Uncompiled, a call may ask the maker (bound 8); the compile makes the tool first, so what it scores
+    # and emits makes the use call alone (bound 2): a bound of 2 is kept, not refused before the compile.
+    from pipec.settings import SettingsError
+    lm = scripted([TOOL])
+    prog = pipec.load(write_pipe(SRC.replace(" OPTIONS", "")), lm=lm, cache=False)
+    assert inspect_program(prog)["max_lm_calls"] == 8
+    compiled = prog.compile(TRAIN, VAL, "exact_match(answer)", "bootstrap_fewshot", max_calls_per_row=2)
+    assert compiled.params()["m.tool"].instruction == TOOL and inspect_program(compiled)["max_lm_calls"] == 2
+    with pytest.raises(SettingsError, match="may make 2 LM calls per input, over max_calls_per_row 1"):
+        prog.compile(TRAIN, VAL, "exact_match(answer)", "bootstrap_fewshot", max_calls_per_row=1)
 
 
 def test_labeled_fewshot_keeps_the_use_parts_demos_from_the_tools_making(write_pipe):

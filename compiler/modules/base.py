@@ -373,6 +373,18 @@ class ModuleKind:
         """Worst-case LM calls for one call of this module, counting the parse retry."""
         return 2 * len(self.predictors())
 
+    def max_calls_prepared(self) -> int:
+        """`max_calls` once a compile has prepared the module (`prepare`): what the compiled program,
+        and the uncompiled one a compile falls back to, can cost. The same for kinds with nothing to
+        prepare; ToolMaker's is its use call alone, its tool made.
+
+        >>> from pipec.dsl.types import STR
+        >>> from pipec.modules import kinds
+        >>> kinds()["Predict"](ModuleSpec("m", "Echo.", [("q", STR, "")], [("a", STR, "")], {}, "lm", {})).max_calls_prepared()
+        2
+        """
+        return self.max_calls()
+
     async def prepare(self, examples: list[dict[str, Any]], ctx) -> None:
         """Work the kind does once per compile, before the uncompiled program is scored and before any
         optimizer runs (`pipec.prepare`): ToolMaker makes its tool here. `examples` are the compile's

@@ -60,6 +60,9 @@ class OneOf(ModuleKind):
     def max_calls(self) -> int:
         return self.running.max_calls()
 
+    def max_calls_prepared(self) -> int:
+        return self.running.max_calls_prepared()
+
     def streamed(self):
         return self.running.streamed()
 

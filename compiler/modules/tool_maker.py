@@ -212,6 +212,11 @@ class ToolMaker(ModuleKind):
         when the compile found none (`NO_TOOL`)."""
         return 2 if self.tool.instruction.strip() else 2 * (self.max_attempts + 1)
 
+    def max_calls_prepared(self) -> int:
+        """A compile makes the tool before anything is scored (or, with `on_failure: "answer"`, finds
+        none and answers directly), so its programs make the use call or the answer call alone."""
+        return 2
+
     def code(self) -> dict[str, str]:
         source = self.tool.instruction.strip()
         return {self.tool.name: source} if source and not source.startswith(NO_TOOL) else {}
