@@ -443,15 +443,21 @@ def test_cli_run_stream_refuses_a_batch(write_pipe, tmp_path):
 
 
 # ---------------------------------------------------------------------- embedded model
+def say_pipe(tmp_path, instruction: str, max_tokens: int) -> Path:
+    """A one-module pipeline answering a question in free text on the embedded model."""
+    path = tmp_path / "say.pipe"
+    path.write_text(f"""
+lm local = "local/smollm2" (temperature: 0, max_tokens: {max_tokens})
+signature Say {{ "{instruction}" in question: str out answer: str }}
+module speak = Predict(Say, lm: local)
+pipeline say(question: str) -> (answer) {{ return answer = speak(question: question).answer }}
+""")
+    return path
+
+
 @pytest.mark.e2e
 def test_the_embedded_model_streams_token_by_token(tmp_path):
-    path = tmp_path / "say.pipe"
-    path.write_text("""
-lm local = "local/smollm2" (temperature: 0, max_tokens: 40)
-signature Say { "Answer the question in one sentence." in question: str out answer: str }
-module speak = Predict(Say, lm: local)
-pipeline say(question: str) -> (answer) { return answer = speak(question: question).answer }
-""")
+    path = say_pipe(tmp_path, "Answer the question in one sentence.", 40)
     prog = pipec.load(path, cache=False)
     # llama.cpp's first run of a prompt and its later runs (which reuse the evaluated prompt) may
     # differ in the last bits of the logits, and so in a greedy reply: compare two later runs.
@@ -475,13 +481,7 @@ def test_cli_run_stream_stops_quietly_when_the_reader_goes_away(tmp_path):
     # `pipec run --stream | head -c 8` on the embedded model: the reader leaves while tokens are still
     # coming; the run stops there (on its own loop, not left to the garbage collector) and exits 0
     # with nothing on stderr. It printed "Task was destroyed but it is pending!" and tracebacks.
-    path = tmp_path / "say.pipe"
-    path.write_text("""
-lm local = "local/smollm2" (temperature: 0, max_tokens: 60)
-signature Say { "Explain the question in two sentences." in question: str out answer: str }
-module speak = Predict(Say, lm: local)
-pipeline say(question: str) -> (answer) { return answer = speak(question: question).answer }
-""")
+    path = say_pipe(tmp_path, "Explain the question in two sentences.", 60)
     proc = subprocess.Popen([sys.executable, "-m", "pipec", "run", str(path), "--stream", "--no-cache", "-i",
                              "question=Why is the sky blue?"], cwd=tmp_path, env={**os.environ, "NO_COLOR": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
