@@ -28,6 +28,7 @@ def backend_for(model: str, options: dict | None = None) -> LMBackend:
     if model.startswith("local/"):
         from .local import LocalLM
         backend: LMBackend = LocalLM(model.split("/", 1)[1], n_ctx=int(options.get("n_ctx", 2048)),
+                                     n_threads=int(options["n_threads"]) if "n_threads" in options else None,
                                      seed=int(options.get("seed", 0)))
         if options.get("structured") == "text":
             backend.structured = "text"
