@@ -223,3 +223,35 @@ def pytest_sessionfinish(session, exitstatus):
         print(f"\nERROR: tests imported source folders as top-level modules: {', '.join(stray)}; "
               "import them through pipec", file=sys.stderr)
         session.exitstatus = 1
+
+
+def first_tries_unparsable(answer):
+    """A ScriptedLM rule for worst-case bounds: every call's first try gets "{}" (which does not parse),
+    and its retry (which repeats the call's first messages) gets `answer(request, n)`, `n` counting the
+    distinct calls so far."""
+    seen: set[str] = set()
+
+    def rule(request):
+        key = json.dumps(request.messages[:2])
+        if key not in seen:
+            seen.add(key)
+            return "{}"
+        return answer(request, len(seen))
+    return rule
+
+
+def run_example(example: str, tmp_path, *inputs: str, trace: bool = False) -> dict:
+    """`pipec run examples/<example> --json [--trace] --input ...` on the embedded model, in a fresh
+    cache: the run's JSON result (it must exit 0). Skipped without llama-cpp-python."""
+    import subprocess
+    import time
+    pytest.importorskip("llama_cpp", reason="the embedded model needs pipec[local]")
+    env = {**os.environ, "PIPEC_CACHE_DIR": str(tmp_path), "NO_COLOR": "1"}
+    args = [sys.executable, "-m", "pipec", "run", f"examples/{example}", "--json", *(["--trace"] if trace else [])]
+    for given in inputs:
+        args += ["--input", given]
+    start = time.perf_counter()
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    print(f"{example} on the embedded model: {time.perf_counter() - start:.1f} s")
+    return json.loads(proc.stdout)

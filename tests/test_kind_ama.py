@@ -8,15 +8,11 @@ Scripted LMs tell the two parts apart by their reply schemas and answer each que
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
-from conftest import SlowLM, first_user_value, system_of
+from conftest import SlowLM, first_user_value, system_of, run_example
 
 import pipec
 from pipec.inspection import inspect_program
@@ -24,7 +20,6 @@ from pipec.lm.base import LMError
 from pipec.modules.ama import PromptAccuracies
 
 pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model")
-ROOT = Path(__file__).resolve().parent.parent
 
 PIPE = """
     lm base = "openai/gpt-4o-mini" (temperature: 0, max_tokens: 80)
@@ -323,16 +318,8 @@ def test_bootstrap_fewshot_gives_both_parts_demos(write_pipe):
 
 @pytest.mark.e2e
 def test_example_runs_on_the_embedded_model_through_the_cli(tmp_path):
-    pytest.importorskip("llama_cpp")
-    env = {**os.environ, "PIPEC_CACHE_DIR": str(tmp_path), "NO_COLOR": "1"}
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pipec", "run", "examples/ama.pipe", "--json", "--trace",
-                           "--input", "premise=The museum closes at five on weekdays.",
-                           "--input", "hypothesis=The museum is open at noon on a Tuesday."],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    result = run_example("ama.pipe", tmp_path, "premise=The museum closes at five on weekdays.",
+                         "hypothesis=The museum is open at noon on a Tuesday.", trace=True)
     assert result["outputs"]["label"] in ("entailment", "contradiction", "neutral")
     assert 1 <= len(result["outputs"]["questions"]) <= 3
     assert 2 <= len(result["trace"]) <= 8            # max_calls of the example
-    print(f"ama e2e: {time.perf_counter() - start:.1f}s")

@@ -5,11 +5,10 @@ Scripted LMs tell the parts apart by the reply schema's keys, and the first answ
 correction by the draft in its prompt; tools are a small Python module written beside the .pipe file."""
 from __future__ import annotations
 
-import json
 import sys
 
 import pytest
-from conftest import first_user_value, system_of
+from conftest import first_user_value, system_of, first_tries_unparsable
 
 import pipec
 from pipec.modules.critic import CORRECT, VERIFY
@@ -170,20 +169,14 @@ def test_a_correction_that_changes_nothing_ends_the_rounds(make):
 @pytest.mark.parametrize("opts, expected", [("", 2 * (1 + 2 * (3 + 2))), ("max_rounds: 1, max_checks: 1", 8),
                                             ("max_rounds: 3, max_checks: 2", 2 * (1 + 3 * 4))])
 def test_max_calls_is_the_worst_case_and_is_reached(make, opts, expected):
-    seen = set()
-
-    def flaky(request):                                 # every call's first try does not parse
-        key = json.dumps(request.messages[:2])
-        if key not in seen:
-            seen.add(key)
-            return "{}"
+    def answer(request, n):
         which = part(request)
         if which == "verify":
-            return step("calculate", f"{len(seen)} + 1")
+            return step("calculate", f"{n} + 1")
         if which == "critique":
             return {"critique": "wrong", "verified": False}
-        return {"answer": f"a{len(seen)}"}
-    lm = pipec.ScriptedLM(rule=flaky)
+        return {"answer": f"a{n}"}
+    lm = pipec.ScriptedLM(rule=first_tries_unparsable(answer))
     prog, _ = make(lm, opts)
     pred = prog(question="q")
     assert pred.ok, pred.error

@@ -7,21 +7,16 @@ Scripted LMs tell the parts apart by their reply schemas; the proposer's proposi
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from conftest import SlowLM, first_user_value, system_of
+from conftest import SlowLM, first_user_value, system_of, run_example
 
 import pipec
 from pipec.inspection import inspect_program
 from pipec.lm.base import LMError
 
 pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model")
-ROOT = Path(__file__).resolve().parent.parent
 
 PIPE = """
     signature Deduce {
@@ -272,16 +267,9 @@ def test_bootstrap_fewshot_gives_every_part_demos(write_pipe):
 
 @pytest.mark.e2e
 def test_example_runs_on_the_embedded_model_through_the_cli(tmp_path):
-    pytest.importorskip("llama_cpp")
-    env = {**os.environ, "PIPEC_CACHE_DIR": str(tmp_path), "NO_COLOR": "1"}
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pipec", "run", "examples/cumulative_reasoning.pipe", "--json", "--trace",
-                           "--input", "facts=All birds have feathers. Penguins are birds. Tux is a penguin.",
-                           "--input", "question=Does Tux have feathers?"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    result = run_example("cumulative_reasoning.pipe", tmp_path,
+                         "facts=All birds have feathers. Penguins are birds. Tux is a penguin.",
+                         "question=Does Tux have feathers?", trace=True)
     assert result["outputs"]["answer"] in ("yes", "no", "unknown")
     assert len(result["outputs"]["propositions"]) <= 3
     assert 2 <= len(result["trace"]) <= 18           # max_calls of the example
-    print(f"cumulative_reasoning e2e: {time.perf_counter() - start:.1f}s")

@@ -6,20 +6,14 @@ order of calls, what every prompt carried, the bounds, and failures.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
-from conftest import first_user_value, system_of
+from conftest import first_user_value, system_of, run_example
 
 import pipec
 
 pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model")
 
-ROOT = Path(__file__).resolve().parent.parent
 
 BUILTIN = """
     signature Problem { "Solve the word problem." in question: str out answer: int }
@@ -319,15 +313,7 @@ def test_bootstrap_fewshot_gives_the_solver_module_demos_from_its_steps(write_pi
 # ---------------------------------------------------------------------------- end to end
 @pytest.mark.e2e
 def test_example_runs_on_the_embedded_model_through_the_cli(tmp_path):
-    pytest.importorskip("llama_cpp")
-    env = {**os.environ, "PIPEC_CACHE_DIR": str(tmp_path), "NO_COLOR": "1"}
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pipec", "run", "examples/decompose.pipe", "--json", "--input",
-                           "question=Tom has 5 apples and buys 7 more. How many apples does he have?"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    elapsed = time.perf_counter() - start
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)["outputs"]
+    out = run_example("decompose.pipe", tmp_path,
+                      "question=Tom has 5 apples and buys 7 more. How many apples does he have?")["outputs"]
     assert isinstance(out["answer"], int)
     assert 1 <= len(out["steps"]) <= 3 and len(out["step_answers"]) == len(out["steps"])
-    print(f"decompose e2e: {elapsed:.1f}s")

@@ -8,21 +8,16 @@ refinement adds a `'`, so the graph can be followed exactly.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from conftest import SlowLM, first_user_value, system_of
+from conftest import SlowLM, first_user_value, system_of, run_example
 
 import pipec
 from pipec.inspection import inspect_program
 from pipec.lm.base import LMError
 
 pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model")
-ROOT = Path(__file__).resolve().parent.parent
 
 PIPE = """
     signature Merge { "Summarize the notes." in notes: str out summary: str }
@@ -277,15 +272,8 @@ def test_bootstrap_fewshot_gives_every_part_demos(write_pipe):
 
 @pytest.mark.e2e
 def test_example_runs_on_the_embedded_model_through_the_cli(tmp_path):
-    pytest.importorskip("llama_cpp")
-    env = {**os.environ, "PIPEC_CACHE_DIR": str(tmp_path), "NO_COLOR": "1"}
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pipec", "run", "examples/graph_of_thoughts.pipe", "--json", "--trace",
-                           "--input", "notes=Q3 sales rose 8%. Costs rose 12%. Two new stores opened."],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    result = run_example("graph_of_thoughts.pipe", tmp_path,
+                         "notes=Q3 sales rose 8%. Costs rose 12%. Two new stores opened.", trace=True)
     assert isinstance(result["outputs"]["summary"], str)
     assert any("answered" in t for t in result["outputs"]["thoughts"])
     assert 2 <= len(result["trace"]) <= 18           # max_calls of the example
-    print(f"graph_of_thoughts e2e: {time.perf_counter() - start:.1f}s")

@@ -5,22 +5,18 @@ are small Python modules written beside the .pipe file.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
-from conftest import first_user_value, system_of
+from conftest import first_user_value, system_of, run_example
 
 import pipec
 from pipec.modules.tool_use import fill_args
 
 pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model")
 
-ROOT = Path(__file__).resolve().parent.parent
 
 TOOLS = '''
 CALLS = []
@@ -404,15 +400,6 @@ def test_bootstrap_fewshot_gives_the_step_and_the_extract_demos(make):
 # ---------------------------------------------------------------------------- the example, end to end
 @pytest.mark.e2e
 def test_example_runs_on_the_embedded_model_through_the_cli(tmp_path):
-    pytest.importorskip("llama_cpp", reason="the embedded model needs pipec[local]")
-    env = {**os.environ, "PIPEC_CACHE_DIR": str(tmp_path), "NO_COLOR": "1"}
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pipec", "run", "examples/react.pipe", "--json", "--input",
-                           "question=Where was the chief engineer of the Golden Gate Bridge born?"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    elapsed = time.perf_counter() - start
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
+    out = run_example("react.pipe", tmp_path, "question=Where was the chief engineer of the Golden Gate Bridge born?")
     assert out["ok"] and isinstance(out["outputs"]["answer"], str)
     assert out["outputs"]["trajectory"].startswith("Thought 1:")
-    print(f"react.pipe on the embedded model: {elapsed:.1f} s")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import system_of
+from conftest import system_of, first_tries_unparsable
 
 import pipec
 
@@ -115,16 +115,8 @@ def test_rounds_bound_the_loop_and_max_calls_is_the_worst_case(write_pipe):
     assert [r.predictor for r in pred.trace] == ["write.answer"] + ["write.critique", "write.revise"] * 2
     assert prog.modules["write"].max_calls() == 10
 
-    seen = set()
     inner = Script(["v0"], [("meh", False)] * 2, ["v1", "v2"])
-
-    def flaky(request):                                     # every call's first try does not parse
-        key = json.dumps(request.messages[:2])              # a retry repeats its call's first messages
-        if key not in seen:
-            seen.add(key)
-            return "{}"
-        return inner(request)
-    lm = pipec.ScriptedLM(rule=flaky)
+    lm = pipec.ScriptedLM(rule=first_tries_unparsable(lambda request, n: inner(request)))
     prog = pipec.load(pipe(write_pipe), lm=lm, cache=False)
     pred = prog(product="x")
     assert pred.ok and pred.tagline == "v2"

@@ -2,11 +2,10 @@
 reflections in memory, per input or across a batch (Shinn et al. 2023)."""
 from __future__ import annotations
 
-import json
 import sys
 
 import pytest
-from conftest import SlowLM, first_user_value, system_of
+from conftest import SlowLM, first_user_value, system_of, first_tries_unparsable
 
 import pipec
 from pipec.modules.reflexion import OTHER_INPUT, REFLECT, RETRY
@@ -150,18 +149,12 @@ def test_memory_size_bounds_what_an_attempt_is_shown(write_pipe):
 @pytest.mark.parametrize("options, expected", [("", 2 * (3 + 3 + 2)), (", max_trials: 1", 4),
                                                (", max_trials: 4", 2 * (4 + 4 + 3))])
 def test_max_calls_is_the_worst_case_and_is_reached(write_pipe, options, expected):
-    seen = set()
-
-    def flaky(request):                                 # every call's first try does not parse
-        key = json.dumps(request.messages[:2])
-        if key not in seen:
-            seen.add(key)
-            return "{}"
+    def answer(request, n):
         which = part(request)
         if which == "evaluate":
             return {"feedback": "wrong", "correct": False}
-        return {"reflection" if which == "reflect" else "answer": f"reply {len(seen)}"}
-    lm = pipec.ScriptedLM(rule=flaky)
+        return {"reflection" if which == "reflect" else "answer": f"reply {n}"}
+    lm = pipec.ScriptedLM(rule=first_tries_unparsable(answer))
     prog = pipec.load(pipe(write_pipe, options), lm=lm, cache=False)
     pred = prog(question="q")
     assert pred.ok, pred.error

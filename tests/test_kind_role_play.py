@@ -3,10 +3,9 @@ inception prompts until the user role says the task is done; the answer extracte
 2023)."""
 from __future__ import annotations
 
-import json
 
 import pytest
-from conftest import first_user_value, system_of
+from conftest import first_user_value, system_of, first_tries_unparsable
 
 import pipec
 from pipec.modules.role_play import DONE_TOKEN
@@ -145,18 +144,12 @@ def test_without_specify_the_instruction_is_the_task_and_default_roles_play(writ
 @pytest.mark.parametrize("options, expected", [(ROLES, 2 * (1 + 2 * 4 + 1)), (", max_turns: 1", 8),
                                                (", max_turns: 3, specify: false", 2 * (2 * 3 + 1))])
 def test_max_calls_is_the_worst_case_and_is_reached(write_pipe, options, expected):
-    seen = set()
-
-    def flaky(request):                                 # every call's first try does not parse
-        key = json.dumps(request.messages[:2])
-        if key not in seen:
-            seen.add(key)
-            return "{}"
+    def answer(request, n):
         which = part(request)
         if which == "user":
-            return {"task_done": False, "instruction": f"do {len(seen)}"}
-        return {{"specify": "task", "assistant": "solution"}.get(which, "plan"): f"r{len(seen)}"}
-    lm = pipec.ScriptedLM(rule=flaky)
+            return {"task_done": False, "instruction": f"do {n}"}
+        return {{"specify": "task", "assistant": "solution"}.get(which, "plan"): f"r{n}"}
+    lm = pipec.ScriptedLM(rule=first_tries_unparsable(answer))
     prog = load(write_pipe, lm, options)
     pred = prog(request="q")
     assert pred.ok, pred.error

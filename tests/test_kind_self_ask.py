@@ -5,21 +5,15 @@ Scripted LMs tell the three predictors apart by the reply schema's keys.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
-from conftest import first_user_value, system_of
+from conftest import first_user_value, system_of, run_example
 
 import pipec
 
 pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model")
 
-ROOT = Path(__file__).resolve().parent.parent
 
 TOOLS = '''
 CALLS = []
@@ -325,15 +319,6 @@ def test_bootstrap_fewshot_gives_every_inner_predictor_demos(make):
 # ---------------------------------------------------------------------------- the example, end to end
 @pytest.mark.e2e
 def test_example_runs_on_the_embedded_model_through_the_cli(tmp_path):
-    pytest.importorskip("llama_cpp", reason="the embedded model needs pipec[local]")
-    env = {**os.environ, "PIPEC_CACHE_DIR": str(tmp_path), "NO_COLOR": "1"}
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pipec", "run", "examples/self_ask.pipe", "--json", "--input",
-                           "question=In which region was the designer of the Eiffel Tower born?"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    elapsed = time.perf_counter() - start
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
+    out = run_example("self_ask.pipe", tmp_path, "question=In which region was the designer of the Eiffel Tower born?")
     assert out["ok"] and isinstance(out["outputs"]["answer"], str)
     assert out["outputs"]["transcript"].startswith("Are follow up questions needed here:")
-    print(f"self_ask.pipe on the embedded model: {elapsed:.1f} s")

@@ -6,21 +6,16 @@ shown with `SlowLM`, a non-inline scripted LM that sleeps on asyncio and counts 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from conftest import SlowLM, first_user_value, system_of
+from conftest import SlowLM, first_user_value, system_of, run_example
 
 import pipec
 from pipec.inspection import inspect_program
 
 pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model")
 
-ROOT = Path(__file__).resolve().parent.parent
 
 TEXT = """
     signature Explain { "Explain the topic." in topic: str out answer: str }
@@ -235,16 +230,7 @@ def test_bootstrap_fewshot_gives_every_inner_predictor_demos(write_pipe, text):
 
 @pytest.mark.e2e
 def test_example_runs_on_the_embedded_model_through_the_cli(tmp_path):
-    pytest.importorskip("llama_cpp")
-    env = {**os.environ, "PIPEC_CACHE_DIR": str(tmp_path), "NO_COLOR": "1"}
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pipec", "run", "examples/skeleton_of_thought.pipe", "--json",
-                           "--input", "question=How can I sleep better?"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    elapsed = time.perf_counter() - start
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)["outputs"]
+    out = run_example("skeleton_of_thought.pipe", tmp_path, "question=How can I sleep better?")["outputs"]
     assert 1 <= len(out["points"]) <= 3
     assert out["answer"].startswith("1. ")
     assert len(out["answer"].splitlines()) >= len(out["points"])
-    print(f"skeleton_of_thought e2e: {elapsed:.1f}s")

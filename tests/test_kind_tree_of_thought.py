@@ -6,21 +6,16 @@ the state they grow from and their sample number, so the search can be followed 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from conftest import SlowLM, first_user_value, system_of
+from conftest import SlowLM, first_user_value, system_of, run_example
 
 import pipec
 from pipec.inspection import inspect_program
 
 pytestmark = pytest.mark.usefixtures("isolated_env", "no_embedded_model")
 
-ROOT = Path(__file__).resolve().parent.parent
 
 PIPE = """
     signature Puzzle { "Solve the puzzle." in puzzle: str out answer: str }
@@ -238,16 +233,8 @@ def test_bootstrap_fewshot_gives_every_inner_predictor_demos(write_pipe):
 
 @pytest.mark.e2e
 def test_example_runs_on_the_embedded_model_through_the_cli(tmp_path):
-    pytest.importorskip("llama_cpp")
-    env = {**os.environ, "PIPEC_CACHE_DIR": str(tmp_path), "NO_COLOR": "1"}
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pipec", "run", "examples/tree_of_thought.pipe", "--json", "--trace",
-                           "--input", "question=I have 3 red and 5 blue marbles. How many marbles do I have?"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    elapsed = time.perf_counter() - start
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    result = run_example("tree_of_thought.pipe", tmp_path,
+                         "question=I have 3 red and 5 blue marbles. How many marbles do I have?", trace=True)
     assert isinstance(result["outputs"]["answer"], str)
     assert 1 <= len(result["outputs"]["thoughts"]) <= 2
     assert 3 <= len(result["trace"]) <= 18           # max_calls of the example
-    print(f"tree_of_thought e2e: {elapsed:.1f}s")
