@@ -79,7 +79,7 @@ LM_OPTIONS: dict[str, OptionSpec] = {
                          choices=("auto", "litellm")),
     "rpm": OptionSpec("int", "requests per minute across the process", minimum=1),
     "n_ctx": OptionSpec("int", "context window of the embedded model", minimum=256),
-    "n_threads": OptionSpec("int", "threads of the embedded model (default: the cores not already busy, at most 4)",
+    "n_threads": OptionSpec("int", "threads of the embedded model, at most its cores (default: the cores not already busy, at most 4)",
                             minimum=1),
     "input_price": OptionSpec("number", "dollars per million prompt tokens (with output_price), for a dollar "
                                         "budget when litellm does not know the model", minimum=0),

@@ -60,9 +60,12 @@ def test_the_default_leaves_out_the_cores_other_processes_keep_busy(write_pipe, 
     assert threads_used(write_pipe) == 1                       # another model process on one of the two
 
 
-def test_n_threads_on_the_lm_sets_it(write_pipe, fake_llama, monkeypatch):
+def test_n_threads_on_the_lm_sets_it_up_to_the_cores(write_pipe, fake_llama, monkeypatch):
+    monkeypatch.setattr(local.os, "sched_getaffinity", lambda pid: set(range(8)))
     monkeypatch.setattr(local.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert threads_used(write_pipe, ", n_threads: 3") == 3
+    monkeypatch.setattr(local, "_loaded", {})
+    assert threads_used(write_pipe, ", n_threads: 100000") == 8     # a hostile file cannot start 100,000 threads
 
 
 def test_n_threads_below_one_is_refused_when_loading(write_pipe):

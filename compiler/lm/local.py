@@ -41,6 +41,14 @@ def _close_models() -> None:
     _loaded.clear()
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (fewer than the machine's in a container or under taskset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def default_threads(cores: int | None = None, load: float | None = None) -> int:
     """llama.cpp threads for the cores not already busy: all of them (at most 4) on a quiet machine,
     one fewer per process keeping a core busy (the 1-minute load average), never fewer than one.
@@ -49,10 +57,7 @@ def default_threads(cores: int | None = None, load: float | None = None) -> int:
     (2, 1, 1)
     """
     if cores is None:
-        try:
-            cores = len(os.sched_getaffinity(0))    # the cores this process may run on (containers, taskset)
-        except (AttributeError, OSError):
-            cores = os.cpu_count() or 1
+        cores = usable_cores()
     if load is None:
         try:
             load = os.getloadavg()[0]
@@ -104,7 +109,8 @@ class LocalLM(LMBackend):
                 raise LMError(f"the embedded model {self.model} needs llama-cpp-python: "
                               "pip install 'pipec[local]'") from err
             path = model_path(self.name)
-            threads = self.n_threads or default_threads()
+            # More threads than cores only stall one another: a file asking for thousands gets the cores.
+            threads = min(self.n_threads, usable_cores()) if self.n_threads else default_threads()
             llama = Llama(model_path=path, n_ctx=self.n_ctx, n_threads=threads, seed=self.seed, verbose=False)
             _loaded[key] = llama
         return llama
